@@ -1,0 +1,49 @@
+//! The embedding-store seam: where a table's rows live is decided at load time, and a
+//! model only ever asks for pooled bags.
+
+use crate::{Lane, Ops, Result};
+
+/// Where a table's rows live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TablePlacement {
+    /// The whole table is in device memory (on the CPU backend: the "device" tier).
+    Resident,
+    /// The full table is in host RAM; hot rows are cached on the device.
+    HostOffloaded,
+    /// The full table is memory-mapped from its file; hot rows are cached on the device.
+    MappedFile,
+}
+
+/// Bytes a table holds in each tier, and its cache counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableMemory {
+    /// Bytes of the table held in device memory (whole table when resident).
+    pub resident_bytes: u64,
+    /// Bytes of the hot-row cache in device memory.
+    pub cache_bytes: u64,
+    /// Bytes of the table held in host RAM (0 when resident or memory-mapped).
+    pub host_bytes: u64,
+    /// Cache hits since load.
+    pub hits: u64,
+    /// Cache misses since load.
+    pub misses: u64,
+    /// Cache evictions since load.
+    pub evictions: u64,
+}
+
+/// One embedding table of `rows x dim` f32 values, pooled with sum over fixed-size bags.
+pub trait EmbeddingStore<O: Ops>: Send + Sync {
+    /// Table name (used in error messages and metrics).
+    fn name(&self) -> &str;
+    /// Number of rows.
+    fn rows(&self) -> usize;
+    /// Embedding dimension.
+    fn dim(&self) -> usize;
+    /// Where the rows live.
+    fn placement(&self) -> TablePlacement;
+    /// Sum-pools `bag` rows per output row: `indices.len() == n * bag`, result `[n, dim]`.
+    /// Indices must already be validated against [`EmbeddingStore::rows`].
+    fn bag_sum(&self, ops: &O, lane: &Lane, indices: &[i64], bag: usize) -> Result<O::Tensor>;
+    /// Memory held and cache counters.
+    fn memory(&self) -> TableMemory;
+}

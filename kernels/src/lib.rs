@@ -1,0 +1,16 @@
+//! The ops cohost models are made of — linear (+bias, +activation), embedding-bag,
+//! dot interaction, sigmoid — for the CPU (on candle) and for CUDA (cuBLAS + NVRTC).
+//!
+//! Models are written once against [`Ops`]; a backend supplies the tensor type and the
+//! ops. Embedding tables sit behind [`EmbeddingStore`] so a model never knows whether
+//! its rows are resident on the device or offloaded to host memory.
+
+pub mod cpu;
+pub mod cuda;
+pub mod embedding;
+mod error;
+mod ops;
+
+pub use embedding::{EmbeddingStore, TableMemory, TablePlacement};
+pub use error::{KernelError, Result};
+pub use ops::{Activation, Lane, LaneKind, Ops};

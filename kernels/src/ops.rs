@@ -1,0 +1,106 @@
+use crate::{EmbeddingStore, Result};
+use std::sync::Arc;
+
+/// The activation fused after a linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Identity.
+    None,
+    /// max(x, 0).
+    Relu,
+    /// 1 / (1 + e^-x).
+    Sigmoid,
+}
+
+/// What executes a lane's work.
+#[derive(Clone)]
+pub enum LaneKind {
+    /// A CPU worker thread (ops run on candle, which may fan out to rayon).
+    Cpu,
+    /// A CUDA stream in the visible device's context.
+    Cuda(Arc<cudarc::driver::CudaStream>),
+}
+
+/// One execution context of the slice: every op of a batch is issued on its lane.
+#[derive(Clone)]
+pub struct Lane {
+    /// Position of this lane among the runtime's lanes.
+    pub index: usize,
+    /// CPU thread or CUDA stream.
+    pub kind: LaneKind,
+}
+
+impl Lane {
+    /// A CPU lane with the given index.
+    pub fn cpu(index: usize) -> Self {
+        Lane { index, kind: LaneKind::Cpu }
+    }
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            LaneKind::Cpu => "cpu",
+            LaneKind::Cuda(_) => "cuda",
+        };
+        write!(f, "Lane({kind}#{})", self.index)
+    }
+}
+
+/// A backend's ops over 2-D row-major f32 matrices; models are written once against it.
+///
+/// Weights are allocated once per device with [`Ops::weight`] and read from every lane;
+/// per-batch data moves with [`Ops::upload`] / [`Ops::download`] on the batch's lane.
+pub trait Ops: Send + Sync + 'static {
+    /// A 2-D f32 matrix living on this backend's device.
+    type Tensor: Send + Sync;
+
+    /// Short backend name for logs and metadata ("cpu", "cuda").
+    fn name(&self) -> &'static str;
+
+    /// Allocates a `rows x cols` weight matrix once, shared by every lane.
+    fn weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
+
+    /// Copies a `rows x cols` host matrix to the device on `lane`.
+    fn upload(&self, lane: &Lane, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
+
+    /// Copies a device matrix back to the host (row-major), waiting for `lane`.
+    fn download(&self, lane: &Lane, t: &Self::Tensor) -> Result<Vec<f32>>;
+
+    /// `(rows, cols)` of a matrix.
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+
+    /// `act(x · wᵀ + b)` with `x: [n, in]`, `w: [out, in]` (PyTorch layout), `b: [1, out]`.
+    fn linear(
+        &self,
+        lane: &Lane,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        act: Activation,
+    ) -> Result<Self::Tensor>;
+
+    /// DLRM dot interaction: with `T = [x, e_0, .., e_{k-1}]` (each `[n, d]`), returns
+    /// `[x, Z_flat]` where `Z_flat` holds `T_i · T_j` for every `j < i`, ordered by `i`
+    /// then `j` (the reference DLRM's strict lower triangle, no diagonal).
+    fn dot_interaction(
+        &self,
+        lane: &Lane,
+        x: &Self::Tensor,
+        pooled: &[Self::Tensor],
+    ) -> Result<Self::Tensor>;
+
+    /// Element-wise logistic sigmoid.
+    fn sigmoid(&self, lane: &Lane, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Places a `rows x dim` table wholly in device memory.
+    fn resident_table(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        dim: usize,
+    ) -> Result<Box<dyn EmbeddingStore<Self>>>
+    where
+        Self: Sized;
+}

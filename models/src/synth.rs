@@ -1,0 +1,1 @@
+//! Synthetic model repositories with seeded random weights (`cohost gen`).

@@ -1,0 +1,32 @@
+//! cohost's embeddable runtime: one process hosts many models and co-schedules their
+//! batches across the lanes of one accelerator slice.
+//!
+//! ```text
+//! Runtime::infer ─▶ validate ─▶ model queue (bounded) ─▶ batcher (policy: when to close)
+//!                ─▶ scheduler (which model's batch, which free lane) ─▶ lane runs forward
+//!                ─▶ outputs split back per request
+//! ```
+
+mod api;
+pub mod batcher;
+mod error;
+pub mod lane;
+pub mod load;
+pub mod metrics;
+pub mod queue;
+pub mod registry;
+pub mod repository;
+mod runtime;
+pub mod scheduler;
+pub mod stats;
+mod tensor;
+
+pub use api::{
+    InferRequest, InferResponse, LoadReport, ModelMetadata, ModelState, ModelStatus,
+    RepositoryEntry,
+};
+pub use cohost_models::{ModelConfig, TensorSpec};
+pub use error::{Error, ErrorKind, Result};
+pub use runtime::{Device, Runtime, RuntimeOptions};
+pub use stats::{BatchStats, Duration as StatDuration, ModelStats};
+pub use tensor::{DataType, Tensor, TensorData};
