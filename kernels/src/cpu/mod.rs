@@ -1,5 +1,190 @@
-//! The CPU backend: ops on candle (placeholder until the CPU ops land).
+//! The CPU backend: [`CpuOps`] runs the ops on candle tensors (f32, 2-D, host memory).
+//!
+//! GEMMs go through candle (the `gemm` crate on the global rayon pool); the bias add and
+//! activation are fused into one in-place pass over the GEMM output; dot interaction and
+//! embedding-bag are plain loops over contiguous slices.
+
+mod interaction;
+mod table;
+mod view;
+
+pub use interaction::dot_interaction_rows;
+pub use table::{CpuTable, embedding_bag_sum};
+
+use crate::{Activation, EmbeddingStore, KernelError, Lane, Ops, Result};
+use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Tensor};
+use view::View;
 
 /// candle-backed ops on the host.
 #[derive(Debug, Default)]
 pub struct CpuOps;
+
+impl CpuOps {
+    /// A CPU backend.
+    pub fn new() -> Self {
+        CpuOps
+    }
+}
+
+/// Applies `y = act(y + bias)` row by row; `bias` empty means no bias.
+pub(crate) fn bias_act_in_place(y: &mut [f32], bias: &[f32], act: Activation) {
+    if bias.is_empty() {
+        y.iter_mut().for_each(|v| *v = apply(*v, act));
+        return;
+    }
+    for row in y.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = apply(*v + b, act);
+        }
+    }
+}
+
+#[inline(always)]
+fn apply(v: f32, act: Activation) -> f32 {
+    match act {
+        Activation::None => v,
+        Activation::Relu => v.max(0.0),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+    }
+}
+
+/// The fused epilogue of `linear` (and the body of `sigmoid`) as a candle in-place op.
+struct BiasAct<'a> {
+    bias: &'a [f32],
+    act: Activation,
+}
+
+impl InplaceOp1 for BiasAct<'_> {
+    fn name(&self) -> &'static str {
+        "cohost-bias-act"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(v) = storage else {
+            candle_core::bail!("cohost-bias-act: expected f32 storage")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("cohost-bias-act: expected a contiguous tensor")
+        };
+        bias_act_in_place(&mut v[start..end], self.bias, self.act);
+        Ok(())
+    }
+}
+
+fn host_matrix(data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
+    if data.len() != rows * cols {
+        return Err(KernelError::Shape(format!(
+            "{} values cannot form a {rows} x {cols} matrix",
+            data.len()
+        )));
+    }
+    Ok(Tensor::from_slice(data, (rows, cols), &Device::Cpu)?)
+}
+
+fn dims2(t: &Tensor) -> Result<(usize, usize)> {
+    t.dims2()
+        .map_err(|_| KernelError::Shape(format!("expected a 2-D matrix, got {:?}", t.dims())))
+}
+
+impl Ops for CpuOps {
+    type Tensor = Tensor;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
+        host_matrix(data, rows, cols)
+    }
+
+    fn upload(&self, _lane: &Lane, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
+        host_matrix(data, rows, cols)
+    }
+
+    fn download(&self, _lane: &Lane, t: &Tensor) -> Result<Vec<f32>> {
+        let t = t.contiguous()?;
+        let v = View::of(&t)?;
+        Ok(v.as_slice().to_vec())
+    }
+
+    fn shape(&self, t: &Tensor) -> (usize, usize) {
+        match t.dims() {
+            [r, c] => (*r, *c),
+            [c] => (1, *c),
+            _ => (t.elem_count(), 1),
+        }
+    }
+
+    fn linear(
+        &self,
+        _lane: &Lane,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let (n, k) = dims2(x)?;
+        let (out, wk) = dims2(w)?;
+        if k != wk || b.elem_count() != out {
+            return Err(KernelError::Shape(format!(
+                "linear: x [{n}, {k}], w [{out}, {wk}], b {:?}: need w [out, {k}] and b [1, out]",
+                b.dims()
+            )));
+        }
+        // `w.t()` is a strided view: gemm reads the PyTorch layout directly (no copy).
+        let y = x.matmul(&w.t()?)?;
+        let b = b.contiguous()?;
+        let bias = View::of(&b)?;
+        y.inplace_op1(&BiasAct {
+            bias: bias.as_slice(),
+            act,
+        })?;
+        Ok(y)
+    }
+
+    fn dot_interaction(&self, _lane: &Lane, x: &Tensor, pooled: &[Tensor]) -> Result<Tensor> {
+        let (n, d) = dims2(x)?;
+        let mut all = Vec::with_capacity(pooled.len() + 1);
+        all.push(x.contiguous()?);
+        for (t, p) in pooled.iter().enumerate() {
+            let dims = dims2(p)?;
+            if dims != (n, d) {
+                return Err(KernelError::Shape(format!(
+                    "dot_interaction: pooled[{t}] is {dims:?}, x is ({n}, {d})"
+                )));
+            }
+            all.push(p.contiguous()?);
+        }
+        let views = all.iter().map(View::of).collect::<Result<Vec<_>>>()?;
+        let slices: Vec<&[f32]> = views.iter().map(View::as_slice).collect();
+        let f = slices.len();
+        let width = d + f * (f - 1) / 2;
+        let mut out = vec![0f32; n * width];
+        dot_interaction_rows(&slices, d, &mut out);
+        Ok(Tensor::from_vec(out, (n, width), &Device::Cpu)?)
+    }
+
+    fn sigmoid(&self, _lane: &Lane, x: &Tensor) -> Result<Tensor> {
+        // A fresh buffer either way: `contiguous` copies a strided view, `copy` the rest.
+        let y = if x.is_contiguous() {
+            x.copy()?
+        } else {
+            x.contiguous()?
+        };
+        y.inplace_op1(&BiasAct {
+            bias: &[],
+            act: Activation::Sigmoid,
+        })?;
+        Ok(y)
+    }
+
+    fn resident_table(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        dim: usize,
+    ) -> Result<Box<dyn EmbeddingStore<Self>>> {
+        Ok(Box::new(CpuTable::new(name, data.to_vec(), rows, dim)?))
+    }
+}

@@ -1,0 +1,118 @@
+//! A resident CPU embedding table and the sum-pooling embedding-bag loop.
+
+use super::CpuOps;
+use crate::{EmbeddingStore, KernelError, Lane, Result, TableMemory, TablePlacement};
+use candle_core::{Device, Tensor};
+
+/// Sum-pools fixed-size bags: `out[r] = Σ_{b<bag} table[indices[r·bag + b]]`, each row
+/// `dim` wide; `out.len()` must be `indices.len() / bag · dim`.
+///
+/// Indices must already be validated (`0 <= i < table.len() / dim`); an index outside
+/// the table panics on the slice bound check rather than reading out of bounds.
+pub fn embedding_bag_sum(table: &[f32], dim: usize, indices: &[i64], bag: usize, out: &mut [f32]) {
+    if dim == 0 {
+        return;
+    }
+    if bag == 0 {
+        out.fill(0.0);
+        return;
+    }
+    assert_eq!(indices.len() % bag, 0, "embedding_bag_sum: ragged bags");
+    assert_eq!(
+        out.len(),
+        indices.len() / bag * dim,
+        "embedding_bag_sum: output size"
+    );
+    for (o, bag_idx) in out.chunks_exact_mut(dim).zip(indices.chunks_exact(bag)) {
+        let first = bag_idx[0] as usize * dim;
+        o.copy_from_slice(&table[first..first + dim]);
+        for &i in &bag_idx[1..] {
+            let start = i as usize * dim;
+            for (a, b) in o.iter_mut().zip(&table[start..start + dim]) {
+                *a += *b;
+            }
+        }
+    }
+}
+
+/// A `rows x dim` table held wholly in host memory (the CPU backend's "device" tier).
+#[derive(Debug)]
+pub struct CpuTable {
+    name: String,
+    rows: usize,
+    dim: usize,
+    data: Vec<f32>,
+}
+
+impl CpuTable {
+    /// Wraps `data` (`rows x dim`, row-major) as a resident table.
+    pub fn new(name: &str, data: Vec<f32>, rows: usize, dim: usize) -> Result<CpuTable> {
+        if data.len() != rows * dim {
+            return Err(KernelError::Shape(format!(
+                "table '{name}': {} values cannot form {rows} x {dim}",
+                data.len()
+            )));
+        }
+        Ok(CpuTable {
+            name: name.to_string(),
+            rows,
+            dim,
+            data,
+        })
+    }
+
+    /// The table's values, row-major.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+}
+
+impl EmbeddingStore<CpuOps> for CpuTable {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn placement(&self) -> TablePlacement {
+        TablePlacement::Resident
+    }
+
+    fn bag_sum(&self, _ops: &CpuOps, _lane: &Lane, indices: &[i64], bag: usize) -> Result<Tensor> {
+        if bag == 0 || indices.len() % bag != 0 {
+            return Err(KernelError::Shape(format!(
+                "table '{}': {} indices do not split into bags of {bag}",
+                self.name,
+                indices.len()
+            )));
+        }
+        // One cheap pass so a bad index is an error, never a panic inside a batch.
+        if let Some(&bad) = indices
+            .iter()
+            .find(|&&i| i < 0 || i as u64 >= self.rows as u64)
+        {
+            return Err(KernelError::IndexOutOfRange {
+                table: self.name.clone(),
+                index: bad,
+                rows: self.rows,
+            });
+        }
+        let n = indices.len() / bag;
+        let mut out = vec![0f32; n * self.dim];
+        embedding_bag_sum(&self.data, self.dim, indices, bag, &mut out);
+        Ok(Tensor::from_vec(out, (n, self.dim), &Device::Cpu)?)
+    }
+
+    fn memory(&self) -> TableMemory {
+        TableMemory {
+            resident_bytes: (self.data.capacity() * std::mem::size_of::<f32>()) as u64,
+            ..TableMemory::default()
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Borrowing the f32 data of a contiguous CPU tensor without copying it.
+
+use crate::{KernelError, Result};
+use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
+
+/// A read-locked, contiguous f32 slice of a CPU tensor.
+pub(crate) struct View<'a> {
+    guard: StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> View<'a> {
+    /// Borrows `t`'s data; fails unless it is a contiguous f32 CPU tensor.
+    pub(crate) fn of(t: &'a Tensor) -> Result<View<'a>> {
+        let (guard, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            return Err(KernelError::Shape("expected a contiguous matrix".into()));
+        };
+        if !matches!(&*guard, Storage::Cpu(CpuStorage::F32(_))) {
+            return Err(KernelError::Cpu(format!(
+                "expected an f32 CPU tensor, got {:?} on {:?}",
+                t.dtype(),
+                t.device()
+            )));
+        }
+        Ok(View { guard, start, end })
+    }
+
+    /// The tensor's values, row-major.
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
+            _ => unreachable!("checked in View::of"),
+        }
+    }
+}

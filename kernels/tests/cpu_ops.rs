@@ -1,0 +1,241 @@
+//! Each CPU op against an independent f64 loop (or a hand-computed value).
+//!
+//! Tolerance: `|got - ref| <= 1e-5 * max(|ref|, 1)` — f32 accumulation over at most a
+//! few hundred terms of O(1) values stays well inside it.
+
+use cohost_kernels::cpu::{CpuOps, embedding_bag_sum};
+use cohost_kernels::{Activation, KernelError, Lane, Ops};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn assert_close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let tol = 1e-5 * w.abs().max(1.0);
+        assert!(
+            (g as f64 - w).abs() <= tol,
+            "{what}[{i}]: got {g}, want {w} (tolerance {tol})"
+        );
+    }
+}
+
+fn act64(v: f64, act: Activation) -> f64 {
+    match act {
+        Activation::None => v,
+        Activation::Relu => v.max(0.0),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+    }
+}
+
+#[test]
+fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(1);
+    for &(n, k, m) in &[(1, 1, 1), (1, 13, 7), (5, 33, 17), (64, 70, 129)] {
+        let x = rand_vec(&mut rng, n * k);
+        let w = rand_vec(&mut rng, m * k);
+        let b = rand_vec(&mut rng, m);
+        for act in [Activation::None, Activation::Relu, Activation::Sigmoid] {
+            let xt = ops.upload(&lane, &x, n, k).unwrap();
+            let wt = ops.weight(&w, m, k).unwrap();
+            let bt = ops.weight(&b, 1, m).unwrap();
+            let y = ops.linear(&lane, &xt, &wt, &bt, act).unwrap();
+            assert_eq!(ops.shape(&y), (n, m));
+            let got = ops.download(&lane, &y).unwrap();
+            let mut want = vec![0f64; n * m];
+            for r in 0..n {
+                for o in 0..m {
+                    let mut s = b[o] as f64;
+                    for i in 0..k {
+                        s += x[r * k + i] as f64 * w[o * k + i] as f64;
+                    }
+                    want[r * m + o] = act64(s, act);
+                }
+            }
+            assert_close(&got, &want, &format!("linear {n}x{k}x{m} {act:?}"));
+        }
+    }
+}
+
+#[test]
+fn linear_relu_clamps_negatives_to_zero() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let x = ops.upload(&lane, &[1.0, 2.0], 1, 2).unwrap();
+    let w = ops.weight(&[1.0, 1.0, -1.0, -1.0], 2, 2).unwrap();
+    let b = ops.weight(&[0.5, 0.5], 1, 2).unwrap();
+    let y = ops.linear(&lane, &x, &w, &b, Activation::Relu).unwrap();
+    assert_eq!(ops.download(&lane, &y).unwrap(), vec![3.5, 0.0]);
+}
+
+#[test]
+fn linear_rejects_mismatched_shapes() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let x = ops.upload(&lane, &[0.0; 6], 2, 3).unwrap();
+    let w = ops.weight(&[0.0; 8], 2, 4).unwrap();
+    let b = ops.weight(&[0.0; 2], 1, 2).unwrap();
+    let err = ops.linear(&lane, &x, &w, &b, Activation::None).unwrap_err();
+    assert!(matches!(err, KernelError::Shape(_)), "{err:?}");
+    assert!(matches!(
+        ops.upload(&lane, &[0.0; 5], 2, 3),
+        Err(KernelError::Shape(_))
+    ));
+}
+
+#[test]
+fn dot_interaction_hand_computed_order() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    // One row, d = 2: x = (1, 2), e0 = (3, 4), e1 = (5, 6).
+    let x = ops.upload(&lane, &[1.0, 2.0], 1, 2).unwrap();
+    let e0 = ops.upload(&lane, &[3.0, 4.0], 1, 2).unwrap();
+    let e1 = ops.upload(&lane, &[5.0, 6.0], 1, 2).unwrap();
+    let z = ops.dot_interaction(&lane, &x, &[e0, e1]).unwrap();
+    // [x, T1·T0, T2·T0, T2·T1] = [1, 2, 11, 17, 39].
+    assert_eq!(
+        ops.download(&lane, &z).unwrap(),
+        vec![1.0, 2.0, 11.0, 17.0, 39.0]
+    );
+}
+
+#[test]
+fn dot_interaction_matches_f64_loops_small_and_threaded() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(2);
+    for &(n, d, k) in &[(1, 3, 1), (7, 8, 3), (300, 16, 5)] {
+        let x = rand_vec(&mut rng, n * d);
+        let es: Vec<Vec<f32>> = (0..k).map(|_| rand_vec(&mut rng, n * d)).collect();
+        let xt = ops.upload(&lane, &x, n, d).unwrap();
+        let et: Vec<_> = es
+            .iter()
+            .map(|e| ops.upload(&lane, e, n, d).unwrap())
+            .collect();
+        let z = ops.dot_interaction(&lane, &xt, &et).unwrap();
+        let f = k + 1;
+        let width = d + f * (f - 1) / 2;
+        assert_eq!(ops.shape(&z), (n, width));
+        let got = ops.download(&lane, &z).unwrap();
+        let mut want = Vec::with_capacity(n * width);
+        for r in 0..n {
+            let t = |i: usize| -> &[f32] {
+                if i == 0 {
+                    &x[r * d..(r + 1) * d]
+                } else {
+                    &es[i - 1][r * d..(r + 1) * d]
+                }
+            };
+            want.extend(t(0).iter().map(|&v| v as f64));
+            for i in 0..f {
+                for j in 0..i {
+                    want.push(
+                        t(i).iter()
+                            .zip(t(j))
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum(),
+                    );
+                }
+            }
+        }
+        assert_close(&got, &want, &format!("dot_interaction n={n} d={d} k={k}"));
+    }
+}
+
+#[test]
+fn dot_interaction_rejects_mismatched_pooled() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let x = ops.upload(&lane, &[0.0; 4], 2, 2).unwrap();
+    let e = ops.upload(&lane, &[0.0; 3], 1, 3).unwrap();
+    assert!(matches!(
+        ops.dot_interaction(&lane, &x, &[e]),
+        Err(KernelError::Shape(_))
+    ));
+}
+
+#[test]
+fn sigmoid_matches_f64() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let x: Vec<f32> = vec![-30.0, -2.5, -1.0, 0.0, 0.5, 3.0, 30.0, 7.25];
+    let t = ops.upload(&lane, &x, 2, 4).unwrap();
+    let y = ops.sigmoid(&lane, &t).unwrap();
+    let want: Vec<f64> = x
+        .iter()
+        .map(|&v| 1.0 / (1.0 + (-(v as f64)).exp()))
+        .collect();
+    assert_close(&ops.download(&lane, &y).unwrap(), &want, "sigmoid");
+    // The input is untouched (sigmoid allocates its result).
+    assert_eq!(ops.download(&lane, &t).unwrap(), x);
+}
+
+#[test]
+fn resident_table_bag_sum_matches_f64_including_multi_hot() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(3);
+    let (rows, dim) = (50, 6);
+    let data = rand_vec(&mut rng, rows * dim);
+    let table = ops.resident_table("t0", &data, rows, dim).unwrap();
+    assert_eq!((table.rows(), table.dim(), table.name()), (rows, dim, "t0"));
+    assert_eq!(table.memory().resident_bytes, (rows * dim * 4) as u64);
+    for bag in [1, 3] {
+        let n = 9;
+        let idx: Vec<i64> = (0..n * bag)
+            .map(|_| rng.random_range(0..rows as i64))
+            .collect();
+        let y = table.bag_sum(&ops, &lane, &idx, bag).unwrap();
+        assert_eq!(ops.shape(&y), (n, dim));
+        let mut want = vec![0f64; n * dim];
+        for r in 0..n {
+            for b in 0..bag {
+                let i = idx[r * bag + b] as usize;
+                for c in 0..dim {
+                    want[r * dim + c] += data[i * dim + c] as f64;
+                }
+            }
+        }
+        assert_close(
+            &ops.download(&lane, &y).unwrap(),
+            &want,
+            &format!("bag {bag}"),
+        );
+    }
+}
+
+#[test]
+fn bag_sum_rejects_out_of_range_and_negative_indices() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let table = ops.resident_table("t7", &[0.0; 20], 10, 2).unwrap();
+    for bad in [10i64, -1] {
+        let err = table.bag_sum(&ops, &lane, &[0, bad], 1).unwrap_err();
+        assert_eq!(
+            err,
+            KernelError::IndexOutOfRange {
+                table: "t7".into(),
+                index: bad,
+                rows: 10
+            }
+        );
+    }
+    assert!(matches!(
+        table.bag_sum(&ops, &lane, &[0, 1, 2], 2),
+        Err(KernelError::Shape(_))
+    ));
+}
+
+#[test]
+fn embedding_bag_sum_free_function_sums_bags() {
+    // 3 rows of dim 2: r0 = (1, 2), r1 = (10, 20), r2 = (100, 200).
+    let table = [1.0, 2.0, 10.0, 20.0, 100.0, 200.0];
+    let mut out = [0f32; 4];
+    embedding_bag_sum(&table, 2, &[0, 2, 1, 1], 2, &mut out);
+    assert_eq!(out, [101.0, 202.0, 20.0, 40.0]);
+}
