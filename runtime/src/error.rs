@@ -45,7 +45,10 @@ pub struct Error {
 impl Error {
     /// A new error of `kind`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
     /// Not found.
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -87,7 +90,9 @@ impl From<cohost_models::ModelError> for Error {
             M::Config(_) | M::Weights(_) | M::Memory(_) => Error::invalid(e.to_string()),
             M::Input(m) => Error::invalid(m),
             M::Kernel(k) => match k {
-                cohost_kernels::KernelError::IndexOutOfRange { .. } => Error::invalid(k.to_string()),
+                cohost_kernels::KernelError::IndexOutOfRange { .. } => {
+                    Error::invalid(k.to_string())
+                }
                 cohost_kernels::KernelError::Unavailable(_) => Error::unavailable(k.to_string()),
                 _ => Error::internal(k.to_string()),
             },

@@ -20,6 +20,7 @@ mod runtime;
 pub mod scheduler;
 pub mod stats;
 mod tensor;
+mod validate;
 
 pub use api::{
     InferRequest, InferResponse, LoadReport, ModelMetadata, ModelState, ModelStatus,

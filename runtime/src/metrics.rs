@@ -1,1 +1,74 @@
-//! TODO
+//! Metric emission through the `metrics` facade; the server installs the Prometheus
+//! recorder. Names are prefixed `cohost_`; handles are resolved once per model version.
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+/// Metric handles of one model version.
+pub struct ModelMetrics {
+    model: String,
+    version: String,
+    /// Requests answered successfully.
+    pub success: Counter,
+    /// Rows inferred.
+    pub inference_count: Counter,
+    /// Batches executed.
+    pub execution_count: Counter,
+    /// Rows per executed batch.
+    pub batch_size: Histogram,
+    /// Seconds a request waited in the queue.
+    pub queue_duration: Histogram,
+    /// Seconds a batch spent in forward.
+    pub compute_duration: Histogram,
+    /// Seconds from arrival to response.
+    pub request_duration: Histogram,
+    /// Requests waiting in the queue.
+    pub pending: Gauge,
+    /// Requests executing.
+    pub in_flight: Gauge,
+    /// The model's load counter.
+    pub load: Gauge,
+}
+
+impl ModelMetrics {
+    /// Registers the handles for `model`/`version`.
+    pub fn new(model: &str, version: u64) -> Self {
+        let m = model.to_string();
+        let v = version.to_string();
+        let l = [("model", m.clone()), ("version", v.clone())];
+        ModelMetrics {
+            success: counter!("cohost_request_success_total", &l),
+            inference_count: counter!("cohost_inference_count_total", &l),
+            execution_count: counter!("cohost_execution_count_total", &l),
+            batch_size: histogram!("cohost_batch_size", &l),
+            queue_duration: histogram!("cohost_queue_duration_seconds", &l),
+            compute_duration: histogram!("cohost_compute_duration_seconds", &l),
+            request_duration: histogram!("cohost_request_duration_seconds", &l),
+            pending: gauge!("cohost_pending_requests", &l),
+            in_flight: gauge!("cohost_inflight_requests", &l),
+            load: gauge!("cohost_model_load", "model" => m.clone()),
+            model: m,
+            version: v,
+        }
+    }
+
+    /// Counts one failed request with its reason label.
+    pub fn failure(&self, reason: &'static str) {
+        counter!(
+            "cohost_request_failure_total",
+            "model" => self.model.clone(),
+            "version" => self.version.clone(),
+            "reason" => reason
+        )
+        .increment(1);
+    }
+}
+
+/// Sets the host-wide load gauge.
+pub fn host_load(value: f64) {
+    gauge!("cohost_host_load").set(value);
+}
+
+/// Adds busy seconds to a lane's running total (a monotonic f64, exported as a gauge).
+pub fn lane_busy(lane: usize, seconds: f64) {
+    gauge!("cohost_lane_busy_seconds_total", "lane" => lane.to_string()).increment(seconds);
+}

@@ -1,1 +1,327 @@
-//! TODO
+//! One model version's bounded request queue, with the handles a lane needs to run it.
+
+use crate::batcher::{BatchPolicy, QueueView};
+use crate::load::LatencyModel;
+use crate::metrics::ModelMetrics;
+use crate::stats::StatsRecorder;
+use crate::{Error, ModelConfig, Result, Tensor};
+use cohost_models::{InputData, Model};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A request admitted to a queue, waiting for a batch.
+pub struct Pending {
+    /// Rows it carries.
+    pub rows: usize,
+    /// Converted inputs, in the model's input order.
+    pub inputs: Vec<InputData>,
+    /// Indices of the model outputs to return.
+    pub outputs: Vec<usize>,
+    /// When it was admitted.
+    pub enqueued: Instant,
+    /// When its client stops waiting.
+    pub deadline: Option<Instant>,
+    /// Where its outputs go.
+    pub reply: oneshot::Sender<Result<Reply>>,
+}
+
+/// What a lane sends back for one request.
+pub struct Reply {
+    /// The requested outputs.
+    pub outputs: Vec<Tensor>,
+    /// Seconds the request waited in the queue.
+    pub queue_seconds: f64,
+}
+
+struct Running {
+    started: Instant,
+    predicted: f64,
+}
+
+struct State {
+    items: VecDeque<Pending>,
+    rows: usize,
+    closed: bool,
+    running: Vec<(u64, Running)>,
+    next_batch_id: u64,
+}
+
+/// Returns device bytes to the runtime's budget when the last handle of a model goes.
+pub struct MemoryLease {
+    bytes: u64,
+    used: Arc<AtomicU64>,
+}
+
+impl MemoryLease {
+    /// Accounts `bytes` against `used` until dropped.
+    pub fn new(bytes: u64, used: Arc<AtomicU64>) -> Self {
+        used.fetch_add(bytes, Ordering::SeqCst);
+        MemoryLease { bytes, used }
+    }
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        self.used.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// A loaded model version: its model, queue, batching policy, latency model and counters.
+pub struct ModelQueue {
+    /// Model name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// Configuration it was loaded with.
+    pub config: ModelConfig,
+    /// The runnable model, shared by every lane.
+    pub model: Arc<dyn Model>,
+    /// When to close a batch.
+    pub policy: Box<dyn BatchPolicy>,
+    /// Learned batch latency.
+    pub latency: LatencyModel,
+    /// Triton-style statistics.
+    pub stats: StatsRecorder,
+    /// Prometheus handles.
+    pub metrics: ModelMetrics,
+    /// Largest batch in rows.
+    pub max_rows: usize,
+    /// Queue bound in requests.
+    pub max_len: usize,
+    /// Most lanes this model may occupy at once.
+    pub max_lanes: usize,
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+    lanes_busy: AtomicUsize,
+    /// Weighted lane-seconds consumed (fair-share virtual time), in nanoseconds.
+    virtual_ns: AtomicU64,
+    _memory: MemoryLease,
+}
+
+impl ModelQueue {
+    /// Wraps a built model for serving on up to `lanes` lanes.
+    pub fn new(
+        name: &str,
+        version: u64,
+        config: ModelConfig,
+        model: Arc<dyn Model>,
+        lanes: usize,
+        memory: MemoryLease,
+    ) -> Self {
+        let max_lanes = config.max_lanes.unwrap_or(lanes).clamp(1, lanes.max(1));
+        ModelQueue {
+            name: name.to_string(),
+            version,
+            policy: crate::batcher::policy_for(&config),
+            latency: LatencyModel::from_flops(model.flops_per_row(), 5e9),
+            stats: StatsRecorder::default(),
+            metrics: ModelMetrics::new(name, version),
+            max_rows: config.batch_limit(),
+            max_len: config.max_queue_len.max(1),
+            max_lanes,
+            config,
+            model,
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                rows: 0,
+                closed: false,
+                running: Vec::new(),
+                next_batch_id: 0,
+            }),
+            in_flight: AtomicUsize::new(0),
+            lanes_busy: AtomicUsize::new(0),
+            virtual_ns: AtomicU64::new(0),
+            _memory: memory,
+        }
+    }
+
+    /// Admits a request, or refuses it when the queue is closed or full.
+    pub fn enqueue(&self, p: Pending) -> Result<()> {
+        let mut s = self.state.lock();
+        if s.closed {
+            return Err(Error::unavailable(format!(
+                "model '{}' version {} is unloading",
+                self.name, self.version
+            )));
+        }
+        if s.items.len() >= self.max_len {
+            return Err(Error::overloaded(format!(
+                "model '{}' queue is full ({} requests waiting); retry later",
+                self.name, self.max_len
+            )));
+        }
+        s.rows += p.rows;
+        s.items.push_back(p);
+        self.metrics.pending.set(s.items.len() as f64);
+        Ok(())
+    }
+
+    /// Stops admitting requests; queued ones still run.
+    pub fn close(&self) {
+        self.state.lock().closed = true;
+    }
+
+    /// True once closed with nothing queued or running.
+    pub fn is_drained(&self) -> bool {
+        let s = self.state.lock();
+        s.closed && s.items.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// True while admitting requests.
+    pub fn is_open(&self) -> bool {
+        !self.state.lock().closed
+    }
+
+    /// Requests waiting and executing.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.state.lock().items.len(),
+            self.in_flight.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Lanes running this model now.
+    pub fn lanes_busy(&self) -> usize {
+        self.lanes_busy.load(Ordering::SeqCst)
+    }
+
+    /// Weighted lane-seconds consumed so far (fair-share virtual time).
+    pub fn virtual_time(&self) -> f64 {
+        self.virtual_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Predicted seconds of this model's work running plus queued (not divided by lanes).
+    pub fn outstanding_work(&self) -> f64 {
+        let s = self.state.lock();
+        let now = Instant::now();
+        let running: f64 = s
+            .running
+            .iter()
+            .map(|(_, r)| (r.predicted - now.duration_since(r.started).as_secs_f64()).max(0.0))
+            .sum();
+        running + self.queued_work(s.rows)
+    }
+
+    fn queued_work(&self, rows: usize) -> f64 {
+        if rows == 0 {
+            return 0.0;
+        }
+        let (a, b) = self.latency.coefficients();
+        let batches = rows.div_ceil(self.max_rows);
+        a * batches as f64 + b * rows as f64
+    }
+
+    /// The queue as a batching policy sees it, or None when empty.
+    pub fn view(&self, now: Instant) -> Option<(QueueView<'_>, Instant)> {
+        let s = self.state.lock();
+        let head = s.items.front()?;
+        let running: f64 = s
+            .running
+            .iter()
+            .map(|(_, r)| (r.predicted - now.duration_since(r.started).as_secs_f64()).max(0.0))
+            .sum();
+        let oldest = head.enqueued;
+        let deadline = s
+            .items
+            .iter()
+            .filter_map(|p| p.deadline)
+            .min()
+            .unwrap_or(oldest + Duration::from_secs(3600));
+        Some((
+            QueueView {
+                now,
+                len: s.items.len(),
+                rows: s.rows,
+                head_rows: head.rows,
+                oldest,
+                max_rows: self.max_rows,
+                work_ahead: running / self.max_lanes as f64,
+                latency: &self.latency,
+            },
+            deadline,
+        ))
+    }
+
+    /// Takes whole requests from the head up to `limit` rows (at least one live request);
+    /// requests whose client has gone or whose deadline passed are answered and skipped.
+    pub fn take(&self, limit: usize, now: Instant) -> Option<Batch> {
+        let mut s = self.state.lock();
+        let mut taken = Vec::new();
+        let mut rows = 0;
+        while let Some(front) = s.items.front() {
+            if front.reply.is_closed() || front.deadline.is_some_and(|d| d <= now) {
+                let p = s.items.pop_front().unwrap();
+                s.rows -= p.rows;
+                if !p.reply.is_closed() {
+                    let _ = p.reply.send(Err(Error::new(
+                        crate::ErrorKind::DeadlineExceeded,
+                        format!("request to model '{}' timed out in the queue", self.name),
+                    )));
+                }
+                continue;
+            }
+            if !taken.is_empty() && rows + front.rows > limit {
+                break;
+            }
+            let p = s.items.pop_front().unwrap();
+            s.rows -= p.rows;
+            rows += p.rows;
+            taken.push(p);
+            if rows >= limit {
+                break;
+            }
+        }
+        self.metrics.pending.set(s.items.len() as f64);
+        if taken.is_empty() {
+            return None;
+        }
+        let id = s.next_batch_id;
+        s.next_batch_id += 1;
+        s.running.push((
+            id,
+            Running {
+                started: now,
+                predicted: self.latency.predict(rows),
+            },
+        ));
+        self.in_flight.fetch_add(taken.len(), Ordering::SeqCst);
+        self.lanes_busy.fetch_add(1, Ordering::SeqCst);
+        self.metrics
+            .in_flight
+            .set(self.in_flight.load(Ordering::SeqCst) as f64);
+        Some(Batch {
+            id,
+            rows,
+            requests: taken,
+        })
+    }
+
+    /// Marks a batch finished after `busy` seconds on a lane.
+    pub fn finish(&self, batch_id: u64, requests: usize, busy: f64) {
+        let mut s = self.state.lock();
+        s.running.retain(|(id, _)| *id != batch_id);
+        drop(s);
+        self.in_flight.fetch_sub(requests, Ordering::SeqCst);
+        self.lanes_busy.fetch_sub(1, Ordering::SeqCst);
+        self.metrics
+            .in_flight
+            .set(self.in_flight.load(Ordering::SeqCst) as f64);
+        let weight = self.config.weight.max(1e-6);
+        self.virtual_ns
+            .fetch_add((busy / weight * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+/// Requests taken from one queue to run together.
+pub struct Batch {
+    /// Identifies the batch among the queue's running ones.
+    pub id: u64,
+    /// Total rows.
+    pub rows: usize,
+    /// The requests, in arrival order.
+    pub requests: Vec<Pending>,
+}

@@ -1,1 +1,103 @@
-//! TODO
+//! The registry of loaded model versions that requests are routed to.
+
+use crate::queue::ModelQueue;
+use crate::{Error, Result};
+use parking_lot::{Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Loaded model versions by name, plus why loads failed.
+#[derive(Default)]
+pub struct Registry {
+    models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<ModelQueue>>>>,
+    failures: Mutex<BTreeMap<String, String>>,
+    fingerprints: Mutex<BTreeMap<(String, u64), u64>>,
+}
+
+impl Registry {
+    /// The requested version, or the highest loaded one when `version` is None.
+    pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<ModelQueue>> {
+        let models = self.models.read();
+        let Some(versions) = models.get(name).filter(|v| !v.is_empty()) else {
+            return Err(Error::not_found(format!("model '{name}' is not loaded")));
+        };
+        match version {
+            None => Ok(versions.values().next_back().unwrap().clone()),
+            Some(v) => versions.get(&v).cloned().ok_or_else(|| {
+                let ready: Vec<String> = versions.keys().map(|k| k.to_string()).collect();
+                Error::not_found(format!(
+                    "model '{name}' has no version {v} loaded (loaded: {})",
+                    ready.join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// Every loaded version of `name`, ascending.
+    pub fn versions(&self, name: &str) -> Vec<Arc<ModelQueue>> {
+        self.models
+            .read()
+            .get(name)
+            .map(|v| v.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every loaded version of every model.
+    pub fn all(&self) -> Vec<Arc<ModelQueue>> {
+        self.models
+            .read()
+            .values()
+            .flat_map(|v| v.values().cloned())
+            .collect()
+    }
+
+    /// Starts routing to `q` (with the fingerprint of its files); returns the version it replaces.
+    pub fn insert(&self, q: Arc<ModelQueue>, fingerprint: u64) -> Option<Arc<ModelQueue>> {
+        self.failures.lock().remove(&q.name);
+        self.fingerprints
+            .lock()
+            .insert((q.name.clone(), q.version), fingerprint);
+        self.models
+            .write()
+            .entry(q.name.clone())
+            .or_default()
+            .insert(q.version, q)
+    }
+
+    /// Stops routing to one version.
+    pub fn remove(&self, name: &str, version: u64) -> Option<Arc<ModelQueue>> {
+        self.fingerprints
+            .lock()
+            .remove(&(name.to_string(), version));
+        let mut models = self.models.write();
+        let versions = models.get_mut(name)?;
+        let q = versions.remove(&version);
+        if versions.is_empty() {
+            models.remove(name);
+        }
+        q
+    }
+
+    /// The fingerprint a loaded version was loaded with.
+    pub fn fingerprint(&self, name: &str, version: u64) -> Option<u64> {
+        self.fingerprints
+            .lock()
+            .get(&(name.to_string(), version))
+            .copied()
+    }
+
+    /// Remembers why loading `name` failed.
+    pub fn set_failure(&self, name: &str, reason: String) {
+        self.failures.lock().insert(name.to_string(), reason);
+    }
+
+    /// Why loading `name` failed, if it did.
+    pub fn failure(&self, name: &str) -> Option<String> {
+        self.failures.lock().get(name).cloned()
+    }
+
+    /// Names with a recorded failure.
+    pub fn failed_names(&self) -> Vec<String> {
+        self.failures.lock().keys().cloned().collect()
+    }
+}

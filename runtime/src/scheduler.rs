@@ -1,1 +1,270 @@
-//! TODO
+//! The slice's scheduler: which ready batch a free lane runs next.
+//!
+//! Lanes pull work: a free lane asks [`Scheduler::next`], which asks every model's
+//! batching policy whether its queue has a batch ready, then lets a [`SchedulePolicy`]
+//! choose among the ready ones. The baseline ([`OldestFirst`]) sits next to the
+//! deadline-and-fair-share policy ([`EdfFairShare`]).
+
+use crate::batcher::Decision;
+use crate::queue::{Batch, ModelQueue};
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A model whose queue has a batch ready, as a scheduling policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    /// When its oldest request arrived.
+    pub oldest: Instant,
+    /// The earliest deadline among its requests (or its latency target from `oldest`).
+    pub deadline: Instant,
+    /// Fair-share weight.
+    pub weight: f64,
+    /// Priority (higher first on ties).
+    pub priority: i32,
+    /// Weighted lane-seconds it consumed so far.
+    pub virtual_time: f64,
+}
+
+/// Chooses which ready model a free lane serves.
+pub trait SchedulePolicy: Send + Sync {
+    /// Short name for logs and reports.
+    fn name(&self) -> &'static str;
+    /// Index into `ready` (never empty) of the model to serve.
+    fn pick(&self, ready: &[Candidate]) -> usize;
+}
+
+/// First come, first served across models: the oldest waiting request wins.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OldestFirst;
+
+impl SchedulePolicy for OldestFirst {
+    fn name(&self) -> &'static str {
+        "fifo"
+    }
+    fn pick(&self, ready: &[Candidate]) -> usize {
+        (0..ready.len())
+            .min_by_key(|&i| ready[i].oldest)
+            .unwrap_or(0)
+    }
+}
+
+/// Earliest deadline first among the models within `window` lane-seconds of the least
+/// served one (weighted fair share), so a flooded model cannot starve the others.
+#[derive(Debug, Clone, Copy)]
+pub struct EdfFairShare {
+    /// How far ahead of the least-served model (weighted lane-seconds) a model may run.
+    pub window: f64,
+}
+
+impl Default for EdfFairShare {
+    fn default() -> Self {
+        EdfFairShare { window: 0.05 }
+    }
+}
+
+impl SchedulePolicy for EdfFairShare {
+    fn name(&self) -> &'static str {
+        "edf-fair"
+    }
+    fn pick(&self, ready: &[Candidate]) -> usize {
+        let least = ready
+            .iter()
+            .map(|c| c.virtual_time)
+            .fold(f64::INFINITY, f64::min);
+        (0..ready.len())
+            .filter(|&i| ready[i].virtual_time <= least + self.window)
+            .min_by(|&a, &b| {
+                let (x, y) = (&ready[a], &ready[b]);
+                x.deadline
+                    .cmp(&y.deadline)
+                    .then(y.priority.cmp(&x.priority))
+            })
+            .unwrap_or(0)
+    }
+}
+
+struct State {
+    queues: Vec<Arc<ModelQueue>>,
+    shutdown: bool,
+}
+
+/// Work handed to a lane: a batch of one model.
+pub struct Work {
+    /// The model version the batch belongs to.
+    pub queue: Arc<ModelQueue>,
+    /// The batch.
+    pub batch: Batch,
+}
+
+/// Hands ready batches to free lanes.
+pub struct Scheduler {
+    state: Mutex<State>,
+    wake: Condvar,
+    policy: Box<dyn SchedulePolicy>,
+}
+
+impl Scheduler {
+    /// A scheduler with the given cross-model policy.
+    pub fn new(policy: Box<dyn SchedulePolicy>) -> Self {
+        Scheduler {
+            state: Mutex::new(State {
+                queues: Vec::new(),
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            policy,
+        }
+    }
+
+    /// Name of the cross-model policy.
+    pub fn policy_name(&self) -> &'static str {
+        self.policy.name()
+    }
+
+    /// Starts scheduling a model version's queue.
+    pub fn add(&self, q: Arc<ModelQueue>) {
+        self.state.lock().queues.push(q);
+    }
+
+    /// Wakes a lane: a request arrived or a lane became free.
+    pub fn notify(&self) {
+        let _g = self.state.lock();
+        self.wake.notify_one();
+    }
+
+    /// Stops waiting for new work: lanes drain what is queued, then [`Scheduler::next`]
+    /// returns None.
+    pub fn shutdown(&self) {
+        self.state.lock().shutdown = true;
+        self.wake.notify_all();
+    }
+
+    /// Every scheduled queue (open or draining).
+    pub fn queues(&self) -> Vec<Arc<ModelQueue>> {
+        self.state.lock().queues.clone()
+    }
+
+    /// Predicted seconds of all models' outstanding work.
+    pub fn total_work(&self) -> f64 {
+        self.queues().iter().map(|q| q.outstanding_work()).sum()
+    }
+
+    /// Blocks until a batch is ready for a free lane; None once shut down and drained.
+    pub fn next(&self) -> Option<Work> {
+        let mut state = self.state.lock();
+        loop {
+            let now = Instant::now();
+            state.queues.retain(|q| !q.is_drained());
+            let mut ready: Vec<(usize, usize, Candidate)> = Vec::new();
+            let mut wake_at: Option<Instant> = None;
+            for (i, q) in state.queues.iter().enumerate() {
+                if q.lanes_busy() >= q.max_lanes {
+                    continue;
+                }
+                let Some((view, deadline)) = q.view(now) else {
+                    continue;
+                };
+                let decision = if state.shutdown {
+                    Decision::Ready(q.max_rows)
+                } else {
+                    q.policy.decide(&view)
+                };
+                match decision {
+                    Decision::Ready(limit) => {
+                        let target = q
+                            .config
+                            .batching
+                            .p99_target_ms
+                            .map(|ms| view.oldest + Duration::from_secs_f64(ms / 1e3))
+                            .unwrap_or(deadline);
+                        ready.push((
+                            i,
+                            limit,
+                            Candidate {
+                                oldest: view.oldest,
+                                deadline: target.min(deadline),
+                                weight: q.config.weight,
+                                priority: q.config.priority,
+                                virtual_time: q.virtual_time(),
+                            },
+                        ));
+                    }
+                    Decision::WaitUntil(t) => {
+                        wake_at = Some(wake_at.map_or(t, |w: Instant| w.min(t)));
+                    }
+                }
+            }
+            if !ready.is_empty() {
+                let cands: Vec<Candidate> = ready.iter().map(|r| r.2).collect();
+                let (qi, limit, _) = ready[self.policy.pick(&cands)];
+                let q = state.queues[qi].clone();
+                if let Some(batch) = q.take(limit, now) {
+                    if ready.len() > 1 || q.view(now).is_some() {
+                        self.wake.notify_one();
+                    }
+                    return Some(Work { queue: q, batch });
+                }
+                continue;
+            }
+            if state.shutdown && state.queues.iter().all(|q| q.view(now).is_none()) {
+                self.wake.notify_all();
+                return None;
+            }
+            match wake_at {
+                Some(t) => {
+                    self.wake.wait_until(&mut state, t);
+                }
+                None => {
+                    self.wake.wait(&mut state);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(t0: Instant, oldest_us: u64, deadline_us: u64, vt: f64) -> Candidate {
+        Candidate {
+            oldest: t0 + Duration::from_micros(oldest_us),
+            deadline: t0 + Duration::from_micros(deadline_us),
+            weight: 1.0,
+            priority: 0,
+            virtual_time: vt,
+        }
+    }
+
+    #[test]
+    fn fifo_picks_the_oldest_request() {
+        let t0 = Instant::now();
+        let c = [
+            cand(t0, 30, 100, 0.0),
+            cand(t0, 10, 900, 0.0),
+            cand(t0, 20, 50, 0.0),
+        ];
+        assert_eq!(OldestFirst.pick(&c), 1);
+    }
+
+    #[test]
+    fn edf_picks_earliest_deadline_within_fair_share() {
+        let t0 = Instant::now();
+        let p = EdfFairShare { window: 0.05 };
+        // All within the window: earliest deadline wins.
+        let c = [
+            cand(t0, 30, 100, 0.0),
+            cand(t0, 10, 900, 0.01),
+            cand(t0, 20, 50, 0.02),
+        ];
+        assert_eq!(p.pick(&c), 2);
+        // The earliest deadline belongs to a model far ahead on lane time: skipped.
+        let c = [
+            cand(t0, 30, 100, 0.0),
+            cand(t0, 10, 900, 0.01),
+            cand(t0, 20, 50, 1.0),
+        ];
+        assert_eq!(p.pick(&c), 0);
+    }
+}

@@ -119,7 +119,10 @@ impl StatsRecorder {
         self.compute_infer.add(infer_ns);
         self.compute_output.add(output_ns);
         let mut b = self.batches.lock();
-        let e = b.entry(rows).or_insert(BatchStats { batch_size: rows, ..Default::default() });
+        let e = b.entry(rows).or_insert(BatchStats {
+            batch_size: rows,
+            ..Default::default()
+        });
         for (d, ns) in [
             (&mut e.compute_input, input_ns),
             (&mut e.compute_infer, infer_ns),

@@ -117,14 +117,21 @@ impl TensorData {
 
     /// Parses little-endian raw bytes of `datatype`; errors name `what` on a size mismatch.
     pub fn from_le_bytes(datatype: DataType, raw: &[u8], what: &str) -> Result<TensorData> {
-        fn get<const N: usize, T>(raw: &[u8], what: &str, f: impl Fn([u8; N]) -> T) -> Result<Vec<T>> {
+        fn get<const N: usize, T>(
+            raw: &[u8],
+            what: &str,
+            f: impl Fn([u8; N]) -> T,
+        ) -> Result<Vec<T>> {
             if raw.len() % N != 0 {
                 return Err(Error::invalid(format!(
                     "{what}: {} bytes of raw data is not a whole number of {N}-byte elements",
                     raw.len()
                 )));
             }
-            Ok(raw.chunks_exact(N).map(|c| f(c.try_into().unwrap())).collect())
+            Ok(raw
+                .chunks_exact(N)
+                .map(|c| f(c.try_into().unwrap()))
+                .collect())
         }
         Ok(match datatype {
             DataType::BOOL => TensorData::Bool(raw.iter().map(|&b| b != 0).collect()),
@@ -145,7 +152,9 @@ impl TensorData {
                 let mut rest = raw;
                 while !rest.is_empty() {
                     if rest.len() < 4 {
-                        return Err(Error::invalid(format!("{what}: truncated BYTES length prefix")));
+                        return Err(Error::invalid(format!(
+                            "{what}: truncated BYTES length prefix"
+                        )));
                     }
                     let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
                     rest = &rest[4..];
@@ -165,7 +174,12 @@ impl TensorData {
 
     /// Converts to f32 where every value is exactly representable, else an error naming `what`.
     pub fn to_f32_lossless(&self, what: &str) -> Result<Vec<f32>> {
-        fn exact<T: Copy + PartialEq>(v: &[T], what: &str, to: impl Fn(T) -> f32, back: impl Fn(f32) -> T) -> Result<Vec<f32>> {
+        fn exact<T: Copy + PartialEq>(
+            v: &[T],
+            what: &str,
+            to: impl Fn(T) -> f32,
+            back: impl Fn(f32) -> T,
+        ) -> Result<Vec<f32>> {
             v.iter()
                 .map(|&x| {
                     let y = to(x);
@@ -241,9 +255,18 @@ impl TensorData {
                     })
                 })
                 .collect::<Result<_>>()?,
-            TensorData::F16(v) => v.iter().map(|x| int_float(x.to_f64())).collect::<Result<_>>()?,
-            TensorData::BF16(v) => v.iter().map(|x| int_float(x.to_f64())).collect::<Result<_>>()?,
-            TensorData::F32(v) => v.iter().map(|&x| int_float(x as f64)).collect::<Result<_>>()?,
+            TensorData::F16(v) => v
+                .iter()
+                .map(|x| int_float(x.to_f64()))
+                .collect::<Result<_>>()?,
+            TensorData::BF16(v) => v
+                .iter()
+                .map(|x| int_float(x.to_f64()))
+                .collect::<Result<_>>()?,
+            TensorData::F32(v) => v
+                .iter()
+                .map(|&x| int_float(x as f64))
+                .collect::<Result<_>>()?,
             TensorData::F64(v) => v.iter().map(|&x| int_float(x)).collect::<Result<_>>()?,
             TensorData::Bytes(_) => {
                 return Err(Error::invalid(format!(
@@ -259,7 +282,9 @@ impl TensorData {
             DataType::FP32 | DataType::FP16 | DataType::BF16 | DataType::FP64 => {
                 Ok(InputData::F32(self.to_f32_lossless(what)?))
             }
-            DataType::BYTES => Err(Error::invalid(format!("{what}: BYTES inputs are not supported"))),
+            DataType::BYTES => Err(Error::invalid(format!(
+                "{what}: BYTES inputs are not supported"
+            ))),
             _ => Ok(InputData::I64(self.to_i64_lossless(what)?)),
         }
     }
@@ -279,7 +304,11 @@ pub struct Tensor {
 impl Tensor {
     /// A new tensor; the datatype follows from `data`.
     pub fn new(name: impl Into<String>, shape: Vec<i64>, data: TensorData) -> Self {
-        Tensor { name: name.into(), shape, data }
+        Tensor {
+            name: name.into(),
+            shape,
+            data,
+        }
     }
 
     /// The KServe datatype.
