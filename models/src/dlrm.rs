@@ -1,1 +1,218 @@
-//! DLRM family.
+//! DLRM family, with the inference semantics of facebookresearch/dlrm (dot interaction,
+//! no self-interaction):
+//!
+//! - input 0 `dense` FP32 `[-1, dense_features]` → bottom MLP, ReLU after every layer
+//!   (last width = `embedding_dim`);
+//! - input 1 `sparse` INT64 `[-1, Σ multi_hot]`, per row table 0's bag of `multi_hot[0]`
+//!   indices, then table 1's bag, …; each table sum-pools its bag;
+//! - dot interaction of `[bottom output, pooled_0, ..]`;
+//! - top MLP, ReLU on hidden layers, final layer linear then sigmoid → `[-1, 1]`.
+//!
+//! Weights: `bottom.{i}.weight` / `bottom.{i}.bias`, `top.{i}.weight` / `top.{i}.bias`
+//! (`[out, in]` / `[out]`), `embeddings.{t}.weight` `[rows, embedding_dim]`.
+
+use crate::config::{DlrmParams, ModelConfig};
+use crate::layers::{DenseStack, f32_input, i64_input, input_name};
+use crate::model::{Batch, MemoryReport, Model, ModelError, PlacementOptions};
+use crate::weights::Weights;
+use cohost_kernels::{Activation, EmbeddingStore, Lane, Ops};
+use std::sync::Arc;
+
+/// A loaded DLRM on backend `O`.
+pub struct Dlrm<O: Ops> {
+    ops: Arc<O>,
+    config: ModelConfig,
+    bottom: DenseStack<O>,
+    top: DenseStack<O>,
+    tables: Vec<Box<dyn EmbeddingStore<O>>>,
+    /// Per table: (offset of its bag inside a sparse row, bag size).
+    bags: Vec<(usize, usize)>,
+    dense: usize,
+    sparse_width: usize,
+}
+
+/// Per table `(offset, bag)` inside one sparse row, from `multi_hot`.
+pub(crate) fn bag_layout(p: &DlrmParams) -> Vec<(usize, usize)> {
+    let mut off = 0;
+    (0..p.table_sizes.len())
+        .map(|t| {
+            let h = if p.multi_hot.len() == 1 {
+                p.multi_hot[0]
+            } else {
+                p.multi_hot[t]
+            };
+            off += h;
+            (off - h, h)
+        })
+        .collect()
+}
+
+/// Width of the interaction output (= input width of the top MLP).
+pub(crate) fn interaction_width(p: &DlrmParams) -> usize {
+    let f = p.table_sizes.len() + 1;
+    p.embedding_dim + f * (f - 1) / 2
+}
+
+/// Bytes the model's dense layers take (weights and biases, f32).
+pub(crate) fn dense_bytes(p: &DlrmParams) -> u64 {
+    let bottom = std::iter::once(p.dense_features).chain(p.bottom.iter().copied());
+    let top = std::iter::once(interaction_width(p)).chain(p.top.iter().copied());
+    let stack = |w: Vec<usize>| -> u64 { w.windows(2).map(|p| (p[0] * p[1] + p[1]) as u64).sum() };
+    4 * (stack(bottom.collect()) + stack(top.collect()))
+}
+
+/// Bytes of every embedding table (f32).
+pub(crate) fn table_bytes(p: &DlrmParams) -> u64 {
+    p.table_sizes
+        .iter()
+        .map(|&r| (r * p.embedding_dim * 4) as u64)
+        .sum()
+}
+
+/// Where the tables go. Today every table is resident or the model is refused.
+///
+/// Seam for offload: when `dlrm.offload` is set and the tables do not fit, this is where
+/// tables will be assigned `TablePlacement::HostOffloaded` / `MappedFile` instead.
+fn check_budget(
+    config: &ModelConfig,
+    p: &DlrmParams,
+    placement: &PlacementOptions,
+) -> Result<(), ModelError> {
+    let budget = match (placement.device_budget, config.memory_budget) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => match a.or(b) {
+            Some(x) => x,
+            None => return Ok(()),
+        },
+    };
+    let (dense, tables) = (dense_bytes(p), table_bytes(p));
+    if dense + tables > budget {
+        return Err(ModelError::Memory(format!(
+            "model needs {} bytes on the device ({dense} dense weights + {tables} embedding \
+             tables) but its budget is {budget} bytes; offloading tables to host memory is \
+             not implemented yet",
+            dense + tables
+        )));
+    }
+    Ok(())
+}
+
+impl<O: Ops> Dlrm<O> {
+    /// Builds a DLRM from a validated config and its weights, placing every table resident.
+    pub fn new(
+        ops: Arc<O>,
+        config: &ModelConfig,
+        weights: &Weights<'_>,
+        placement: &PlacementOptions,
+    ) -> Result<Self, ModelError> {
+        let p = config
+            .dlrm
+            .as_ref()
+            .ok_or_else(|| ModelError::Weights("config has no [dlrm] table".into()))?;
+        check_budget(config, p, placement)?;
+        let bottom_w: Vec<usize> = std::iter::once(p.dense_features)
+            .chain(p.bottom.iter().copied())
+            .collect();
+        let top_w: Vec<usize> = std::iter::once(interaction_width(p))
+            .chain(p.top.iter().copied())
+            .collect();
+        let bottom = DenseStack::load(&*ops, weights, "bottom", &bottom_w, |_| Activation::Relu)?;
+        let last = p.top.len() - 1;
+        let top = DenseStack::load(&*ops, weights, "top", &top_w, |i| {
+            if i == last {
+                Activation::Sigmoid
+            } else {
+                Activation::Relu
+            }
+        })?;
+        let mut tables = Vec::with_capacity(p.table_sizes.len());
+        for (t, &rows) in p.table_sizes.iter().enumerate() {
+            let name = format!("embeddings.{t}");
+            let data = weights.matrix(&format!("{name}.weight"), &[rows, p.embedding_dim])?;
+            tables.push(ops.resident_table(&name, &data, rows, p.embedding_dim)?);
+        }
+        let bags = bag_layout(p);
+        let sparse_width = bags.iter().map(|b| b.1).sum();
+        Ok(Dlrm {
+            ops,
+            config: config.clone(),
+            bottom,
+            top,
+            tables,
+            bags,
+            dense: p.dense_features,
+            sparse_width,
+        })
+    }
+}
+
+impl<O: Ops> Model for Dlrm<O> {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn check(&self, batch: &Batch) -> Result<(), ModelError> {
+        f32_input(&self.config, batch, 0, self.dense)?;
+        let sparse = i64_input(&self.config, batch, 1, self.sparse_width)?;
+        for (r, row) in sparse.chunks_exact(self.sparse_width.max(1)).enumerate() {
+            for (t, (&(off, bag), table)) in self.bags.iter().zip(&self.tables).enumerate() {
+                let rows = table.rows();
+                if let Some(&i) = row[off..off + bag]
+                    .iter()
+                    .find(|&&i| i < 0 || i as u64 >= rows as u64)
+                {
+                    return Err(ModelError::Input(format!(
+                        "input '{}': index {i} at row {r}, table {t} is outside the table's {rows} rows",
+                        input_name(&self.config, 1)
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn forward(&self, lane: &Lane, batch: &Batch) -> Result<Vec<Vec<f32>>, ModelError> {
+        let dense = f32_input(&self.config, batch, 0, self.dense)?;
+        let sparse = i64_input(&self.config, batch, 1, self.sparse_width)?;
+        let n = batch.rows;
+        if n == 0 {
+            return Ok(vec![Vec::new()]);
+        }
+        let ops = &*self.ops;
+        let x = ops.upload(lane, dense, n, self.dense)?;
+        let x = self.bottom.forward(ops, lane, x)?;
+        let mut pooled = Vec::with_capacity(self.tables.len());
+        let mut idx = Vec::with_capacity(n * self.bags.iter().map(|b| b.1).max().unwrap_or(0));
+        for (&(off, bag), table) in self.bags.iter().zip(&self.tables) {
+            idx.clear();
+            for row in sparse.chunks_exact(self.sparse_width) {
+                idx.extend_from_slice(&row[off..off + bag]);
+            }
+            pooled.push(table.bag_sum(ops, lane, &idx, bag)?);
+        }
+        let z = ops.dot_interaction(lane, &x, &pooled)?;
+        let y = self.top.forward(ops, lane, z)?;
+        Ok(vec![ops.download(lane, &y)?])
+    }
+
+    fn memory(&self) -> MemoryReport {
+        MemoryReport {
+            weight_bytes: self.bottom.bytes() + self.top.bytes(),
+            tables: self
+                .tables
+                .iter()
+                .map(|t| (t.name().to_string(), t.placement(), t.memory()))
+                .collect(),
+        }
+    }
+
+    /// Bottom and top GEMMs (2 FLOPs per multiply-add), the interaction's dot products
+    /// and the bag sums (one add per pooled element).
+    fn flops_per_row(&self) -> u64 {
+        let d = self.tables.first().map_or(0, |t| t.dim()) as u64;
+        let f = self.tables.len() as u64 + 1;
+        let pairs = f * (f - 1) / 2;
+        let bag_adds: u64 = self.bags.iter().map(|b| b.1 as u64 * d).sum();
+        self.bottom.flops_per_row() + self.top.flops_per_row() + 2 * pairs * d + bag_adds
+    }
+}

@@ -4,8 +4,11 @@
 
 pub mod config;
 pub mod dlrm;
+mod layers;
 pub mod mlp;
 mod model;
+mod rules;
+mod st_writer;
 pub mod synth;
 pub mod weights;
 

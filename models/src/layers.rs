@@ -1,0 +1,148 @@
+//! A stack of linear layers (weights allocated once through [`Ops::weight`]) and the
+//! batch-input accessors shared by the families.
+
+use crate::config::ModelConfig;
+use crate::model::{Batch, InputData, ModelError};
+use crate::weights::Weights;
+use cohost_kernels::{Activation, Lane, Ops};
+
+/// One `act(x · wᵀ + b)` layer.
+struct Linear<O: Ops> {
+    w: O::Tensor,
+    b: O::Tensor,
+    act: Activation,
+    inp: usize,
+    out: usize,
+}
+
+/// Linear layers applied in order: `{prefix}.{i}.weight` `[out, in]`, `{prefix}.{i}.bias`.
+pub(crate) struct DenseStack<O: Ops> {
+    layers: Vec<Linear<O>>,
+}
+
+impl<O: Ops> DenseStack<O> {
+    /// Loads `widths.len() - 1` layers; `act(i)` is layer `i`'s activation.
+    pub(crate) fn load(
+        ops: &O,
+        weights: &Weights<'_>,
+        prefix: &str,
+        widths: &[usize],
+        act: impl Fn(usize) -> Activation,
+    ) -> Result<Self, ModelError> {
+        let mut layers = Vec::with_capacity(widths.len().saturating_sub(1));
+        for (i, pair) in widths.windows(2).enumerate() {
+            let (inp, out) = (pair[0], pair[1]);
+            let w = weights.matrix(&format!("{prefix}.{i}.weight"), &[out, inp])?;
+            let b = weights.matrix(&format!("{prefix}.{i}.bias"), &[out])?;
+            layers.push(Linear {
+                w: ops.weight(&w, out, inp)?,
+                b: ops.weight(&b, 1, out)?,
+                act: act(i),
+                inp,
+                out,
+            });
+        }
+        Ok(DenseStack { layers })
+    }
+
+    /// Runs every layer on `lane`.
+    pub(crate) fn forward(
+        &self,
+        ops: &O,
+        lane: &Lane,
+        x: O::Tensor,
+    ) -> Result<O::Tensor, ModelError> {
+        let mut x = x;
+        for l in &self.layers {
+            x = ops.linear(lane, &x, &l.w, &l.b, l.act)?;
+        }
+        Ok(x)
+    }
+
+    /// Bytes of weights and biases held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| ((l.inp * l.out + l.out) * std::mem::size_of::<f32>()) as u64)
+            .sum()
+    }
+
+    /// Multiply-adds counted as 2 FLOPs, per row.
+    pub(crate) fn flops_per_row(&self) -> u64 {
+        self.layers.iter().map(|l| 2 * (l.inp * l.out) as u64).sum()
+    }
+}
+
+/// Input `i` of `batch` as `rows x width` f32 values, or an error naming the input.
+pub(crate) fn f32_input<'b>(
+    config: &ModelConfig,
+    batch: &'b Batch,
+    i: usize,
+    width: usize,
+) -> Result<&'b [f32], ModelError> {
+    match batch.inputs.get(i) {
+        Some(InputData::F32(v)) => sized(config, batch, i, width, v),
+        Some(InputData::I64(_)) => Err(wrong_type(config, i, "FP32")),
+        None => Err(missing(config, batch, i)),
+    }
+}
+
+/// Input `i` of `batch` as `rows x width` i64 values, or an error naming the input.
+pub(crate) fn i64_input<'b>(
+    config: &ModelConfig,
+    batch: &'b Batch,
+    i: usize,
+    width: usize,
+) -> Result<&'b [i64], ModelError> {
+    match batch.inputs.get(i) {
+        Some(InputData::I64(v)) => sized(config, batch, i, width, v),
+        Some(InputData::F32(_)) => Err(wrong_type(config, i, "INT64")),
+        None => Err(missing(config, batch, i)),
+    }
+}
+
+/// The name of input `i` as configured.
+pub(crate) fn input_name(config: &ModelConfig, i: usize) -> &str {
+    config.inputs.get(i).map_or("?", |s| s.name.as_str())
+}
+
+fn sized<'b, T>(
+    config: &ModelConfig,
+    batch: &Batch,
+    i: usize,
+    width: usize,
+    v: &'b [T],
+) -> Result<&'b [T], ModelError> {
+    if batch.rows > config.max_batch_size {
+        return Err(ModelError::Input(format!(
+            "batch of {} rows exceeds max_batch_size {}",
+            batch.rows, config.max_batch_size
+        )));
+    }
+    if v.len() != batch.rows * width {
+        return Err(ModelError::Input(format!(
+            "input '{}': expected {} values ({} rows x {width}), got {}",
+            input_name(config, i),
+            batch.rows * width,
+            batch.rows,
+            v.len()
+        )));
+    }
+    Ok(v)
+}
+
+fn wrong_type(config: &ModelConfig, i: usize, want: &str) -> ModelError {
+    ModelError::Input(format!(
+        "input '{}': expected {want} data",
+        input_name(config, i)
+    ))
+}
+
+fn missing(config: &ModelConfig, batch: &Batch, i: usize) -> ModelError {
+    ModelError::Input(format!(
+        "expected {} inputs, got {} (missing '{}')",
+        config.inputs.len(),
+        batch.inputs.len(),
+        input_name(config, i)
+    ))
+}

@@ -1,0 +1,258 @@
+//! MLP and DLRM outputs against an independent f64 reference written with plain loops
+//! (no model code, no candle), for every batch size 1..=max_batch_size, plus batch
+//! invariance.
+//!
+//! Tolerance: `|got - ref| <= 1e-5 * max(|ref|, 0.1)`: 1e-5 relative for outputs of
+//! magnitude >= 0.1, and 1e-6 absolute below that (f32 rounding of O(1) partial sums
+//! cannot be judged relative to a result that happens to be near zero).
+
+mod common;
+
+use cohost_kernels::Lane;
+use cohost_kernels::cpu::CpuOps;
+use cohost_models::{
+    BackendHandle, Batch, InputData, Model, ModelConfig, PlacementOptions, WeightSource,
+    build_model, synth,
+};
+use common::{Store, Tensors, random_batch, random_tensors, slice_rows, to_safetensors};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::sync::Arc;
+
+fn build(config: &ModelConfig, t: &Tensors) -> Arc<dyn Model> {
+    let bytes = to_safetensors(t, Store::F32);
+    let backend = BackendHandle::Cpu(Arc::new(CpuOps::new()));
+    build_model(
+        config,
+        WeightSource::Bytes(&bytes),
+        &backend,
+        &PlacementOptions::default(),
+    )
+    .unwrap()
+}
+
+/// `y = x · wᵀ + b` in f64 for one row, then `act`.
+fn linear64(t: &Tensors, name: &str, x: &[f64], act: fn(f64) -> f64) -> Vec<f64> {
+    let (ws, w) = &t[&format!("{name}.weight")];
+    let (_, b) = &t[&format!("{name}.bias")];
+    let (out, inp) = (ws[0], ws[1]);
+    assert_eq!(x.len(), inp);
+    (0..out)
+        .map(|o| {
+            let mut s = b[o] as f64;
+            for i in 0..inp {
+                s += w[o * inp + i] as f64 * x[i];
+            }
+            act(s)
+        })
+        .collect()
+}
+
+fn relu(v: f64) -> f64 {
+    v.max(0.0)
+}
+fn ident(v: f64) -> f64 {
+    v
+}
+fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+fn mlp_reference(config: &ModelConfig, t: &Tensors, batch: &Batch) -> Vec<f64> {
+    let p = config.mlp.as_ref().unwrap();
+    let InputData::F32(x) = &batch.inputs[0] else {
+        panic!()
+    };
+    let layers = p.layers.len() - 1;
+    let mut out = Vec::new();
+    for r in 0..batch.rows {
+        let mut h: Vec<f64> = x[r * p.layers[0]..(r + 1) * p.layers[0]]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        for i in 0..layers {
+            let last = i + 1 == layers;
+            let act = if !last {
+                relu
+            } else if p.sigmoid {
+                sigmoid
+            } else {
+                ident
+            };
+            h = linear64(t, &format!("layers.{i}"), &h, act);
+        }
+        out.extend(h);
+    }
+    out
+}
+
+fn dlrm_reference(config: &ModelConfig, t: &Tensors, batch: &Batch) -> Vec<f64> {
+    let p = config.dlrm.as_ref().unwrap();
+    let (InputData::F32(dense), InputData::I64(sparse)) = (&batch.inputs[0], &batch.inputs[1])
+    else {
+        panic!()
+    };
+    let d = p.embedding_dim;
+    let bags: Vec<usize> = (0..p.table_sizes.len())
+        .map(|i| {
+            if p.multi_hot.len() == 1 {
+                p.multi_hot[0]
+            } else {
+                p.multi_hot[i]
+            }
+        })
+        .collect();
+    let width: usize = bags.iter().sum();
+    let mut out = Vec::new();
+    for r in 0..batch.rows {
+        // Bottom MLP, ReLU after every layer.
+        let mut x: Vec<f64> = dense[r * p.dense_features..(r + 1) * p.dense_features]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        for i in 0..p.bottom.len() {
+            x = linear64(t, &format!("bottom.{i}"), &x, relu);
+        }
+        // Sum-pooled bags, table by table.
+        let mut feats = vec![x.clone()];
+        let mut at = r * width;
+        for (ti, &bag) in bags.iter().enumerate() {
+            let (_, table) = &t[&format!("embeddings.{ti}.weight")];
+            let mut e = vec![0f64; d];
+            for &idx in &sparse[at..at + bag] {
+                for c in 0..d {
+                    e[c] += table[idx as usize * d + c] as f64;
+                }
+            }
+            at += bag;
+            feats.push(e);
+        }
+        // Dot interaction: [x, T_i·T_j for j < i, ordered by i then j].
+        let mut z = x;
+        for i in 0..feats.len() {
+            for j in 0..i {
+                z.push((0..d).map(|c| feats[i][c] * feats[j][c]).sum());
+            }
+        }
+        // Top MLP: ReLU on hidden layers, sigmoid on the last.
+        let n = p.top.len();
+        for i in 0..n {
+            z = linear64(
+                t,
+                &format!("top.{i}"),
+                &z,
+                if i + 1 == n { sigmoid } else { relu },
+            );
+        }
+        out.extend(z);
+    }
+    out
+}
+
+/// Asserts the documented tolerance and returns the largest `|got-ref| / max(|ref|, 0.1)`.
+fn assert_close(got: &[f32], want: &[f64], what: &str) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: output length");
+    let mut worst = 0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let scale = w.abs().max(0.1);
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= 1e-5 * scale,
+            "{what}[{i}]: got {g}, reference {w}, error {err:e}"
+        );
+        worst = worst.max(err / scale);
+    }
+    worst
+}
+
+fn every_batch_size(
+    config: &ModelConfig,
+    seed: u64,
+    reference: fn(&ModelConfig, &Tensors, &Batch) -> Vec<f64>,
+) {
+    let t = random_tensors(config, seed);
+    let model = build(config, &t);
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(seed + 1);
+    let mut worst = 0f64;
+    for n in 1..=config.max_batch_size {
+        let batch = random_batch(config, n, &mut rng);
+        model.check(&batch).unwrap();
+        let got = model.forward(&lane, &batch).unwrap();
+        assert_eq!(got.len(), 1);
+        let want = reference(config, &t, &batch);
+        worst = worst.max(assert_close(&got[0], &want, &format!("batch {n}")));
+    }
+    eprintln!("worst scaled error: {worst:e}");
+}
+
+#[test]
+fn mlp_matches_f64_reference_for_every_batch_size() {
+    let config = synth::preset("mlp-tiny").unwrap();
+    every_batch_size(&config, 10, mlp_reference);
+}
+
+#[test]
+fn mlp_with_sigmoid_matches_f64_reference_for_every_batch_size() {
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.mlp.as_mut().unwrap().sigmoid = true;
+    every_batch_size(&config, 20, mlp_reference);
+}
+
+#[test]
+fn dlrm_with_multi_hot_matches_f64_reference_for_every_batch_size() {
+    let config = synth::preset("dlrm-tiny").unwrap();
+    assert!(
+        config
+            .dlrm
+            .as_ref()
+            .unwrap()
+            .multi_hot
+            .iter()
+            .any(|&h| h > 1)
+    );
+    every_batch_size(&config, 30, dlrm_reference);
+}
+
+#[test]
+fn dlrm_single_multi_hot_value_applies_to_every_table() {
+    let mut config = synth::preset("dlrm-tiny").unwrap();
+    let p = config.dlrm.as_mut().unwrap();
+    p.multi_hot = vec![2];
+    let width = 2 * p.table_sizes.len() as i64;
+    config.inputs[1].dims = vec![-1, width];
+    config.max_batch_size = 8;
+    every_batch_size(&config, 40, dlrm_reference);
+}
+
+fn assert_batch_invariant(config: &ModelConfig, seed: u64) {
+    let model = build(config, &random_tensors(config, seed));
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(seed + 1);
+    let n = config.max_batch_size;
+    let batch = random_batch(config, n, &mut rng);
+    let all = model.forward(&lane, &batch).unwrap().remove(0);
+    let width = all.len() / n;
+    for r in 0..n {
+        let one = model
+            .forward(&lane, &slice_rows(&batch, r, r + 1))
+            .unwrap()
+            .remove(0);
+        for (c, (&a, &b)) in all[r * width..(r + 1) * width].iter().zip(&one).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                "row {r} col {c}: batched {a}, alone {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn mlp_rows_together_equal_rows_alone() {
+    assert_batch_invariant(&synth::preset("mlp-tiny").unwrap(), 50);
+}
+
+#[test]
+fn dlrm_rows_together_equal_rows_alone() {
+    assert_batch_invariant(&synth::preset("dlrm-tiny").unwrap(), 60);
+}
