@@ -1,3 +1,11 @@
 //! The cohost server: KServe v2 over HTTP (axum) and gRPC (tonic) on one `Runtime`.
 
+pub mod cli;
+pub mod demo;
 pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod poll;
+mod serve;
+
+pub use serve::{ModelControlMode, ServeOptions, ServerHandle, serve};

@@ -1,0 +1,143 @@
+//! The one mapping from runtime errors to HTTP status, and the KServe error body.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cohost_runtime::{Error, ErrorKind, LoadReport};
+
+/// Name of the load-report header (Open Request Cost Aggregation text form).
+pub const LOAD_HEADER: &str = "endpoint-load-metrics";
+
+/// Seconds a client told "overloaded" should wait before retrying.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// The HTTP status for a runtime error kind (the only such mapping in the server).
+pub fn status_for(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error answered as `{"error": "..."}` with the mapped status.
+#[derive(Debug)]
+pub struct ApiError {
+    /// Response status.
+    pub status: StatusCode,
+    /// The message clients see.
+    pub message: String,
+    /// The model's load, attached as a header when known.
+    pub load: Option<LoadReport>,
+}
+
+impl ApiError {
+    /// A 400 naming what is wrong with the request.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::invalid(message).into()
+    }
+
+    /// A 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::not_found(message).into()
+    }
+
+    /// A 413 for a body over `limit` bytes.
+    pub fn too_large(limit: usize) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "request body exceeds the limit of {limit} bytes (raise it with --max-body-bytes)"
+            ),
+            load: None,
+        }
+    }
+
+    /// Attaches a load report for the load header.
+    pub fn with_load(mut self, load: Option<LoadReport>) -> Self {
+        self.load = load;
+        self
+    }
+
+    /// The metrics label of this error's class.
+    pub fn reason(&self) -> &'static str {
+        match self.status {
+            StatusCode::NOT_FOUND => ErrorKind::NotFound.label(),
+            StatusCode::TOO_MANY_REQUESTS => ErrorKind::Overloaded.label(),
+            StatusCode::GATEWAY_TIMEOUT => ErrorKind::DeadlineExceeded.label(),
+            StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable.label(),
+            StatusCode::INTERNAL_SERVER_ERROR => ErrorKind::Internal.label(),
+            _ => ErrorKind::InvalidArgument.label(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError {
+            status: status_for(e.kind),
+            message: e.message,
+            load: None,
+        }
+    }
+}
+
+/// Formats the load header's value.
+pub fn load_header_value(load: &LoadReport) -> HeaderValue {
+    let text = format!(
+        "TEXT named_metrics.model_load={}, named_metrics.host_load={}",
+        finite(load.model_load),
+        finite(load.host_load)
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("TEXT"))
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() { x } else { 0.0 }
+}
+
+/// Adds the load header to `headers` when a report is known.
+pub fn put_load(headers: &mut HeaderMap, load: Option<&LoadReport>) {
+    if let Some(load) = load {
+        headers.insert(LOAD_HEADER, load_header_value(load));
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        put_load(res.headers_mut(), self.load.as_ref());
+        res
+    }
+}
+
+/// Checks a model name from a URL with the repository's rule (nothing can escape it).
+pub fn check_model_name(name: &str) -> Result<(), ApiError> {
+    cohost_runtime::repository::validate_name(name).map_err(ApiError::from)
+}
+
+/// Parses a version from a URL: a non-negative integer.
+pub fn parse_version(version: &str) -> Result<u64, ApiError> {
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid(format!(
+            "invalid model version '{}': must be a non-negative integer",
+            version.escape_debug()
+        )));
+    }
+    version
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("invalid model version '{version}': too large")))
+}

@@ -1,0 +1,97 @@
+//! `POST /v2/models/{m}[/versions/{v}]/infer`: body limit, decode, run, encode.
+
+use super::AppState;
+use super::codec::{self, HEADER_LENGTH};
+use super::errors::{ApiError, put_load};
+use super::routes::ModelPath;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Reads the body up to `limit` bytes; more is a 413.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if format!("{e:?}").contains("LengthLimit") || e.to_string().contains("length limit") {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::invalid(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// The inference handler.
+pub async fn infer(
+    State(st): State<AppState>,
+    Path(p): Path<ModelPath>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match run(&st, &p, &headers, body).await {
+        Ok(res) => res,
+        Err(e) => {
+            let e = if e.load.is_none() {
+                e.with_load(st.runtime.load(&p.model).ok())
+            } else {
+                e
+            };
+            e.into_response()
+        }
+    }
+}
+
+async fn run(
+    st: &AppState,
+    p: &ModelPath,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (name, version) = p.parse()?;
+    // Refusals before the runtime sees the request are counted here; the runtime counts its own.
+    let edge = |e: ApiError| {
+        crate::metrics::edge_failure(name, version, e.reason());
+        e
+    };
+    let bytes = read_body(headers, body, st.max_body_bytes)
+        .await
+        .map_err(edge)?;
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            edge(ApiError::invalid(
+                "Inference-Header-Content-Length is not valid text",
+            ))
+        })?),
+    };
+    let mut decoded = codec::decode(&bytes, header_length).map_err(edge)?;
+    drop(bytes);
+    let request = std::mem::take(&mut decoded.request);
+    let resp = st.runtime.infer(name, version, request).await?;
+    let encoded = decoded.encode(&resp);
+    let mut res = (StatusCode::OK, encoded.body).into_response();
+    let h = res.headers_mut();
+    match encoded.header_length {
+        Some(n) => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    put_load(h, Some(&resp.load));
+    Ok(res)
+}

@@ -1,0 +1,293 @@
+//! The embeddable server: one `Runtime`, HTTP and gRPC listeners, optional metrics
+//! port and repository polling, and a graceful shutdown that drains them all.
+
+use crate::grpc::{self, GrpcOptions};
+use crate::http::{self, AppState};
+use anyhow::Context;
+use cohost_runtime::{Device, Runtime, RuntimeOptions};
+use std::future::{Future, IntoFuture};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How models are loaded and unloaded while serving (Triton's `--model-control-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ModelControlMode {
+    /// Everything in the repository is loaded at start; the control API is refused.
+    #[default]
+    None,
+    /// The repository control API (`/v2/repository/models/{m}/load|unload`) is allowed.
+    Explicit,
+    /// The repository is re-scanned periodically; changed models are reloaded.
+    Poll,
+}
+
+impl ModelControlMode {
+    /// The CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelControlMode::None => "none",
+            ModelControlMode::Explicit => "explicit",
+            ModelControlMode::Poll => "poll",
+        }
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Model repository folder (None: serve no models from disk).
+    pub repository: Option<PathBuf>,
+    /// Address to bind.
+    pub host: IpAddr,
+    /// HTTP port (0 = any free port).
+    pub http_port: u16,
+    /// gRPC port (0 = any free port).
+    pub grpc_port: u16,
+    /// Separate port for `/metrics` (it is always on the HTTP port too).
+    pub metrics_port: Option<u16>,
+    /// Model control mode.
+    pub model_control: ModelControlMode,
+    /// Repository scan interval in poll mode.
+    pub poll_interval: Duration,
+    /// Lanes (0 = derive from the device).
+    pub lanes: usize,
+    /// Device memory budget in bytes.
+    pub memory_budget: Option<u64>,
+    /// Backend choice.
+    pub device: Device,
+    /// Largest HTTP body and gRPC message in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            repository: None,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            http_port: 8000,
+            grpc_port: 8001,
+            metrics_port: None,
+            model_control: ModelControlMode::None,
+            poll_interval: Duration::from_secs(5),
+            lanes: 0,
+            memory_budget: None,
+            device: Device::Auto,
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A running server: its bound addresses, its runtime, and how to stop it.
+pub struct ServerHandle {
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where the separate metrics listener is, if any.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The runtime both transports share.
+    pub runtime: Runtime,
+    trigger: Arc<watch::Sender<bool>>,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl ServerHandle {
+    /// `http://host:port` of the HTTP listener.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Starts a graceful shutdown (same as the `shutdown` future resolving).
+    pub fn shutdown(&self) {
+        self.trigger.send_replace(true);
+    }
+
+    /// Waits until shutdown was requested and every listener drained, then stops the runtime.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for (what, task) in self.tasks.drain(..) {
+            let result = match task.await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("{what} task panicked: {e}")),
+            };
+            if let Err(e) = result {
+                tracing::error!("{what}: {e:#}");
+                first_error.get_or_insert(e);
+            }
+        }
+        let runtime = self.runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.shutdown()).await?;
+        tracing::info!("runtime stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Shuts down and waits (for tests and embedders).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if !self.tasks.is_empty() {
+            self.trigger.send_replace(true);
+        }
+    }
+}
+
+async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("cannot bind the {what} listener to {host}:{port}"))
+}
+
+fn signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Builds the runtime, loads the repository, binds the listeners and serves until
+/// `shutdown` resolves (or [`ServerHandle::shutdown`] is called).
+pub async fn serve(
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<ServerHandle> {
+    crate::metrics::install();
+    let runtime_options = RuntimeOptions {
+        lanes: options.lanes,
+        memory_budget: options.memory_budget,
+        device: options.device,
+        repository: options.repository.clone(),
+        ..RuntimeOptions::default()
+    };
+    let runtime = tokio::task::spawn_blocking(move || {
+        let runtime = Runtime::new(runtime_options)?;
+        if runtime.repository().is_some() {
+            for (model, e) in runtime.load_all() {
+                tracing::warn!(model = %model, "failed to load: {e}");
+            }
+        }
+        Ok::<_, cohost_runtime::Error>(runtime)
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    tracing::info!(
+        backend = runtime.backend_name(),
+        lanes = runtime.lane_count(),
+        "runtime started"
+    );
+    for m in runtime.models() {
+        tracing::info!(model = %m.name, version = m.version, state = m.state.as_str(), "model");
+    }
+
+    let http_listener = bind(options.host, options.http_port, "HTTP").await?;
+    let grpc_listener = bind(options.host, options.grpc_port, "gRPC").await?;
+    let metrics_listener = match options.metrics_port {
+        Some(port) => Some(bind(options.host, port, "metrics").await?),
+        None => None,
+    };
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+
+    let (tx, rx) = watch::channel(false);
+    let trigger = Arc::new(tx);
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    {
+        let trigger = trigger.clone();
+        let flag = shutting_down.clone();
+        let mut rx = rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => { trigger.send_replace(true); }
+                _ = rx.wait_for(|stop| *stop) => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: draining accepted requests");
+        });
+    }
+
+    let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    let state = AppState {
+        runtime: runtime.clone(),
+        max_body_bytes: options.max_body_bytes,
+        model_control: options.model_control,
+        shutting_down,
+    };
+    let app = http::router(state);
+    let http_serve = axum::serve(http_listener, app).with_graceful_shutdown(signal(rx.clone()));
+    tasks.push((
+        "HTTP",
+        tokio::spawn(async move { Ok(http_serve.into_future().await?) }),
+    ));
+    tracing::info!("HTTP (KServe v2) listening on http://{http_addr}");
+
+    let grpc_options = GrpcOptions {
+        max_message_size: options.max_body_bytes,
+        explicit_model_control: options.model_control == ModelControlMode::Explicit,
+    };
+    let grpc_serve = grpc::serve(
+        runtime.clone(),
+        grpc_listener,
+        grpc_options,
+        signal(rx.clone()),
+    );
+    tasks.push(("gRPC", tokio::spawn(grpc_serve)));
+    tracing::info!("gRPC (inference.GRPCInferenceService) listening on {grpc_addr}");
+
+    if let Some(listener) = metrics_listener {
+        let serve = axum::serve(listener, http::metrics_router())
+            .with_graceful_shutdown(signal(rx.clone()));
+        tasks.push((
+            "metrics",
+            tokio::spawn(async move { Ok(serve.into_future().await?) }),
+        ));
+        tracing::info!(
+            "Prometheus metrics on http://{}/metrics",
+            metrics_addr.expect("bound")
+        );
+    }
+
+    if options.model_control == ModelControlMode::Poll {
+        match options.repository.clone() {
+            Some(repo) => {
+                let poll = crate::poll::run(
+                    runtime.clone(),
+                    repo,
+                    options.poll_interval,
+                    signal(rx.clone()),
+                );
+                tasks.push((
+                    "poll",
+                    tokio::spawn(async move {
+                        poll.await;
+                        Ok(())
+                    }),
+                ));
+            }
+            None => {
+                tracing::warn!("--model-control-mode poll without a repository: nothing to poll")
+            }
+        }
+    }
+
+    Ok(ServerHandle {
+        http_addr,
+        grpc_addr,
+        metrics_addr,
+        runtime,
+        trigger,
+        tasks,
+    })
+}
