@@ -1,11 +1,26 @@
-//! cohost's load generator and reports (placeholder).
+//! cohost's load generator: open-loop Poisson and closed-loop load against HTTP (JSON or
+//! binary), gRPC or the in-process runtime; the search for the maximum throughput under a
+//! P99 target; reports as a markdown table, JSON, CSV and an SVG plot.
+//!
+//! The library API ([`measure`], [`find_max_rate`], [`search::search`]) is what `cohost
+//! bench` runs, and what other tools (an oracle, policy comparisons) can call directly.
 
-/// `cohost bench` arguments.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BenchArgs {}
+mod cli;
+pub mod grpc;
+pub mod load;
+#[cfg(test)]
+mod load_tests;
+pub mod plot;
+pub mod report;
+pub mod search;
+pub mod target;
+pub mod workload;
+pub mod zipf;
 
-/// Runs `cohost bench`.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let _ = args;
-    Ok(())
-}
+pub use cli::{BenchArgs, TargetKind, run};
+pub use load::{LoadMode, LoadSpec, measure};
+pub use report::{Recorder, Report, Stats};
+pub use search::{SearchResult, SearchSpec, Step, find_max_rate};
+pub use target::{FailKind, HttpTarget, InProcessTarget, Target};
+pub use workload::{BatchDist, GenRequest, ModelLoad, Prepared, Workload, prepare};
+pub use zipf::IndexDist;

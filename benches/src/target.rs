@@ -1,0 +1,257 @@
+//! What the harness sends requests to: the [`Target`] trait and its HTTP (JSON, binary)
+//! and in-process implementations. Encoding happens in [`Target::encode`], off the
+//! measured path; [`Target::infer`] only ships pre-encoded bytes and waits.
+
+use crate::workload::GenRequest;
+use cohost_runtime::{InferRequest, Runtime};
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+/// Why one request failed, as the client saw it; the label keys the error counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FailKind {
+    /// The server answered with a non-success HTTP status.
+    Http(u16),
+    /// The server answered with a non-OK gRPC status (its code name).
+    Grpc(String),
+    /// The in-process runtime returned an error of this kind (its label).
+    Runtime(&'static str),
+    /// Connecting, sending or reading failed (no status).
+    Transport,
+    /// The client gave up waiting.
+    Timeout,
+    /// The client refused to send: too many requests outstanding (open loop only).
+    ClientDrop,
+}
+
+impl FailKind {
+    /// A stable label such as `http_503`, `grpc_unavailable`, `runtime_overloaded`.
+    pub fn label(&self) -> String {
+        match self {
+            FailKind::Http(s) => format!("http_{s}"),
+            FailKind::Grpc(c) => format!("grpc_{c}"),
+            FailKind::Runtime(k) => format!("runtime_{k}"),
+            FailKind::Transport => "transport".into(),
+            FailKind::Timeout => "timeout".into(),
+            FailKind::ClientDrop => "client_drop".into(),
+        }
+    }
+}
+
+impl fmt::Display for FailKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// Something that serves inference: a remote server or the in-process runtime.
+pub trait Target: Send + Sync + 'static {
+    /// A request in this target's wire form, built once before measuring.
+    type Encoded: Send + Sync + 'static;
+
+    /// Short name for reports ("http-json", "in-process").
+    fn name(&self) -> &'static str;
+
+    /// Turns a generated request into this target's wire form.
+    fn encode(&self, model: &str, request: &GenRequest) -> anyhow::Result<Self::Encoded>;
+
+    /// Sends one encoded request to `model` and waits for its complete answer.
+    fn infer(
+        &self,
+        model: &str,
+        request: &Self::Encoded,
+    ) -> impl Future<Output = Result<(), FailKind>> + Send;
+}
+
+fn reqwest_fail(e: reqwest::Error) -> FailKind {
+    if e.is_timeout() {
+        FailKind::Timeout
+    } else if let Some(s) = e.status() {
+        FailKind::Http(s.as_u16())
+    } else {
+        FailKind::Transport
+    }
+}
+
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(4096)
+        .tcp_nodelay(true)
+        .build()?)
+}
+
+/// A pre-encoded HTTP request: its body and, for the binary extension, the JSON length.
+#[derive(Debug, Clone)]
+pub struct HttpEncoded {
+    /// `POST` address.
+    pub url: String,
+    /// The full body.
+    pub body: bytes::Bytes,
+    /// `Inference-Header-Content-Length` when the body carries binary tensors.
+    pub header_len: Option<usize>,
+}
+
+/// KServe v2 over HTTP, with JSON tensors or the binary tensor extension.
+pub struct HttpTarget {
+    client: reqwest::Client,
+    base: String,
+    binary: bool,
+}
+
+impl HttpTarget {
+    /// A target at `base` (e.g. `http://127.0.0.1:8000`); `binary` selects the binary extension.
+    pub fn new(base: &str, binary: bool, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(HttpTarget {
+            client: http_client(timeout)?,
+            base: base.trim_end_matches('/').to_string(),
+            binary,
+        })
+    }
+}
+
+/// The JSON body of a KServe v2 request with JSON tensors.
+pub fn json_body(request: &GenRequest) -> serde_json::Value {
+    use cohost_runtime::TensorData as D;
+    let inputs: Vec<serde_json::Value> = request
+        .inputs
+        .iter()
+        .map(|t| {
+            let data = match &t.data {
+                D::F32(v) => serde_json::json!(v),
+                D::I64(v) => serde_json::json!(v),
+                D::I32(v) => serde_json::json!(v),
+                other => serde_json::json!(other.to_f32_lossless("").unwrap_or_default()),
+            };
+            serde_json::json!({
+                "name": t.name,
+                "datatype": t.datatype().as_str(),
+                "shape": t.shape,
+                "data": data,
+            })
+        })
+        .collect();
+    serde_json::json!({ "inputs": inputs })
+}
+
+/// The body of a KServe v2 binary-extension request: JSON header, then raw tensors.
+pub fn binary_body(request: &GenRequest) -> (Vec<u8>, usize) {
+    let mut raw = Vec::new();
+    let inputs: Vec<serde_json::Value> = request
+        .inputs
+        .iter()
+        .map(|t| {
+            let bytes = t.data.to_le_bytes();
+            let value = serde_json::json!({
+                "name": t.name,
+                "datatype": t.datatype().as_str(),
+                "shape": t.shape,
+                "parameters": { "binary_data_size": bytes.len() },
+            });
+            raw.extend_from_slice(&bytes);
+            value
+        })
+        .collect();
+    let header = serde_json::json!({
+        "inputs": inputs,
+        "parameters": { "binary_data_output": true },
+    });
+    let mut body = serde_json::to_vec(&header).expect("json serialises");
+    let header_len = body.len();
+    body.extend_from_slice(&raw);
+    (body, header_len)
+}
+
+impl Target for HttpTarget {
+    type Encoded = HttpEncoded;
+
+    fn name(&self) -> &'static str {
+        if self.binary {
+            "http-binary"
+        } else {
+            "http-json"
+        }
+    }
+
+    fn encode(&self, model: &str, request: &GenRequest) -> anyhow::Result<HttpEncoded> {
+        let url = format!("{}/v2/models/{model}/infer", self.base);
+        if self.binary {
+            let (body, header_len) = binary_body(request);
+            Ok(HttpEncoded {
+                url,
+                body: body.into(),
+                header_len: Some(header_len),
+            })
+        } else {
+            let body = serde_json::to_vec(&json_body(request))?;
+            Ok(HttpEncoded {
+                url,
+                body: body.into(),
+                header_len: None,
+            })
+        }
+    }
+
+    async fn infer(&self, _model: &str, request: &HttpEncoded) -> Result<(), FailKind> {
+        let mut req = self.client.post(&request.url).body(request.body.clone());
+        req = match request.header_len {
+            Some(n) => req
+                .header("Inference-Header-Content-Length", n)
+                .header("Content-Type", "application/octet-stream"),
+            None => req.header("Content-Type", "application/json"),
+        };
+        let resp = req.send().await.map_err(reqwest_fail)?;
+        let status = resp.status();
+        // Read the whole answer: the latency includes receiving it.
+        let body = resp.bytes().await.map_err(reqwest_fail)?;
+        if !status.is_success() {
+            return Err(FailKind::Http(status.as_u16()));
+        }
+        if body.is_empty() {
+            return Err(FailKind::Transport);
+        }
+        Ok(())
+    }
+}
+
+/// The embedded [`Runtime`], called directly (no serialisation, no sockets).
+pub struct InProcessTarget {
+    runtime: Runtime,
+}
+
+impl InProcessTarget {
+    /// Wraps an already-loaded runtime.
+    pub fn new(runtime: Runtime) -> Self {
+        InProcessTarget { runtime }
+    }
+
+    /// The runtime requests go to.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
+impl Target for InProcessTarget {
+    type Encoded = InferRequest;
+
+    fn name(&self) -> &'static str {
+        "in-process"
+    }
+
+    fn encode(&self, _model: &str, request: &GenRequest) -> anyhow::Result<InferRequest> {
+        Ok(InferRequest {
+            inputs: request.inputs.clone(),
+            ..InferRequest::default()
+        })
+    }
+
+    async fn infer(&self, model: &str, request: &InferRequest) -> Result<(), FailKind> {
+        // `Runtime::infer` takes ownership, so one clone of the tensors is on the path.
+        match self.runtime.infer(model, None, request.clone()).await {
+            Ok(resp) if !resp.outputs.is_empty() => Ok(()),
+            Ok(_) => Err(FailKind::Runtime("empty_response")),
+            Err(e) => Err(FailKind::Runtime(e.kind.label())),
+        }
+    }
+}
