@@ -11,3 +11,8 @@ pub mod inference {
 
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "inference.GRPCInferenceService";
+
+pub mod wire;
+
+/// The protobuf runtime the generated messages use (`prost::Message` for `encoded_len`).
+pub use prost;

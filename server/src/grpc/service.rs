@@ -1,0 +1,300 @@
+//! `inference.GRPCInferenceService` over a [`Runtime`].
+
+use super::GrpcOptions;
+use super::convert::{decode_request, encode_response, parse_grpc_timeout, parse_version};
+use super::model_info::{self, Placement};
+use super::status::{invalid, to_status};
+use cohost_protocol::inference as pb;
+use cohost_protocol::inference::grpc_inference_service_server::GrpcInferenceService;
+use cohost_protocol::prost::Message;
+use cohost_runtime::{LoadReport, ModelState, Runtime};
+use futures::{Stream, StreamExt};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The trailing-metadata key carrying the load counter (ORCA text form).
+pub const LOAD_METADATA: &str = "endpoint-load-metrics";
+
+/// Extensions this transport implements, as `ServerMetadata` lists them.
+pub const EXTENSIONS: &[&str] = &[
+    "model_configuration",
+    "model_repository",
+    "statistics",
+    "endpoint_load_metrics",
+];
+
+/// Requests in flight at once on one `ModelStreamInfer` stream.
+const STREAM_CONCURRENCY: usize = 64;
+
+type Res<T> = Result<Response<T>, Status>;
+
+/// The response stream of `ModelStreamInfer`.
+type InferStream =
+    Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send + 'static>>;
+
+/// The service state: the runtime, the options, and whether the server is draining.
+#[derive(Clone)]
+pub struct InferenceService {
+    runtime: Runtime,
+    options: GrpcOptions,
+    draining: Arc<AtomicBool>,
+}
+
+impl InferenceService {
+    /// A service over `runtime`.
+    pub fn new(runtime: Runtime, options: GrpcOptions) -> Self {
+        InferenceService {
+            runtime,
+            options,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The flag `serve` sets when shutdown begins (ServerReady then answers false).
+    pub fn draining(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
+
+    /// Runs one inference; the response carries its encoded form's size check.
+    async fn infer(
+        &self,
+        req: pb::ModelInferRequest,
+        header_timeout: Option<std::time::Duration>,
+    ) -> Result<(pb::ModelInferResponse, LoadReport), Status> {
+        let name = req.model_name.clone();
+        let decoded = decode_request(req, header_timeout)?;
+        let resp = self
+            .runtime
+            .infer(&name, decoded.version, decoded.request)
+            .await
+            .map_err(to_status)?;
+        let load = resp.load;
+        let out = encode_response(resp, decoded.raw_outputs);
+        let len = out.encoded_len();
+        if len > self.options.max_message_size {
+            return Err(Status::resource_exhausted(format!(
+                "model '{name}': response of {len} bytes exceeds the server's maximum gRPC message size of {} bytes; request fewer rows or raise --grpc-max-message-size",
+                self.options.max_message_size
+            )));
+        }
+        Ok((out, load))
+    }
+
+    fn repository_control(&self, what: &str) -> Result<(), Status> {
+        if self.options.explicit_model_control {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "{what} refused: repository control is disabled; start cohost with --model-control-mode explicit"
+            )))
+        }
+    }
+}
+
+/// The ORCA text form of a load report.
+pub fn load_metadata_value(load: &LoadReport) -> String {
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    format!(
+        "TEXT named_metrics.model_load={}, named_metrics.host_load={}",
+        finite(load.model_load),
+        finite(load.host_load)
+    )
+}
+
+fn header_timeout<T>(req: &Request<T>) -> Option<std::time::Duration> {
+    req.metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
+fn opt_name(name: &str) -> Option<&str> {
+    (!name.is_empty()).then_some(name)
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(&self, _: Request<pb::ServerLiveRequest>) -> Res<pb::ServerLiveResponse> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Res<pb::ServerReadyResponse> {
+        let ready = !self.draining.load(Ordering::Relaxed);
+        Ok(Response::new(pb::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<pb::ModelReadyRequest>,
+    ) -> Res<pb::ModelReadyResponse> {
+        let req = req.into_inner();
+        let version = parse_version(&req.name, &req.version)?;
+        let ready = self.runtime.model_ready(&req.name, version);
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Res<pb::ServerMetadataResponse> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "cohost".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<pb::ModelMetadataRequest>,
+    ) -> Res<pb::ModelMetadataResponse> {
+        let req = req.into_inner();
+        let version = parse_version(&req.name, &req.version)?;
+        let m = self
+            .runtime
+            .metadata(&req.name, version)
+            .map_err(to_status)?;
+        Ok(Response::new(model_info::metadata(m)))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<pb::ModelInferRequest>,
+    ) -> Res<pb::ModelInferResponse> {
+        let timeout = header_timeout(&req);
+        let (out, load) = self.infer(req.into_inner(), timeout).await?;
+        let mut resp = Response::new(out);
+        if let Ok(v) = MetadataValue::try_from(load_metadata_value(&load)) {
+            // Moved from the headers into the trailers by `cohost_protocol::wire::WireLayer`.
+            resp.metadata_mut().insert(LOAD_METADATA, v);
+        }
+        Ok(resp)
+    }
+
+    async fn model_stream_infer(
+        &self,
+        req: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Res<InferStream> {
+        let timeout = header_timeout(&req);
+        let svc = self.clone();
+        let out = req
+            .into_inner()
+            .map(move |item| {
+                let svc = svc.clone();
+                async move {
+                    let req = item?;
+                    Ok(match svc.infer(req, timeout).await {
+                        Ok((resp, _)) => pb::ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(resp),
+                        },
+                        Err(status) => pb::ModelStreamInferResponse {
+                            error_message: status.message().to_string(),
+                            infer_response: None,
+                        },
+                    })
+                }
+            })
+            .buffered(STREAM_CONCURRENCY);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<pb::ModelConfigRequest>,
+    ) -> Res<pb::ModelConfigResponse> {
+        let req = req.into_inner();
+        let version = parse_version(&req.name, &req.version)?;
+        let (_, cfg) = self.runtime.config(&req.name, version).map_err(to_status)?;
+        let platform = self
+            .runtime
+            .metadata(&req.name, version)
+            .map_err(to_status)?
+            .platform;
+        let at = Placement {
+            gpu: self.runtime.backend_name() == "cuda",
+            lanes: self.runtime.lane_count(),
+        };
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(model_info::config(&req.name, &platform, &cfg, at)),
+        }))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<pb::ModelStatisticsRequest>,
+    ) -> Res<pb::ModelStatisticsResponse> {
+        let req = req.into_inner();
+        let version = parse_version(&req.name, &req.version)?;
+        let stats = self
+            .runtime
+            .stats(opt_name(&req.name), version)
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ModelStatisticsResponse {
+            model_stats: stats.into_iter().map(model_info::statistics).collect(),
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<pb::RepositoryIndexRequest>,
+    ) -> Res<pb::RepositoryIndexResponse> {
+        let req = req.into_inner();
+        if !req.repository_name.is_empty() {
+            // cohost serves one repository; any name other than empty is unknown.
+            return Err(Status::not_found(format!(
+                "unknown repository '{}'",
+                req.repository_name
+            )));
+        }
+        let entries = self.runtime.repository_index().map_err(to_status)?;
+        let models = entries
+            .into_iter()
+            .filter(|e| !req.ready || e.state == ModelState::Ready)
+            .map(model_info::index_entry)
+            .collect();
+        Ok(Response::new(pb::RepositoryIndexResponse { models }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Res<pb::RepositoryModelLoadResponse> {
+        let req = req.into_inner();
+        self.repository_control(&format!("loading model '{}'", req.model_name))?;
+        if let Some(key) = req.parameters.keys().next() {
+            return Err(invalid(format!(
+                "model '{}': load parameter '{key}' is not supported; cohost loads models from the repository folder",
+                req.model_name
+            )));
+        }
+        let runtime = self.runtime.clone();
+        let name = req.model_name;
+        tokio::task::spawn_blocking(move || runtime.load_model(&name))
+            .await
+            .map_err(|e| Status::internal(format!("model load task failed: {e}")))?
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Res<pb::RepositoryModelUnloadResponse> {
+        let req = req.into_inner();
+        self.repository_control(&format!("unloading model '{}'", req.model_name))?;
+        let runtime = self.runtime.clone();
+        let name = req.model_name;
+        tokio::task::spawn_blocking(move || runtime.unload_model(&name))
+            .await
+            .map_err(|e| Status::internal(format!("model unload task failed: {e}")))?
+            .map_err(to_status)?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
