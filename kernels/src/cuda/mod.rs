@@ -3,14 +3,25 @@
 //! Everything here compiles without CUDA (cudarc loads its libraries dynamically). cudarc
 //! panics when a library is missing, so nothing touches CUDA before [`probe`] /
 //! [`open_device`] has checked that the driver, NVRTC and cuBLAS libraries load.
+//! See `docs/CUDA.md` for the design and how to test it.
 
+mod lane;
 mod mig;
 pub mod nvrtc;
+mod ops;
 mod probe;
+mod table;
+mod tensor;
 
 pub use mig::MigInfo;
+pub use ops::{CudaOps, MAX_FEATURES};
 pub use probe::{CudaInfo, Libraries, describe, nvrtc_present, nvrtc_version, open_device, probe};
+pub use table::{MappedHostTable, ResidentTable};
+pub use tensor::CudaTensor;
 
-/// cuBLAS + NVRTC ops on the visible CUDA device.
-#[derive(Debug)]
-pub struct CudaOps;
+use crate::KernelError;
+
+/// Maps a cudarc error to [`KernelError::Cuda`], naming the call that failed.
+pub(crate) fn err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> KernelError {
+    move |e| KernelError::Cuda(format!("{what}: {e:?}"))
+}

@@ -108,7 +108,6 @@ pub fn arch_for(cc: (i32, i32), supported: &[i32]) -> Result<String, String> {
 
 /// The loaded kernels of one device context.
 #[derive(Debug)]
-#[allow(dead_code)] // read by the ops (next commit)
 pub struct Kernels {
     /// `compute_XY` the PTX was built for.
     pub arch: String,
