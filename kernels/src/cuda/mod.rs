@@ -5,6 +5,7 @@
 //! [`open_device`] has checked that the driver, NVRTC and cuBLAS libraries load.
 //! See `docs/CUDA.md` for the design and how to test it.
 
+mod bag;
 mod lane;
 mod mig;
 pub mod nvrtc;

@@ -3,7 +3,7 @@
 use super::lane::{LaneRegistry, LaneState, MAX_STAGED_BYTES};
 use super::nvrtc::{Kernels, kernels_for};
 use super::probe::{guard, open_device};
-use super::table::{ResidentTable, check_indices};
+use super::table::ResidentTable;
 use super::tensor::CudaTensor;
 use super::{Libraries, err};
 use crate::{Activation, EmbeddingStore, KernelError, Lane, LaneKind, Ops, Result};
@@ -48,8 +48,8 @@ unsafe impl DeviceRepr for FeaturePtrs {}
 /// argument from every lane (a weight's single read event cannot represent concurrent
 /// readers on several streams) and cost two driver calls per argument per launch.
 pub struct CudaOps {
-    ctx: Arc<CudaContext>,
-    kernels: Arc<Kernels>,
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) kernels: Arc<Kernels>,
     lanes: Arc<LaneRegistry>,
     sm_count: u32,
     priority_range: (i32, i32),
@@ -162,7 +162,12 @@ impl CudaOps {
     }
 
     /// An uninitialised per-batch matrix on `stream`.
-    fn alloc(&self, stream: &Arc<CudaStream>, rows: usize, cols: usize) -> Result<CudaTensor> {
+    pub(crate) fn alloc(
+        &self,
+        stream: &Arc<CudaStream>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<CudaTensor> {
         // SAFETY: every caller fully overwrites the buffer before reading it.
         let data = unsafe { stream.alloc::<f32>(rows * cols) }.map_err(err("cuMemAllocAsync"))?;
         Ok(CudaTensor {
@@ -173,110 +178,8 @@ impl CudaOps {
         })
     }
 
-    /// Copies `indices` to a fresh device buffer on the lane (through pinned staging).
-    pub(crate) fn upload_indices(&self, st: &LaneState, indices: &[i64]) -> Result<CudaSlice<i64>> {
-        let stream = &st.stream;
-        if indices.is_empty() || size_of_val(indices) > MAX_STAGED_BYTES {
-            return stream.clone_htod(indices).map_err(err("index upload"));
-        }
-        // SAFETY: fully overwritten by the copy below.
-        let mut dst =
-            unsafe { stream.alloc::<i64>(indices.len()) }.map_err(err("cuMemAllocAsync"))?;
-        let mut staging = st.up_i64.lock();
-        staging
-            .take(&self.ctx, indices.len())?
-            .copy_from_slice(indices);
-        copy_htod(stream, staging.filled(indices.len())?, &mut dst)?;
-        staging.issued(stream)?;
-        Ok(dst)
-    }
-
-    /// `sum` pooling over bags from a table at device address `table` (device memory or
-    /// mapped host memory); indices must already be checked against the table's rows.
-    pub(crate) fn bag_sum_at(
-        &self,
-        lane: &Lane,
-        table: u64,
-        dim: usize,
-        indices: &[i64],
-        bag: usize,
-    ) -> Result<CudaTensor> {
-        if bag == 0 || !indices.len().is_multiple_of(bag) {
-            return Err(KernelError::Shape(format!(
-                "embedding bag: {} indices do not split into bags of {bag}",
-                indices.len()
-            )));
-        }
-        let n = indices.len() / bag;
-        let st = self.lane_state(lane)?;
-        let stream = &st.stream;
-        let mut out = self.alloc(stream, n, dim)?;
-        if n == 0 || dim == 0 {
-            return Ok(out);
-        }
-        let idx = self.upload_indices(&st, indices)?;
-        let (n_arg, bag_arg, dim_arg) = (n as i64, to_i32(bag)?, to_i32(dim)?);
-        let threads = (dim.next_multiple_of(32)).clamp(32, 256) as u32;
-        let cfg = self.grid(n, threads, 0);
-        let mut b = stream.launch_builder(&self.kernels.embedding_bag_sum);
-        b.arg(&table)
-            .arg(&idx)
-            .arg(&n_arg)
-            .arg(&bag_arg)
-            .arg(&dim_arg)
-            .arg(&mut out.data);
-        // SAFETY: argument types match `embedding_bag_sum_f32`; indices were validated.
-        unsafe { b.launch(cfg) }.map_err(err("embedding_bag_sum launch"))?;
-        Ok(out)
-    }
-
-    /// Copies rows `src_rows[k]` of the `? x dim` table at device address `src` (device
-    /// memory or mapped host memory) to rows `dst_rows[k]` of `dst`, on `lane`: the cache
-    /// fill of an offloaded table on a miss. Row numbers are checked against `src_len_rows`
-    /// and `dst`.
-    pub fn gather_rows(
-        &self,
-        lane: &Lane,
-        src: u64,
-        src_len_rows: usize,
-        src_rows: &[i64],
-        dst: &mut CudaTensor,
-        dst_rows: &[i64],
-    ) -> Result<()> {
-        if src_rows.len() != dst_rows.len() {
-            return Err(KernelError::Shape(format!(
-                "gather_rows: {} source rows but {} destination rows",
-                src_rows.len(),
-                dst_rows.len()
-            )));
-        }
-        check_indices("gather source", src_rows, src_len_rows)?;
-        check_indices("gather destination", dst_rows, dst.rows)?;
-        if src_rows.is_empty() || dst.cols == 0 {
-            return Ok(());
-        }
-        let st = self.lane_state(lane)?;
-        let stream = &st.stream;
-        let cross = CrossLane::enter(stream, &[&*dst])?;
-        let from = self.upload_indices(&st, src_rows)?;
-        let to = self.upload_indices(&st, dst_rows)?;
-        let (count, dim) = (src_rows.len() as i64, to_i32(dst.cols)?);
-        let threads = (dst.cols.next_multiple_of(32)).clamp(32, 256) as u32;
-        let cfg = self.grid(src_rows.len(), threads, 0);
-        let mut b = stream.launch_builder(&self.kernels.gather_rows);
-        b.arg(&src)
-            .arg(&from)
-            .arg(&to)
-            .arg(&count)
-            .arg(&dim)
-            .arg(&mut dst.data);
-        // SAFETY: argument types match `gather_rows_f32`; all rows were checked above.
-        unsafe { b.launch(cfg) }.map_err(err("gather_rows launch"))?;
-        cross.leave()
-    }
-
     /// Launch shape for a grid-stride kernel over `items` blocks' worth of work.
-    fn grid(&self, items: usize, threads: u32, smem: u32) -> LaunchConfig {
+    pub(crate) fn grid(&self, items: usize, threads: u32, smem: u32) -> LaunchConfig {
         let max_blocks = (self.sm_count as usize) * 32;
         LaunchConfig {
             grid_dim: (items.clamp(1, max_blocks) as u32, 1, 1),
@@ -291,13 +194,13 @@ impl CudaOps {
 }
 
 /// Orders a foreign lane's tensors around an op issued on `lane` (see [`CudaOps`] docs).
-struct CrossLane<'a> {
+pub(crate) struct CrossLane<'a> {
     lane: &'a CudaStream,
     foreign: Vec<Arc<CudaStream>>,
 }
 
 impl<'a> CrossLane<'a> {
-    fn enter(lane: &'a CudaStream, inputs: &[&CudaTensor]) -> Result<Self> {
+    pub(crate) fn enter(lane: &'a CudaStream, inputs: &[&CudaTensor]) -> Result<Self> {
         let mut foreign = Vec::new();
         for t in inputs {
             let home = t.data.stream();
@@ -309,7 +212,7 @@ impl<'a> CrossLane<'a> {
         Ok(CrossLane { lane, foreign })
     }
 
-    fn leave(self) -> Result<()> {
+    pub(crate) fn leave(self) -> Result<()> {
         for home in self.foreign {
             home.join(self.lane).map_err(err("cross-lane wait"))?;
         }
@@ -326,12 +229,16 @@ fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
     Ok(())
 }
 
-fn to_i32(v: usize) -> Result<i32> {
+pub(crate) fn to_i32(v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| KernelError::Shape(format!("dimension {v} exceeds i32")))
 }
 
 /// Asynchronous host-to-device copy of `src` into `dst` on `stream`.
-fn copy_htod<T: DeviceRepr>(stream: &CudaStream, src: &[T], dst: &mut CudaSlice<T>) -> Result<()> {
+pub(crate) fn copy_htod<T: DeviceRepr>(
+    stream: &CudaStream,
+    src: &[T],
+    dst: &mut CudaSlice<T>,
+) -> Result<()> {
     stream
         .context()
         .bind_to_thread()
