@@ -113,7 +113,7 @@ fn rewrite_oversized(headers: &mut HeaderMap, limit: usize) {
         .unwrap_or("?");
     let text = format!(
         "request message of {found} bytes exceeds the server's maximum gRPC message size of \
-         {limit} bytes (raise it with --grpc-max-message-size)"
+         {limit} bytes (raise it with --max-body-bytes)"
     );
     headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
     if let Ok(v) = HeaderValue::from_str(&text) {

@@ -76,7 +76,7 @@ impl InferenceService {
         let len = out.encoded_len();
         if len > self.options.max_message_size {
             return Err(Status::resource_exhausted(format!(
-                "model '{name}': response of {len} bytes exceeds the server's maximum gRPC message size of {} bytes; request fewer rows or raise --grpc-max-message-size",
+                "model '{name}': response of {len} bytes exceeds the server's maximum gRPC message size of {} bytes; request fewer rows or raise --max-body-bytes",
                 self.options.max_message_size
             )));
         }
