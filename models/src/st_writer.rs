@@ -7,6 +7,9 @@ use std::io::{self, Write};
 /// Values written per chunk.
 const CHUNK: usize = 1 << 16;
 
+/// Produces the next chunk of a tensor's values.
+pub(crate) type Fill<'a> = Box<dyn FnMut(&mut [f32]) + 'a>;
+
 /// One tensor to write: its name, shape and a producer of its values in order.
 pub(crate) struct PlannedTensor<'a> {
     /// Tensor name.
@@ -14,7 +17,7 @@ pub(crate) struct PlannedTensor<'a> {
     /// Shape (row-major).
     pub shape: Vec<usize>,
     /// Fills the next chunk of values (called until `numel` values are written).
-    pub fill: Box<dyn FnMut(&mut [f32]) + 'a>,
+    pub fill: Fill<'a>,
 }
 
 impl PlannedTensor<'_> {

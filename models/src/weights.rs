@@ -122,16 +122,7 @@ fn build_from(
 ) -> Result<Arc<dyn Model>, ModelError> {
     match backend {
         BackendHandle::Cpu(ops) => build_on(ops.clone(), config, weights, placement),
-        BackendHandle::Cuda(_) => {
-            // TODO(cuda backend issue): `CudaOps` does not implement `Ops` yet; once it does,
-            // this arm becomes `build_on(ops.clone(), config, weights, placement)`.
-            Err(ModelError::Kernel(
-                cohost_kernels::KernelError::Unavailable(
-                    "models cannot be built on the CUDA backend until CudaOps implements Ops"
-                        .into(),
-                ),
-            ))
-        }
+        BackendHandle::Cuda(ops) => build_on(ops.clone(), config, weights, placement),
     }
 }
 

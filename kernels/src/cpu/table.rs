@@ -85,7 +85,7 @@ impl EmbeddingStore<CpuOps> for CpuTable {
     }
 
     fn bag_sum(&self, _ops: &CpuOps, _lane: &Lane, indices: &[i64], bag: usize) -> Result<Tensor> {
-        if bag == 0 || indices.len() % bag != 0 {
+        if bag == 0 || !indices.len().is_multiple_of(bag) {
             return Err(KernelError::Shape(format!(
                 "table '{}': {} indices do not split into bags of {bag}",
                 self.name,
