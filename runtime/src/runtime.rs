@@ -80,6 +80,7 @@ impl Drop for Inner {
     }
 }
 
+#[allow(clippy::default_constructed_unit_structs)] // CpuOps may gain fields
 fn choose_backend(device: Device) -> Result<(BackendHandle, &'static str)> {
     let cpu = || BackendHandle::Cpu(Arc::new(cohost_kernels::cpu::CpuOps::default()));
     match device {
@@ -220,6 +221,34 @@ impl Runtime {
         let _guard = self.inner.load_lock.lock();
         let fp = repository::fingerprint(&[]) ^ version ^ (safetensors.len() as u64);
         self.install(name, version, config, WeightSource::Bytes(safetensors), fp)
+    }
+
+    /// Serves a model built in code (any [`cohost_models::Model`], e.g. a custom family)
+    /// as `name`/`version`; its config must describe its inputs and outputs.
+    pub fn load_model_instance(
+        &self,
+        name: &str,
+        version: u64,
+        model: Arc<dyn cohost_models::Model>,
+    ) -> Result<()> {
+        repository::validate_name(name)?;
+        let _guard = self.inner.load_lock.lock();
+        let config = model.config().clone();
+        let bytes = model.memory().device_bytes();
+        let lease = MemoryLease::new(bytes, self.inner.memory_used.clone());
+        let q = Arc::new(ModelQueue::new(
+            name,
+            version,
+            config,
+            model,
+            self.lane_count(),
+            lease,
+        ));
+        self.inner.scheduler.add(q.clone());
+        if let Some(old) = self.inner.registry.insert(q, version) {
+            old.close();
+        }
+        Ok(())
     }
 
     fn install(

@@ -122,7 +122,7 @@ impl TensorData {
             what: &str,
             f: impl Fn([u8; N]) -> T,
         ) -> Result<Vec<T>> {
-            if raw.len() % N != 0 {
+            if !raw.len().is_multiple_of(N) {
                 return Err(Error::invalid(format!(
                     "{what}: {} bytes of raw data is not a whole number of {N}-byte elements",
                     raw.len()

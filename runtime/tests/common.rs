@@ -1,0 +1,118 @@
+//! Shared helpers of the runtime's integration tests.
+#![allow(dead_code)]
+
+use cohost_kernels::Lane;
+use cohost_kernels::cpu::CpuOps;
+use cohost_models::{BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource};
+use cohost_runtime::{DataType, InferRequest, ModelConfig, Tensor, TensorData};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Builds the same model the runtime serves, outside the runtime, as a reference.
+#[allow(clippy::default_constructed_unit_structs)]
+pub fn reference_model(dir: &Path) -> Arc<dyn Model> {
+    let config = ModelConfig::from_file(&dir.join("config.toml")).unwrap();
+    let weights = dir.join("1/model.safetensors");
+    cohost_models::build_model(
+        &config,
+        WeightSource::File(&weights),
+        &BackendHandle::Cpu(Arc::new(CpuOps::default())),
+        &PlacementOptions::default(),
+    )
+    .unwrap()
+}
+
+/// A random valid request of `rows` rows for `config`.
+pub fn random_request(config: &ModelConfig, rows: usize, rng: &mut StdRng) -> InferRequest {
+    let inputs = config
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let width: i64 = spec.dims[1..].iter().product();
+            let n = rows * width as usize;
+            let data = match spec.datatype {
+                DataType::FP32 => {
+                    TensorData::F32((0..n).map(|_| rng.random_range(-1.0..1.0)).collect())
+                }
+                _ => {
+                    // DLRM sparse input: each position belongs to a table; stay inside it.
+                    let d = config.dlrm.as_ref().expect("integer input only on dlrm");
+                    let hot = |t: usize| {
+                        if d.multi_hot.len() == 1 {
+                            d.multi_hot[0]
+                        } else {
+                            d.multi_hot[t]
+                        }
+                    };
+                    let mut limits = Vec::new();
+                    for (t, &size) in d.table_sizes.iter().enumerate() {
+                        limits.extend(std::iter::repeat_n(size, hot(t)));
+                    }
+                    assert_eq!(limits.len(), width as usize, "input {i}");
+                    TensorData::I64(
+                        (0..n)
+                            .map(|k| rng.random_range(0..limits[k % limits.len()] as i64))
+                            .collect(),
+                    )
+                }
+            };
+            Tensor::new(&spec.name, vec![rows as i64, width], data)
+        })
+        .collect();
+    InferRequest {
+        inputs,
+        ..Default::default()
+    }
+}
+
+/// Runs a request's rows through the reference model directly.
+pub fn reference_outputs(model: &dyn Model, req: &InferRequest) -> Vec<Vec<f32>> {
+    let rows = req.inputs[0].shape[0] as usize;
+    let inputs = model
+        .config()
+        .inputs
+        .iter()
+        .map(|spec| {
+            let t = req.inputs.iter().find(|t| t.name == spec.name).unwrap();
+            match &t.data {
+                TensorData::F32(v) => InputData::F32(v.clone()),
+                TensorData::I64(v) => InputData::I64(v.clone()),
+                _ => unreachable!(),
+            }
+        })
+        .collect();
+    model
+        .forward(&Lane::cpu(0), &Batch { rows, inputs })
+        .unwrap()
+}
+
+/// Asserts two outputs agree within `tol` absolutely: |got − want| ≤ tol.
+///
+/// Batch invariance is checked absolutely because outputs are O(1)-scale sums whose
+/// value can be near 0: a different GEMM blocking for another batch size reorders f32
+/// additions, moving results by ~1e-7 absolute, which is large relative to a value of 0.004.
+pub fn assert_close(got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(got.len(), want.len());
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w as f64).abs();
+        assert!(
+            err <= tol,
+            "element {i}: got {g}, want {w} (|error| {err:e} > {tol:e})"
+        );
+    }
+}
+
+/// A seeded RNG.
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// The f32 values of an output tensor.
+pub fn f32s(t: &Tensor) -> &[f32] {
+    match &t.data {
+        TensorData::F32(v) => v,
+        other => panic!("expected FP32 output, got {:?}", other.datatype()),
+    }
+}
