@@ -473,7 +473,7 @@ async fn statistics_index_and_refused_repository_control() {
     assert_eq!(stats[0].name, mlp);
     assert!(stats[0].inference_count >= 6, "{:?}", stats[0]);
     assert!(stats[0].execution_count >= 1);
-    let inf = stats[0].inference_stats.clone().unwrap();
+    let inf = stats[0].inference_stats.unwrap();
     assert!(inf.success.unwrap().count >= 3);
     assert!(!stats[0].batch_stats.is_empty());
     let all = c

@@ -236,7 +236,7 @@ fn typed(datatype: DataType, c: pb::InferTensorContents, what: &str) -> Result<T
         DataType::UINT64 => TensorData::U64(c.uint64_contents),
         DataType::FP32 => TensorData::F32(c.fp32_contents),
         DataType::FP64 => TensorData::F64(c.fp64_contents),
-        DataType::BYTES => TensorData::Bytes(c.bytes_contents.into_iter().map(Vec::from).collect()),
+        DataType::BYTES => TensorData::Bytes(c.bytes_contents),
         DataType::FP16 | DataType::BF16 => unreachable!("no typed field"),
     })
 }
@@ -256,7 +256,7 @@ fn contents(data: &TensorData) -> Option<pb::InferTensorContents> {
         TensorData::U64(v) => c.uint64_contents = v.clone(),
         TensorData::F32(v) => c.fp32_contents = v.clone(),
         TensorData::F64(v) => c.fp64_contents = v.clone(),
-        TensorData::Bytes(v) => c.bytes_contents = v.iter().map(|b| b.clone().into()).collect(),
+        TensorData::Bytes(v) => c.bytes_contents = v.clone(),
         TensorData::F16(_) | TensorData::BF16(_) => return None,
     }
     Some(c)
