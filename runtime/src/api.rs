@@ -107,3 +107,22 @@ pub struct RepositoryEntry {
     /// Why it is not ready, if it is not.
     pub reason: String,
 }
+
+/// The device a runtime executes on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceInfo {
+    /// "cpu" or "cuda".
+    pub backend: &'static str,
+    /// Device name ("cpu", or the GPU's name).
+    pub name: String,
+    /// Streaming multiprocessors of the visible device or MIG slice.
+    pub sm_count: Option<u32>,
+    /// Device memory in bytes.
+    pub total_memory: Option<u64>,
+    /// Free device memory in bytes at start-up.
+    pub free_memory: Option<u64>,
+    /// MIG profile of the slice (e.g. "1g.10gb") when the device is a MIG instance.
+    pub mig_profile: Option<String>,
+    /// A one-line description, or why CUDA was not used.
+    pub note: Option<String>,
+}

@@ -23,7 +23,7 @@ mod tensor;
 mod validate;
 
 pub use api::{
-    InferRequest, InferResponse, LoadReport, ModelMetadata, ModelState, ModelStatus,
+    DeviceInfo, InferRequest, InferResponse, LoadReport, ModelMetadata, ModelState, ModelStatus,
     RepositoryEntry,
 };
 pub use cohost_models::{ModelConfig, TensorSpec};

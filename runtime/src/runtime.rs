@@ -6,8 +6,8 @@ use crate::registry::Registry;
 use crate::repository;
 use crate::scheduler::{EdfFairShare, Scheduler};
 use crate::{
-    Error, ErrorKind, InferRequest, InferResponse, LoadReport, ModelConfig, ModelMetadata,
-    ModelState, ModelStats, ModelStatus, RepositoryEntry, Result, Tensor,
+    DeviceInfo, Error, ErrorKind, InferRequest, InferResponse, LoadReport, ModelConfig,
+    ModelMetadata, ModelState, ModelStats, ModelStatus, RepositoryEntry, Result, Tensor,
 };
 use cohost_kernels::Lane;
 use cohost_models::{BackendHandle, Batch, Family, PlacementOptions, WeightSource};
@@ -67,6 +67,7 @@ struct Inner {
     options: RuntimeOptions,
     backend: BackendHandle,
     backend_name: &'static str,
+    device: DeviceInfo,
     registry: Registry,
     scheduler: Arc<Scheduler>,
     lanes: Mutex<Vec<JoinHandle<()>>>,
@@ -80,30 +81,99 @@ impl Drop for Inner {
     }
 }
 
+/// The backend chosen at start-up and the lanes it offers.
+struct Backend {
+    handle: BackendHandle,
+    name: &'static str,
+    lanes: Vec<Lane>,
+    device: DeviceInfo,
+}
+
+/// Headroom left free on a CUDA device when the budget defaults to its free memory.
+const CUDA_HEADROOM: f64 = 0.10;
+
 #[allow(clippy::default_constructed_unit_structs)] // CpuOps may gain fields
-fn choose_backend(device: Device) -> Result<(BackendHandle, &'static str)> {
-    let cpu = || BackendHandle::Cpu(Arc::new(cohost_kernels::cpu::CpuOps::default()));
+fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
+    let lanes = if lanes == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        lanes
+    };
+    Backend {
+        handle: BackendHandle::Cpu(Arc::new(cohost_kernels::cpu::CpuOps::default())),
+        name: "cpu",
+        lanes: (0..lanes).map(Lane::cpu).collect(),
+        device: DeviceInfo {
+            backend: "cpu",
+            name: "cpu".into(),
+            note,
+            ..Default::default()
+        },
+    }
+}
+
+fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
+    let info = cohost_kernels::cuda::probe()?;
+    let ops = cohost_kernels::cuda::CudaOps::open().map_err(|e| e.to_string())?;
+    // One stream per ~8 SMs keeps enough kernels in flight to fill the slice without
+    // oversubscribing a small MIG instance.
+    let lanes = if lanes == 0 {
+        (info.sm_count as usize / 8).clamp(2, 16)
+    } else {
+        lanes
+    };
+    let lanes = (0..lanes)
+        .map(|i| ops.lane(i, 0))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(Backend {
+        handle: BackendHandle::Cuda(Arc::new(ops)),
+        name: "cuda",
+        lanes,
+        device: DeviceInfo {
+            backend: "cuda",
+            name: info.name.clone(),
+            sm_count: Some(info.sm_count),
+            total_memory: Some(info.total_memory),
+            free_memory: Some(info.free_memory),
+            mig_profile: info.mig.profile.clone(),
+            note: Some(info.to_string()),
+        },
+    })
+}
+
+fn choose_backend(device: Device, lanes: usize) -> Result<Backend> {
     match device {
-        Device::Cpu => Ok((cpu(), "cpu")),
-        Device::Auto => {
-            tracing::info!("CUDA backend not selected: using the CPU backend");
-            Ok((cpu(), "cpu"))
-        }
-        Device::Cuda => Err(Error::unavailable(
-            "the CUDA backend is not available in this build; use --device cpu or auto",
-        )),
+        Device::Cpu => Ok(cpu_backend(lanes, None)),
+        Device::Cuda => cuda_backend(lanes).map_err(|e| {
+            Error::unavailable(format!("--device cuda: CUDA is not usable here: {e}"))
+        }),
+        Device::Auto => match cuda_backend(lanes) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                tracing::info!("CUDA not usable ({e}); falling back to the CPU backend");
+                Ok(cpu_backend(lanes, Some(format!("CUDA not usable: {e}"))))
+            }
+        },
     }
 }
 
 impl Runtime {
     /// Starts the lanes and the scheduler; loads nothing yet.
     pub fn new(mut options: RuntimeOptions) -> Result<Runtime> {
-        let (backend, backend_name) = choose_backend(options.device)?;
-        if options.lanes == 0 {
-            options.lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let Backend {
+            handle: backend,
+            name: backend_name,
+            lanes,
+            device,
+        } = choose_backend(options.device, options.lanes)?;
+        options.lanes = lanes.len();
+        if options.memory_budget.is_none() {
+            options.memory_budget = device
+                .free_memory
+                .map(|free| (free as f64 * (1.0 - CUDA_HEADROOM)) as u64);
         }
         let scheduler = Arc::new(Scheduler::new(Box::new(EdfFairShare::default())));
-        let lanes: Vec<Lane> = (0..options.lanes).map(Lane::cpu).collect();
         let handles = spawn_lanes(lanes, scheduler.clone());
         tracing::info!(
             backend = backend_name,
@@ -116,6 +186,7 @@ impl Runtime {
                 options,
                 backend,
                 backend_name,
+                device,
                 registry: Registry::default(),
                 scheduler,
                 lanes: Mutex::new(handles),
@@ -133,6 +204,11 @@ impl Runtime {
     /// Backend name ("cpu" or "cuda").
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend_name
+    }
+
+    /// What the backend runs on (device name, SMs, memory, MIG profile).
+    pub fn device(&self) -> &DeviceInfo {
+        &self.inner.device
     }
 
     /// Number of lanes.
