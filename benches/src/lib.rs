@@ -13,6 +13,8 @@ mod load_tests;
 pub mod plot;
 pub mod report;
 pub mod search;
+#[cfg(test)]
+mod smoke_tests;
 pub mod target;
 pub mod workload;
 pub mod zipf;

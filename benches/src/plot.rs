@@ -6,6 +6,11 @@ use anyhow::anyhow;
 use plotters::prelude::*;
 use std::path::Path;
 
+/// (throughput, p50, p99) of one step.
+type Point = (f64, f64, f64);
+/// A named, coloured series and how it reads its value from a point.
+type Series = (&'static str, RGBColor, fn(&Point) -> f64);
+
 /// Writes an SVG of p50/p99 latency against achieved throughput for `reports`.
 pub fn latency_vs_throughput(
     path: &Path,
@@ -13,7 +18,7 @@ pub fn latency_vs_throughput(
     reports: &[Report],
     p99_target_ms: Option<f64>,
 ) -> anyhow::Result<()> {
-    let mut points: Vec<(f64, f64, f64)> = reports
+    let mut points: Vec<Point> = reports
         .iter()
         .filter(|r| r.overall.ok > 0)
         .map(|r| (r.overall.throughput, r.overall.p50_ms, r.overall.p99_ms))
@@ -42,8 +47,7 @@ pub fn latency_vs_throughput(
         .y_desc("latency (ms)")
         .draw()
         .map_err(|e| err(&e))?;
-    let series: [(&str, RGBColor, fn(&(f64, f64, f64)) -> f64); 2] =
-        [("p50", BLUE, |p| p.1), ("p99", RED, |p| p.2)];
+    let series: [Series; 2] = [("p50", BLUE, |p| p.1), ("p99", RED, |p| p.2)];
     for (name, color, y) in series {
         let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.0, y(p))).collect();
         chart

@@ -343,7 +343,7 @@ mod tests {
             "{}",
             lines[3]
         );
-        let md = markdown(&[report.clone()]);
+        let md = markdown(std::slice::from_ref(&report));
         assert_eq!(md.lines().count(), 5);
         assert!(md.lines().all(|l| l.starts_with('|') && l.ends_with('|')));
         let json = serde_json::to_value(&report).unwrap();

@@ -293,7 +293,7 @@ mod tests {
         };
         let res = run(&mut knee, &SearchSpec::new(5.0));
         let found = res.max_rate.unwrap();
-        assert!(found < 700.0 && found >= 700.0 * 0.95, "found {found}");
+        assert!((700.0 * 0.95..700.0).contains(&found), "found {found}");
     }
 
     #[test]
