@@ -21,11 +21,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve a model repository over KServe v2 HTTP and gRPC.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Generate a synthetic model repository with seeded random weights.
     Gen(GenArgs),
     /// Benchmark a server (or the in-process runtime) under load.
-    Bench(cohost_bench::BenchArgs),
+    Bench(Box<cohost_bench::BenchArgs>),
 }
 
 /// The backend, as spelled on the command line.
@@ -212,7 +212,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gen(args) => {
             tokio::task::spawn_blocking(move || crate::demo::generate_with_bar(&args)).await?
         }
-        Command::Bench(args) => cohost_bench::run(args).await,
+        Command::Bench(args) => cohost_bench::run(*args).await,
     }
 }
 

@@ -60,6 +60,13 @@ fn bar(len: u64) -> ProgressBar {
 
 /// `cohost gen`.
 pub fn generate_with_bar(args: &GenArgs) -> anyhow::Result<()> {
+    if cohost_models::synth::preset(&args.preset).is_none() {
+        anyhow::bail!(
+            "unknown preset '{}' (known: {})",
+            args.preset,
+            cohost_models::synth::preset_names().join(", ")
+        );
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let bar = bar(0);

@@ -148,10 +148,8 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener
         .with_context(|| format!("cannot bind the {what} listener to {host}:{port}"))
 }
 
-fn signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn signal(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Builds the runtime, loads the repository, binds the listeners and serves until

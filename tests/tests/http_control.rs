@@ -193,7 +193,7 @@ async fn graceful_shutdown_answers_accepted_requests() {
     }
     assert!(answered > 0, "some requests were accepted before shutdown");
     assert!(
-        reqwest::get(format!("{url}")).await.is_err(),
+        reqwest::get(&url).await.is_err(),
         "listener closed after shutdown"
     );
 }

@@ -234,7 +234,7 @@ async fn truncated_binary_payloads_are_400() {
     expect(st, &msg, 400, &[&t.name, "elements"]);
 
     // The complete payload works.
-    let (body, n) = binary_body(&header, &[raw.clone()]);
+    let (body, n) = binary_body(&header, std::slice::from_ref(&raw));
     let (st, msg, _) = post_raw(&s, &path, body, Some(n)).await;
     assert_eq!(st, 200, "{msg}");
     s.stop().await;

@@ -141,3 +141,60 @@ pub fn parse_version(version: &str) -> Result<u64, ApiError> {
         .parse()
         .map_err(|_| ApiError::invalid(format!("invalid model version '{version}': too large")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_maps_once() {
+        let cases = [
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::InvalidArgument, 400),
+            (ErrorKind::Overloaded, 429),
+            (ErrorKind::DeadlineExceeded, 504),
+            (ErrorKind::Unavailable, 503),
+            (ErrorKind::Internal, 500),
+        ];
+        for (kind, status) in cases {
+            let e = ApiError::from(Error::new(kind, "m"));
+            assert_eq!(e.status.as_u16(), status);
+            assert_eq!(e.reason(), kind.label());
+        }
+    }
+
+    #[test]
+    fn overloaded_says_when_to_retry_and_carries_load() {
+        let load = LoadReport {
+            model_load: 0.5,
+            host_load: 0.25,
+            queued: 1,
+            in_flight: 2,
+        };
+        let res = ApiError::from(Error::overloaded("queue full"))
+            .with_load(Some(load))
+            .into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            res.headers()[LOAD_HEADER],
+            "TEXT named_metrics.model_load=0.5, named_metrics.host_load=0.25"
+        );
+    }
+
+    #[test]
+    fn names_and_versions() {
+        assert!(check_model_name("dlrm-small").is_ok());
+        for bad in ["..", "../etc", "a/b", ".x", "a\\b", ""] {
+            assert_eq!(
+                check_model_name(bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_version("12").unwrap(), 12);
+        for bad in ["", "-1", "1.0", "abc", "99999999999999999999999"] {
+            assert!(parse_version(bad).is_err(), "{bad}");
+        }
+    }
+}

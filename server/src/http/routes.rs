@@ -39,10 +39,12 @@ impl ModelPath {
     }
 }
 
+/// `GET /v2/health/live`.
 pub async fn live() -> StatusCode {
     StatusCode::OK
 }
 
+/// `GET /v2/health/ready`: 503 once shutdown began.
 pub async fn ready(State(st): State<AppState>) -> Response {
     if st.shutting_down.load(Ordering::SeqCst) {
         ApiError::from(cohost_runtime::Error::unavailable(
@@ -54,6 +56,7 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     }
 }
 
+/// `GET /v2`.
 pub async fn server_metadata() -> Json<Value> {
     Json(json!({
         "name": "cohost",
@@ -62,6 +65,7 @@ pub async fn server_metadata() -> Json<Value> {
     }))
 }
 
+/// `GET /v2/models/{m}[/versions/{v}]`.
 pub async fn model_metadata(
     State(st): State<AppState>,
     Path(p): Path<ModelPath>,
@@ -78,6 +82,7 @@ pub async fn model_metadata(
     })))
 }
 
+/// `GET /v2/models/{m}[/versions/{v}]/ready`: 200 or 503.
 pub async fn model_ready(
     State(st): State<AppState>,
     Path(p): Path<ModelPath>,
@@ -92,6 +97,7 @@ pub async fn model_ready(
     ))))
 }
 
+/// `GET /v2/models/{m}[/versions/{v}]/config` (Triton's shape).
 pub async fn model_config(
     State(st): State<AppState>,
     Path(p): Path<ModelPath>,
@@ -112,10 +118,12 @@ pub async fn model_config(
     )))
 }
 
+/// `GET /v2/models/stats`.
 pub async fn all_stats(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(triton::stats_json(&st.runtime.stats(None, None)?)))
 }
 
+/// `GET /v2/models/{m}[/versions/{v}]/stats`.
 pub async fn model_stats(
     State(st): State<AppState>,
     Path(p): Path<ModelPath>,
@@ -126,6 +134,7 @@ pub async fn model_stats(
     )))
 }
 
+/// `GET /v2/models/{m}/load`: the load counter as JSON.
 pub async fn model_load(
     State(st): State<AppState>,
     Path(p): Path<ModelPath>,
@@ -141,6 +150,7 @@ pub async fn model_load(
     })))
 }
 
+/// `GET /metrics`: Prometheus text.
 pub async fn metrics() -> Response {
     (
         [(
@@ -152,6 +162,7 @@ pub async fn metrics() -> Response {
         .into_response()
 }
 
+/// Any other path: 404 naming it.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no such endpoint: {}", uri.path()))
 }

@@ -1,0 +1,142 @@
+//! Prometheus `/metrics` after traffic, and the per-model load counter (header, poll
+//! endpoint) under saturation.
+
+use cohost_models::Family;
+use cohost_tests::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_traffic_on_both_ports() {
+    let mut s = TestServer::start(|o| o.metrics_port = Some(0)).await;
+    let model = s.model_of(Family::Dlrm);
+    let (_, config) = s.handle().runtime.config(&model, None).unwrap();
+    let body = json!({ "inputs": sample_inputs(&config, 2, 3).iter().map(json_input).collect::<Vec<_>>() });
+    for _ in 0..3 {
+        assert_eq!(
+            s.post_json(&format!("/v2/models/{model}/infer"), &body)
+                .await
+                .0,
+            200
+        );
+    }
+    let (status, _) = s
+        .post_json(
+            &format!("/v2/models/{model}/infer"),
+            &json!({ "inputs": 1 }),
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "cohost_request_success_total",
+        "cohost_request_failure_total",
+        "cohost_inference_count_total",
+        "cohost_execution_count_total",
+        "cohost_batch_size_bucket",
+        "cohost_queue_duration_seconds_bucket",
+        "cohost_compute_duration_seconds_bucket",
+        "cohost_request_duration_seconds_bucket",
+        "cohost_pending_requests",
+        "cohost_inflight_requests",
+        "cohost_model_load",
+        "cohost_host_load",
+        "cohost_lane_busy_seconds_total",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    let edge = text.lines().any(|l| {
+        l.starts_with("cohost_request_failure_total")
+            && l.contains(&format!("model=\"{model}\""))
+            && l.contains("reason=\"invalid_argument\"")
+    });
+    assert!(
+        edge,
+        "malformed request counted as invalid_argument for {model}:\n{text}"
+    );
+
+    let addr = s.handle().metrics_addr.expect("metrics port bound");
+    let other = s
+        .client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    assert!(
+        other
+            .text()
+            .await
+            .unwrap()
+            .contains("cohost_request_success_total")
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_counter_rises_under_saturation_and_drains() {
+    let mut s = TestServer::start(|o| o.lanes = 1).await;
+    let busy = s.model_of(Family::Dlrm);
+    let idle = s.model_of(Family::Mlp);
+    let (_, config) = s.handle().runtime.config(&busy, None).unwrap();
+    let body = json!({ "inputs": sample_inputs(&config, config.max_batch_size, 3).iter().map(json_input).collect::<Vec<_>>() });
+    let url = s.url(&format!("/v2/models/{busy}/infer"));
+
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (client, url, body) = (s.client.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = client.post(&url).json(&body).send().await.unwrap();
+            let header = res
+                .headers()
+                .get("endpoint-load-metrics")
+                .map(|v| v.to_str().unwrap().to_string());
+            (res.status().as_u16(), header)
+        }));
+    }
+    let (mut peak, mut idle_peak) = (0.0f64, 0.0f64);
+    while !tasks.iter().all(|t| t.is_finished()) {
+        let (_, l) = s.get_json(&format!("/v2/models/{busy}/load")).await;
+        peak = peak.max(l["model_load"].as_f64().unwrap());
+        let (_, l) = s.get_json(&format!("/v2/models/{idle}/load")).await;
+        idle_peak = idle_peak.max(l["model_load"].as_f64().unwrap());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut header_peak = 0.0f64;
+    for t in tasks {
+        let (status, header) = t.await.unwrap();
+        assert!(status == 200 || status == 429, "status {status}");
+        let (model_load, host_load) =
+            parse_load_header(&header.expect("load header")).expect("parseable");
+        assert!(host_load >= 0.0);
+        header_peak = header_peak.max(model_load);
+    }
+    assert!(
+        peak > 0.0 || header_peak > 0.0,
+        "a saturated model shows load (poll {peak}, header {header_peak})"
+    );
+    assert_eq!(idle_peak, 0.0, "an idle model shows no load of its own");
+
+    // Drained: back to zero.
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = s.get_json(&format!("/v2/models/{busy}/load")).await.1;
+        if last["model_load"].as_f64() == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(last["model_load"].as_f64(), Some(0.0), "{last}");
+    assert_eq!(last["queued"], 0);
+    assert_eq!(last["in_flight"], 0);
+    s.stop().await;
+}
