@@ -28,6 +28,8 @@ pub struct QueueView<'a> {
     pub work_ahead: f64,
     /// The model's online latency model.
     pub latency: &'a LatencyModel,
+    /// Recent arrival rate of requests per second (exponentially weighted).
+    pub arrival_rate: f64,
 }
 
 /// A policy's answer for one queue.
@@ -107,17 +109,26 @@ impl BatchPolicy for AdaptiveBatching {
         "adaptive"
     }
     fn decide(&self, view: &QueueView<'_>) -> Decision {
-        if view.rows >= view.max_rows {
+        if view.rows >= view.max_rows || !view.latency.is_calibrated() {
             return Decision::Ready(view.max_rows);
         }
         // Plan for the batch the queue would have if it filled up: waiting is only worth
         // it while even a full batch would still meet the oldest request's target.
         let latest = self.latest_start(view, view.max_rows);
-        if view.now >= latest || !view.latency.is_calibrated() {
-            Decision::Ready(view.max_rows)
-        } else {
-            Decision::WaitUntil(latest)
+        if view.now >= latest {
+            return Decision::Ready(view.max_rows);
         }
+        // Idle: no company is expected before the latest start, so run at once.
+        let slack = latest.duration_since(view.now).as_secs_f64();
+        let mean_rows = view.rows as f64 / view.len.max(1) as f64;
+        let expected_rows = view.arrival_rate * slack * mean_rows;
+        if expected_rows < 1.0 {
+            return Decision::Ready(view.max_rows);
+        }
+        // Busy: wait until the batch is expected to be full, never past the latest start.
+        let to_fill = (view.max_rows - view.rows) as f64 / (view.arrival_rate * mean_rows);
+        let fill_at = view.now + Duration::from_secs_f64(to_fill.max(0.0));
+        Decision::WaitUntil(fill_at.min(latest))
     }
 }
 
@@ -150,6 +161,7 @@ mod tests {
             max_rows: 8,
             work_ahead: 0.0,
             latency: lat,
+            arrival_rate: 0.0,
         }
     }
 
@@ -169,6 +181,92 @@ mod tests {
             Decision::Ready(8)
         );
         assert_eq!(p.decide(&view(t0, t0, 8, &lat)), Decision::Ready(8));
+    }
+
+    /// A calibrated latency model t(n) = a + b·n.
+    fn calibrated(a: f64, b: f64) -> LatencyModel {
+        let m = LatencyModel::new(a, b);
+        for i in 0..64 {
+            let n = 1 + i % 16;
+            m.observe(n, a + b * n as f64);
+        }
+        m
+    }
+
+    #[test]
+    fn adaptive_never_waits_past_the_oldest_requests_deadline() {
+        // Simulated clock: random queue states, checked against the policy's own model.
+        let lat = calibrated(200e-6, 20e-6);
+        let p = AdaptiveBatching {
+            target: Duration::from_millis(10),
+            headroom: 0.8,
+        };
+        let t0 = Instant::now();
+        let mut seed = 12345u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let mut waited = 0;
+        for _ in 0..10_000 {
+            let age = Duration::from_secs_f64(next() * 0.012);
+            let now = t0 + Duration::from_millis(20);
+            let oldest = now - age;
+            let rows = 1 + (next() * 40.0) as usize;
+            let v = QueueView {
+                now,
+                len: rows,
+                rows,
+                head_rows: 1,
+                oldest,
+                max_rows: 64,
+                work_ahead: next() * 0.004,
+                latency: &lat,
+                arrival_rate: next() * 20_000.0,
+            };
+            match p.decide(&v) {
+                Decision::Ready(n) => assert_eq!(n, 64),
+                Decision::WaitUntil(t) => {
+                    waited += 1;
+                    assert!(t > now, "waiting for a moment already past");
+                    // Started at t, the fullest batch still finishes within the target.
+                    let finish = t.duration_since(oldest).as_secs_f64()
+                        + v.work_ahead
+                        + lat.predict(v.max_rows);
+                    assert!(finish <= 0.010 * 0.8 + 1e-9, "would finish at {finish}s");
+                }
+            }
+        }
+        assert!(waited > 1000, "the policy never waited ({waited})");
+    }
+
+    #[test]
+    fn adaptive_runs_at_once_when_idle_and_waits_under_load() {
+        let lat = calibrated(200e-6, 20e-6);
+        let p = AdaptiveBatching {
+            target: Duration::from_millis(10),
+            headroom: 0.8,
+        };
+        let t0 = Instant::now();
+        let mut v = view(t0, t0, 1, &lat);
+        v.max_rows = 64;
+        v.arrival_rate = 10.0; // one request per 100 ms: nobody will join in time
+        assert_eq!(p.decide(&v), Decision::Ready(64));
+        v.arrival_rate = 50_000.0; // 50 per ms: the batch fills in ~1.3 ms
+        match p.decide(&v) {
+            Decision::WaitUntil(t) => {
+                let w = t.duration_since(t0).as_secs_f64();
+                assert!(w > 1e-3 && w < 1.5e-3, "waits {w}s");
+            }
+            d => panic!("expected a wait under load, got {d:?}"),
+        }
+        // Uncalibrated: no basis for waiting.
+        let fresh = LatencyModel::new(200e-6, 20e-6);
+        let mut v2 = view(t0, t0, 1, &fresh);
+        v2.arrival_rate = 50_000.0;
+        assert_eq!(p.decide(&v2), Decision::Ready(8));
     }
 
     #[test]

@@ -44,6 +44,9 @@ struct Running {
 
 struct State {
     items: VecDeque<Pending>,
+    /// Exponentially weighted arrival rate (requests/s) and the last arrival.
+    arrival_rate: f64,
+    last_arrival: Option<Instant>,
     rows: usize,
     closed: bool,
     running: Vec<(u64, Running)>,
@@ -127,6 +130,8 @@ impl ModelQueue {
             model,
             state: Mutex::new(State {
                 items: VecDeque::new(),
+                arrival_rate: 0.0,
+                last_arrival: None,
                 rows: 0,
                 closed: false,
                 running: Vec::new(),
@@ -154,6 +159,21 @@ impl ModelQueue {
                 self.name, self.max_len
             )));
         }
+        if let Some(last) = s.last_arrival {
+            // Rate from a weighted mean of inter-arrival gaps (~the last 32 arrivals).
+            let gap = p
+                .enqueued
+                .saturating_duration_since(last)
+                .as_secs_f64()
+                .max(1e-7);
+            let mean_gap = if s.arrival_rate > 0.0 {
+                1.0 / s.arrival_rate
+            } else {
+                gap
+            };
+            s.arrival_rate = 1.0 / (mean_gap + (gap - mean_gap) / 32.0);
+        }
+        s.last_arrival = Some(s.last_arrival.map_or(p.enqueued, |l| l.max(p.enqueued)));
         s.rows += p.rows;
         s.items.push_back(p);
         self.metrics.pending.set(s.items.len() as f64);
@@ -241,6 +261,7 @@ impl ModelQueue {
                 max_rows: self.max_rows,
                 work_ahead: running / self.max_lanes as f64,
                 latency: &self.latency,
+                arrival_rate: current_rate(s.arrival_rate, s.last_arrival, now),
             },
             deadline,
         ))
@@ -313,6 +334,18 @@ impl ModelQueue {
         let weight = self.config.weight.max(1e-6);
         self.virtual_ns
             .fetch_add((busy / weight * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+/// The arrival rate, lowered when the queue has been quiet for longer than its mean gap.
+fn current_rate(rate: f64, last: Option<Instant>, now: Instant) -> f64 {
+    let quiet = last.map_or(f64::INFINITY, |l| {
+        now.saturating_duration_since(l).as_secs_f64()
+    });
+    if rate > 0.0 && quiet * rate > 1.0 {
+        1.0 / quiet
+    } else {
+        rate
     }
 }
 
