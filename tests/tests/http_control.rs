@@ -149,6 +149,35 @@ async fn poll_mode_picks_up_new_and_removed_models() {
     let good = json!({ "inputs": sample_inputs(&config, 1, 5).iter().map(json_input).collect::<Vec<_>>() });
     assert_eq!(s.post_json("/v2/models/polled/infer", &good).await.0, 200);
 
+    // A new version of an existing model: version 2 takes over (latest-1 policy).
+    let v2 = s.repo.path().join("polled").join("2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::copy(
+        s.repo.path().join("polled/1/model.safetensors"),
+        v2.join("model.safetensors"),
+    )
+    .unwrap();
+    wait_for_status(
+        &s,
+        "/v2/models/polled/versions/2/ready",
+        |st| st == 200,
+        "version 2 ready",
+    )
+    .await;
+    let (st, out) = s.post_json("/v2/models/polled/infer", &good).await;
+    assert_eq!(st, 200, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, md) = s.get_json("/v2/models/polled").await;
+        if md["versions"] == json!(["2"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version 1 never retired: {md}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, out) = s.post_json("/v2/models/polled/infer", &good).await;
+    assert_eq!(out["model_version"], "2", "{out}");
+
     // Removed from disk: unloaded.
     std::fs::remove_dir_all(s.repo.path().join("polled")).unwrap();
     wait_for_status(

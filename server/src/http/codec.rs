@@ -331,3 +331,70 @@ impl Decoded {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str, header: Option<&str>) -> String {
+        match decode(body.as_bytes(), header) {
+            Ok(_) => panic!("accepted {body}"),
+            Err(e) => e.message,
+        }
+    }
+
+    #[test]
+    fn nested_and_typed_json_data() {
+        let body = r#"{"inputs":[
+            {"name":"a","shape":[2,2],"datatype":"FP16","data":[[1,2],[3,0.5]]},
+            {"name":"b","shape":[3],"datatype":"INT8","data":[-1,0,127]}],
+            "parameters":{"timeout":1500}}"#;
+        let d = decode(body.as_bytes(), None).unwrap();
+        let r = &d.request;
+        assert_eq!(r.timeout, Some(Duration::from_micros(1500)));
+        assert_eq!(
+            r.inputs[0].data,
+            TensorData::F16([1.0, 2.0, 3.0, 0.5].map(f16::from_f32).to_vec())
+        );
+        assert_eq!(r.inputs[1].data, TensorData::I8(vec![-1, 0, 127]));
+    }
+
+    #[test]
+    fn problems_are_named() {
+        let m = err(
+            r#"{"inputs":[{"name":"b","shape":[1],"datatype":"INT8","data":[300]}]}"#,
+            None,
+        );
+        assert!(
+            m.contains("input 'b'") && m.contains("300") && m.contains("INT8"),
+            "{m}"
+        );
+        let m = err(
+            r#"{"inputs":[{"name":"c","shape":[-1],"datatype":"FP32","data":[]}]}"#,
+            None,
+        );
+        assert!(m.contains("input 'c'") && m.contains("non-negative"), "{m}");
+        let m = err(
+            r#"{"inputs":[{"name":"d","shape":[1],"datatype":"FP32"}]}"#,
+            None,
+        );
+        assert!(m.contains("neither"), "{m}");
+        let m = err(r#"{"inputs":[],"parameters":{"timeout":"soon"}}"#, None);
+        assert!(m.contains("timeout"), "{m}");
+    }
+
+    #[test]
+    fn binary_inputs_must_account_for_every_byte() {
+        let head = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT32","parameters":{"binary_data_size":8}}]}"#;
+        let mut body = head.as_bytes().to_vec();
+        body.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
+        let n = head.len().to_string();
+        let d = decode(&body, Some(&n)).unwrap();
+        assert_eq!(d.request.inputs[0].data, TensorData::I32(vec![1, 2]));
+        body.push(9);
+        let m = decode(&body, Some(&n)).err().unwrap().message;
+        assert!(m.contains("1 bytes after the JSON header"), "{m}");
+        let m = decode(head.as_bytes(), None).err().unwrap().message;
+        assert!(m.contains("Inference-Header-Content-Length"), "{m}");
+    }
+}

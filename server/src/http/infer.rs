@@ -95,3 +95,20 @@ async fn run(
     put_load(h, Some(&resp.load));
     Ok(res)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunked_body_over_the_limit_is_413() {
+        let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1000])));
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let e = read_body(&HeaderMap::new(), body, 4096).await.unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", e.message);
+        let ok = read_body(&HeaderMap::new(), Body::from("{}"), 4096)
+            .await
+            .unwrap();
+        assert_eq!(&ok[..], b"{}");
+    }
+}
