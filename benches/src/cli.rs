@@ -91,6 +91,9 @@ pub struct BenchArgs {
     /// Search: stop when (first fail - last pass) / last pass is at most this.
     #[arg(long, default_value_t = 0.05)]
     pub search_precision: f64,
+    /// Search: stretch a step's window (up to 10x) to measure about this many requests.
+    #[arg(long, default_value_t = 500)]
+    pub search_min_requests: u64,
     /// Search: a step passes only with an error rate below this.
     #[arg(long, default_value_t = 0.001)]
     pub max_error_rate: f64,
@@ -314,6 +317,7 @@ async fn run_with<T: Target>(
             start_rate: args.search_start,
             max_rate: args.search_max,
             precision: args.search_precision,
+            min_requests: args.search_min_requests,
             ..SearchSpec::new(p99)
         };
         let mut n = 0;

@@ -252,6 +252,18 @@ async fn search_finds_a_rate_below_the_servers_capacity() {
     let fail = res.first_fail.unwrap();
     assert!((fail - found) / found <= 0.05 + 1e-9);
     assert_eq!(printed, res.steps.len());
+    // 500 requests at 25 req/s need 20 s: the 10 s window is stretched; at 400 it is not.
+    assert_eq!(res.steps[0].report.window_s, 20.0);
+    assert!(res.steps[0].report.overall.ok > 400);
+    assert_eq!(
+        res.steps
+            .iter()
+            .find(|s| s.rate == 400.0)
+            .unwrap()
+            .report
+            .window_s,
+        10.0
+    );
     let best = res.best.unwrap();
     assert!(best.overall.p99_ms <= 20.0 && best.overall.errors == 0);
     assert!(

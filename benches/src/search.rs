@@ -9,6 +9,7 @@ use crate::workload::Prepared;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the search looks for and how hard it tries.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,9 @@ pub struct SearchSpec {
     pub precision: f64,
     /// Most steps in all.
     pub max_steps: usize,
+    /// A step's window is stretched (up to 10x) so that about this many requests are
+    /// measured: a P99 from a handful of samples is just their maximum.
+    pub min_requests: u64,
 }
 
 impl SearchSpec {
@@ -40,6 +44,7 @@ impl SearchSpec {
             min_rate: 1.0,
             precision: 0.05,
             max_steps: 30,
+            min_requests: 500,
         }
     }
 }
@@ -154,12 +159,17 @@ pub struct MeasureProbe<T: Target> {
     pub prepared: Arc<Prepared<T::Encoded>>,
     /// Windows, bounds and seed; the mode is replaced by each step's rate.
     pub load: LoadSpec,
+    /// Stretch the window (up to 10x) so about this many requests are measured.
+    pub min_requests: u64,
 }
 
 impl<T: Target> Probe for MeasureProbe<T> {
     async fn probe(&mut self, rate: f64) -> Report {
+        let wanted = Duration::from_secs_f64(self.min_requests as f64 / rate.max(1e-9));
+        let duration = self.load.duration.max(wanted.min(self.load.duration * 10));
         let spec = LoadSpec {
             mode: LoadMode::Open { rate },
+            duration,
             ..self.load.clone()
         };
         measure(self.target.clone(), self.prepared.clone(), &spec).await
@@ -178,6 +188,7 @@ pub async fn find_max_rate<T: Target>(
         target,
         prepared,
         load: load.clone(),
+        min_requests: spec.min_requests,
     };
     search(&mut probe, spec, on_step).await
 }
@@ -186,7 +197,6 @@ pub async fn find_max_rate<T: Target>(
 mod tests {
     use super::*;
     use crate::report::{Recorder, Report};
-    use std::time::Duration;
 
     /// P99 = base + k·r/(cap − r) below `cap` (an M/M/1-like knee), errors above `err_from`.
     struct Knee {
