@@ -57,7 +57,7 @@ start_cohost() {
   HTTP_ADDR="127.0.0.1:$http"
   GRPC_ADDR="127.0.0.1:$grpc"
   "$COHOST" serve --model-repository "$repo" --host 127.0.0.1 --http-port "$http" \
-    --grpc-port "$grpc" --device cpu --lanes 2 "$@" >"$log" 2>&1 &
+    --grpc-port "$grpc" --device cpu --lanes "${COHOST_LANES:-2}" "$@" >"$log" 2>&1 &
   COHOST_PID=$!
   for _ in $(seq 1 300); do
     if "$VENV/bin/python" - "$HTTP_ADDR" <<'EOF' 2>/dev/null; then
