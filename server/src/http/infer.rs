@@ -55,8 +55,12 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let (name, version) = p.parse()?;
     // Refusals before the runtime sees the request are counted here; the runtime counts its own.
+    // Only for models that exist, so arbitrary names in URLs cannot create metric series.
     let edge = |e: ApiError| {
-        crate::metrics::edge_failure(name, version, e.reason());
+        if let Ok(load) = st.runtime.load(name) {
+            crate::metrics::edge_failure(name, version, e.reason());
+            return e.with_load(Some(load));
+        }
         e
     };
     let bytes = read_body(headers, body, st.max_body_bytes)
