@@ -23,12 +23,29 @@ pub struct TableMemory {
     pub cache_bytes: u64,
     /// Bytes of the table held in host RAM (0 when resident or memory-mapped).
     pub host_bytes: u64,
+    /// Bytes of the weights file the table is read from in place (memory-mapped: page
+    /// cache the kernel may reclaim, not an allocation; 0 unless `MappedFile`).
+    pub mapped_bytes: u64,
+    /// Rows the hot-row cache holds (0 when resident).
+    pub cache_capacity_rows: u64,
     /// Cache hits since load.
     pub hits: u64,
     /// Cache misses since load.
     pub misses: u64,
     /// Cache evictions since load.
     pub evictions: u64,
+}
+
+impl TableMemory {
+    /// Hits over lookups since load (0 before the first lookup).
+    pub fn hit_rate(&self) -> f64 {
+        let n = self.hits + self.misses;
+        if n == 0 {
+            0.0
+        } else {
+            self.hits as f64 / n as f64
+        }
+    }
 }
 
 /// One embedding table of `rows x dim` f32 values, pooled with sum over fixed-size bags.

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod embedding;
 mod error;
+pub mod offload;
 mod ops;
 
 pub use embedding::{EmbeddingStore, TableMemory, TablePlacement};
