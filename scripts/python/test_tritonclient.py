@@ -18,6 +18,7 @@ import struct
 import sys
 import traceback
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -237,6 +238,16 @@ def run(args):
         check("endpoint-load-metrics" not in initial, "load metadata is trailing, not initial")
         check(len(resp.raw_output_contents) == 1, "raw outputs for a raw request")
         print(f"  ok   gRPC trailing metadata endpoint-load-metrics: {load}")
+        bad = service_pb2.ModelInferRequest(model_name=model)
+        bad.inputs.add(name=cfg["inputs"][0]["name"], datatype="FP32", shape=[1, 1])
+        bad.raw_input_contents.append(b"\0\0\0\0")
+        try:
+            g._client_stub.ModelInfer.with_call(bad)
+            raise AssertionError("a wrong shape should fail")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"raw stub wrong shape: {e.code()}")
+            load = dict(e.trailing_metadata()).get("endpoint-load-metrics", "")
+            check(load.startswith("TEXT "), f"error trailers carry the load for {model}: {load!r}")
 
         # Statistics over both transports.
         hs = h.get_inference_statistics(model)["model_stats"][0]

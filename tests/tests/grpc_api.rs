@@ -340,6 +340,11 @@ async fn infer_errors_name_the_problem_and_the_server_keeps_serving() {
         .await
         .unwrap_err();
     assert_status(&e, Code::InvalidArgument, &[&input0]);
+    let load = e
+        .metadata()
+        .get("endpoint-load-metrics")
+        .expect("errors carry the load");
+    assert!(parse_load_header(load.to_str().unwrap()).is_some());
 
     // Wrong datatype: BYTES for a numeric input.
     let mut req = infer_request(&mlp, &good, false);

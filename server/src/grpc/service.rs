@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The trailing-metadata key carrying the load counter (ORCA text form).
@@ -104,6 +104,13 @@ pub fn load_metadata_value(load: &LoadReport) -> String {
     )
 }
 
+/// Adds the load counter to `metadata` under [`LOAD_METADATA`].
+fn put_load(metadata: &mut MetadataMap, load: &LoadReport) {
+    if let Ok(v) = MetadataValue::try_from(load_metadata_value(load)) {
+        metadata.insert(LOAD_METADATA, v);
+    }
+}
+
 fn header_timeout<T>(req: &Request<T>) -> Option<std::time::Duration> {
     req.metadata()
         .get("grpc-timeout")
@@ -168,13 +175,23 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelInferRequest>,
     ) -> Res<pb::ModelInferResponse> {
         let timeout = header_timeout(&req);
-        let (out, load) = self.infer(req.into_inner(), timeout).await?;
-        let mut resp = Response::new(out);
-        if let Ok(v) = MetadataValue::try_from(load_metadata_value(&load)) {
-            // Moved from the headers into the trailers by `cohost_protocol::wire::WireLayer`.
-            resp.metadata_mut().insert(LOAD_METADATA, v);
+        let req = req.into_inner();
+        let name = req.model_name.clone();
+        match self.infer(req, timeout).await {
+            Ok((out, load)) => {
+                let mut resp = Response::new(out);
+                // Moved from the headers into the trailers by `cohost_protocol::wire::WireLayer`.
+                put_load(resp.metadata_mut(), &load);
+                Ok(resp)
+            }
+            Err(mut status) => {
+                // Errors of a model that exists carry its load too (a trailers-only response).
+                if let Ok(load) = self.runtime.load(&name) {
+                    put_load(status.metadata_mut(), &load);
+                }
+                Err(status)
+            }
         }
-        Ok(resp)
     }
 
     async fn model_stream_infer(
