@@ -58,7 +58,9 @@ fn run(lane: &Lane, sched: &Scheduler, work: Work) {
     if outputs.is_ok() {
         queue.latency.observe(rows, infer_s);
     }
-    scatter(&queue, outputs, batch.requests, rows, t_infer);
+    // Split first, account for the batch, then answer: a client that reads statistics or
+    // the load counter right after its response sees its own batch counted.
+    let replies = scatter(&queue, outputs, batch.requests, rows, t_infer);
     let done = Instant::now();
     let busy = done.duration_since(started).as_secs_f64();
     queue.stats.batch(
@@ -73,6 +75,9 @@ fn run(lane: &Lane, sched: &Scheduler, work: Work) {
     queue.metrics.compute_duration.record(infer_s);
     crate::metrics::lane_busy(lane.index, busy);
     queue.finish(batch.id, n_requests, busy);
+    for (tx, reply) in replies {
+        let _ = tx.send(reply);
+    }
     sched.notify();
 }
 
@@ -104,14 +109,17 @@ fn gather(rows: usize, requests: &[Pending]) -> Batch {
     Batch { rows, inputs }
 }
 
-/// Splits the batch's outputs back into each request's rows and answers it.
+/// A request's reply channel and what to send on it.
+type Answer = (tokio::sync::oneshot::Sender<Result<Reply>>, Result<Reply>);
+
+/// Splits the batch's outputs back into each request's rows.
 fn scatter(
     queue: &ModelQueue,
     outputs: Result<Vec<Vec<f32>>>,
     requests: Vec<Pending>,
     rows: usize,
     now: Instant,
-) {
+) -> Vec<Answer> {
     let specs = &queue.config.outputs;
     let widths: Vec<usize> = specs
         .iter()
@@ -130,6 +138,7 @@ fn scatter(
         }
     });
     let mut row = 0;
+    let mut answers = Vec::with_capacity(requests.len());
     for p in requests {
         let queue_seconds = now.duration_since(p.enqueued).as_secs_f64();
         let reply = match &outputs {
@@ -150,6 +159,7 @@ fn scatter(
             Err(e) => Err(e.clone()),
         };
         row += p.rows;
-        let _ = p.reply.send(reply);
+        answers.push((p.reply, reply));
     }
+    answers
 }
