@@ -596,6 +596,16 @@ async fn explicit_model_control_unloads_and_loads() {
     };
     let e = c.repository_model_load(missing).await.unwrap_err();
     assert_status(&e, Code::NotFound, &["not-on-disk"]);
+    let escape = pb::RepositoryModelLoadRequest {
+        model_name: "../escape".into(),
+        ..Default::default()
+    };
+    let e = c.repository_model_load(escape).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::InvalidArgument | Code::NotFound)
+            && e.message().contains("../escape"),
+        "a name outside the repository is refused: {e:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
