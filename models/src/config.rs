@@ -217,6 +217,23 @@ pub struct DlrmParams {
     /// Rows of the device-side hot-row cache per offloaded table (default: 10% of rows).
     #[serde(default)]
     pub cache_rows: Option<usize>,
+    /// Row storage of each offloaded table's cache in bytes (instead of `cache_rows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
+    /// Eviction policy of the hot-row caches: `"lru"` (default) or `"lfu"`.
+    #[serde(default)]
+    pub cache_policy: CachePolicyKind,
+}
+
+/// Eviction policy of an offloaded table's hot-row cache (`dlrm.cache_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CachePolicyKind {
+    /// Least recently used.
+    #[default]
+    Lru,
+    /// Least frequently used (ties: least recently used).
+    Lfu,
 }
 
 fn default_true() -> bool {

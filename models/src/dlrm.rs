@@ -10,12 +10,19 @@
 //!
 //! Weights: `bottom.{i}.weight` / `bottom.{i}.bias`, `top.{i}.weight` / `top.{i}.bias`
 //! (`[out, in]` / `[out]`), `embeddings.{t}.weight` `[rows, embedding_dim]`.
+//!
+//! Tables are placed at load time ([`placement`]): resident, or offloaded to host RAM or
+//! the mapped weights file behind a hot-row cache; `forward` does not know which.
+
+mod placement;
 
 use crate::config::{DlrmParams, ModelConfig};
 use crate::layers::{DenseStack, f32_input, i64_input, input_name};
 use crate::model::{Batch, MemoryReport, Model, ModelError, PlacementOptions};
 use crate::weights::Weights;
+use cohost_kernels::offload::{CacheTier, HostRows, OffloadedTable};
 use cohost_kernels::{Activation, EmbeddingStore, Lane, Ops};
+use placement::Tier;
 use std::sync::Arc;
 
 /// A loaded DLRM on backend `O`.
@@ -69,36 +76,9 @@ pub(crate) fn table_bytes(p: &DlrmParams) -> u64 {
         .sum()
 }
 
-/// Where the tables go. Today every table is resident or the model is refused.
-///
-/// Seam for offload: when `dlrm.offload` is set and the tables do not fit, this is where
-/// tables will be assigned `TablePlacement::HostOffloaded` / `MappedFile` instead.
-fn check_budget(
-    config: &ModelConfig,
-    p: &DlrmParams,
-    placement: &PlacementOptions,
-) -> Result<(), ModelError> {
-    let budget = match (placement.device_budget, config.memory_budget) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => match a.or(b) {
-            Some(x) => x,
-            None => return Ok(()),
-        },
-    };
-    let (dense, tables) = (dense_bytes(p), table_bytes(p));
-    if dense + tables > budget {
-        return Err(ModelError::Memory(format!(
-            "model needs {} bytes on the device ({dense} dense weights + {tables} embedding \
-             tables) but its budget is {budget} bytes; offloading tables to host memory is \
-             not implemented yet",
-            dense + tables
-        )));
-    }
-    Ok(())
-}
-
 impl<O: Ops> Dlrm<O> {
-    /// Builds a DLRM from a validated config and its weights, placing every table resident.
+    /// Builds a DLRM from a validated config and its weights, placing each table resident
+    /// or offloaded against `placement`'s budgets (see `docs/OFFLOAD.md`).
     pub fn new(
         ops: Arc<O>,
         config: &ModelConfig,
@@ -109,7 +89,14 @@ impl<O: Ops> Dlrm<O> {
             .dlrm
             .as_ref()
             .ok_or_else(|| ModelError::Weights("config has no [dlrm] table".into()))?;
-        check_budget(config, p, placement)?;
+        // The CPU backend's "device tier" is a separate bounded cache; backends without a
+        // device-side cache yet (CUDA: TODO) keep it in host RAM and count it there.
+        let tier = if ops.name() == "cpu" {
+            CacheTier::Device
+        } else {
+            CacheTier::Host
+        };
+        let plans = placement::plan(config, p, placement, weights.is_file(), tier)?;
         let bottom_w: Vec<usize> = std::iter::once(p.dense_features)
             .chain(p.bottom.iter().copied())
             .collect();
@@ -126,10 +113,26 @@ impl<O: Ops> Dlrm<O> {
             }
         })?;
         let mut tables = Vec::with_capacity(p.table_sizes.len());
-        for (t, &rows) in p.table_sizes.iter().enumerate() {
+        for (t, (&rows, plan)) in p.table_sizes.iter().zip(&plans).enumerate() {
             let name = format!("embeddings.{t}");
-            let data = weights.matrix(&format!("{name}.weight"), &[rows, p.embedding_dim])?;
-            tables.push(ops.resident_table(&name, &data, rows, p.embedding_dim)?);
+            let (tensor, dim) = (format!("{name}.weight"), p.embedding_dim);
+            let table: Box<dyn EmbeddingStore<O>> = match plan.tier {
+                Tier::Resident => {
+                    ops.resident_table(&name, &weights.matrix(&tensor, &[rows, dim])?, rows, dim)?
+                }
+                Tier::Host => {
+                    let data = weights.matrix(&tensor, &[rows, dim])?.into_owned();
+                    let src = Box::new(HostRows::new(data, rows, dim)?);
+                    Box::new(OffloadedTable::new(&name, src, plan.cache, tier))
+                }
+                Tier::Mapped => {
+                    let src = weights.mapped_rows(&tensor, rows, dim)?.ok_or_else(|| {
+                        ModelError::Weights(format!("{tensor}: weights are not a mapped file"))
+                    })?;
+                    Box::new(OffloadedTable::new(&name, Box::new(src), plan.cache, tier))
+                }
+            };
+            tables.push(table);
         }
         let bags = bag_layout(p);
         let sparse_width = bags.iter().map(|b| b.1).sum();

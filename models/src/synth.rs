@@ -149,6 +149,8 @@ fn dlrm(
         multi_hot,
         offload: true,
         cache_rows: None,
+        cache_bytes: None,
+        cache_policy: Default::default(),
     });
     c
 }

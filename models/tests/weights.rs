@@ -177,6 +177,11 @@ fn memory_reports_allocated_bytes_and_budget_is_enforced() {
         device_budget: Some(need - 1),
         host_budget: None,
     };
+    // With offload (the default) a table moves to host memory; without, it is refused.
+    let offloaded = build_model(&c, WeightSource::Bytes(&bytes), &cpu(), &tight).unwrap();
+    assert!(offloaded.memory().device_bytes() < need);
+    let mut c = c;
+    c.dlrm.as_mut().unwrap().offload = false;
     match build_model(&c, WeightSource::Bytes(&bytes), &cpu(), &tight) {
         Err(ModelError::Memory(m)) => {
             assert!(m.contains(&format!("budget is {}", need - 1)), "{m}")
