@@ -8,6 +8,9 @@
 //!   than its decoding limit with OUT_OF_RANGE before any handler runs; gRPC (and Triton)
 //!   use RESOURCE_EXHAUSTED. The layer rewrites that one status, with a message naming the
 //!   size and the limit.
+//! * **DEADLINE_EXCEEDED for an expired `grpc-timeout`.** tonic's own timer answers
+//!   CANCELLED "Timeout expired"; the gRPC spec (and the runtime's own deadline) say
+//!   DEADLINE_EXCEEDED.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -18,6 +21,10 @@ use std::task::{Context, Poll};
 
 /// gRPC status code of RESOURCE_EXHAUSTED.
 const RESOURCE_EXHAUSTED: &str = "8";
+/// gRPC status code of CANCELLED (what tonic uses when `grpc-timeout` expires).
+const CANCELLED: &str = "1";
+/// gRPC status code of DEADLINE_EXCEEDED.
+const DEADLINE_EXCEEDED: &str = "4";
 /// gRPC status code of OUT_OF_RANGE (what tonic uses for an oversized message).
 const OUT_OF_RANGE: &str = "11";
 
@@ -74,6 +81,7 @@ where
         Box::pin(async move {
             let (mut parts, body) = fut.await?.into_parts();
             rewrite_oversized(&mut parts.headers, layer.max_message_size);
+            rewrite_timeout(&mut parts.headers);
             let mut extra = HeaderMap::new();
             // A trailers-only response (an error status) already ends in these headers.
             let trailers_only = parts.headers.contains_key("grpc-status");
@@ -118,6 +126,25 @@ fn rewrite_oversized(headers: &mut HeaderMap, limit: usize) {
     headers.insert("grpc-status", HeaderValue::from_static(RESOURCE_EXHAUSTED));
     if let Ok(v) = HeaderValue::from_str(&text) {
         headers.insert("grpc-message", v);
+    }
+}
+
+/// Rewrites tonic's CANCELLED "Timeout expired" (an expired `grpc-timeout`) to DEADLINE_EXCEEDED.
+fn rewrite_timeout(headers: &mut HeaderMap) {
+    let cancelled = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == CANCELLED.as_bytes());
+    let expired = headers
+        .get("grpc-message")
+        .is_some_and(|v| percent_decode(v.as_bytes()) == "Timeout expired");
+    if cancelled && expired {
+        headers.insert("grpc-status", HeaderValue::from_static(DEADLINE_EXCEEDED));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static(
+                "the request's grpc-timeout expired before its response was ready",
+            ),
+        );
     }
 }
 
@@ -198,6 +225,18 @@ mod tests {
         assert_eq!(h["grpc-status"], "8");
         let m = h["grpc-message"].to_str().unwrap();
         assert!(m.contains("999 bytes") && m.contains("10 bytes"), "{m}");
+    }
+
+    #[test]
+    fn rewrites_tonic_timeout_status() {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static("1"));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static("Timeout%20expired"),
+        );
+        rewrite_timeout(&mut h);
+        assert_eq!(h["grpc-status"], "4");
     }
 
     #[test]
