@@ -72,3 +72,24 @@ pub fn host_load(value: f64) {
 pub fn lane_busy(lane: usize, seconds: f64) {
     gauge!("cohost_lane_busy_seconds_total", "lane" => lane.to_string()).increment(seconds);
 }
+
+/// Publishes what the runtime runs on: `cohost_device_info{backend,device,mig_profile} 1`,
+/// the lane count and the memory budget.
+pub fn device(info: &crate::DeviceInfo, lanes: usize, budget: Option<u64>) {
+    gauge!(
+        "cohost_device_info",
+        "backend" => info.backend,
+        "device" => info.name.clone(),
+        "mig_profile" => info.mig_profile.clone().unwrap_or_default()
+    )
+    .set(1.0);
+    gauge!("cohost_lanes").set(lanes as f64);
+    if let Some(b) = budget {
+        gauge!("cohost_memory_budget_bytes").set(b as f64);
+    }
+}
+
+/// Sets the device bytes held by loaded models.
+pub fn memory_used(bytes: u64) {
+    gauge!("cohost_memory_used_bytes").set(bytes as f64);
+}

@@ -62,14 +62,16 @@ pub struct MemoryLease {
 impl MemoryLease {
     /// Accounts `bytes` against `used` until dropped.
     pub fn new(bytes: u64, used: Arc<AtomicU64>) -> Self {
-        used.fetch_add(bytes, Ordering::SeqCst);
+        let now = used.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        crate::metrics::memory_used(now);
         MemoryLease { bytes, used }
     }
 }
 
 impl Drop for MemoryLease {
     fn drop(&mut self) {
-        self.used.fetch_sub(self.bytes, Ordering::SeqCst);
+        let now = self.used.fetch_sub(self.bytes, Ordering::SeqCst) - self.bytes;
+        crate::metrics::memory_used(now);
     }
 }
 

@@ -175,8 +175,12 @@ impl Runtime {
         }
         let scheduler = Arc::new(Scheduler::new(Box::new(EdfFairShare::default())));
         let handles = spawn_lanes(lanes, scheduler.clone());
+        crate::metrics::device(&device, options.lanes, options.memory_budget);
         tracing::info!(
             backend = backend_name,
+            device = %device.name,
+            mig_profile = device.mig_profile.as_deref().unwrap_or("-"),
+            memory_budget = options.memory_budget.unwrap_or(0),
             lanes = options.lanes,
             policy = scheduler.policy_name(),
             "runtime started"

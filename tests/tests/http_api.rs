@@ -70,6 +70,9 @@ async fn health_server_and_model_metadata() {
     ] {
         assert!(ext.contains(&e), "extension {e} missing from {ext:?}");
     }
+    // What the models run on: the CPU backend here (CUDA absent), with its lanes.
+    assert_eq!(md["device"]["backend"], "cpu");
+    assert_eq!(md["device"]["lanes"], 2);
 
     for family in [Family::Mlp, Family::Dlrm] {
         let model = s.model_of(family);

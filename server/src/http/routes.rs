@@ -57,11 +57,23 @@ pub async fn ready(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /v2`.
-pub async fn server_metadata() -> Json<Value> {
+pub async fn server_metadata(State(st): State<AppState>) -> Json<Value> {
+    let d = st.runtime.device();
     Json(json!({
         "name": "cohost",
         "version": env!("CARGO_PKG_VERSION"),
         "extensions": EXTENSIONS,
+        // cohost's own addition: what the models run on (ignored by KServe clients).
+        "device": {
+            "backend": d.backend,
+            "name": d.name,
+            "lanes": st.runtime.lane_count(),
+            "sm_count": d.sm_count,
+            "total_memory": d.total_memory,
+            "memory_budget": st.runtime.options().memory_budget,
+            "mig_profile": d.mig_profile,
+            "note": d.note,
+        },
     }))
 }
 
