@@ -239,3 +239,34 @@ fn embedding_bag_sum_free_function_sums_bags() {
     embedding_bag_sum(&table, 2, &[0, 2, 1, 1], 2, &mut out);
     assert_eq!(out, [101.0, 202.0, 20.0, 40.0]);
 }
+
+#[test]
+fn weights_keep_their_logical_layout_and_both_weight_layouts_agree() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(4);
+    let (n, k, m) = (3, 5, 4);
+    let w = rand_vec(&mut rng, m * k);
+    // `weight` may store the matrix transposed; what comes back is still [m, k] row-major.
+    let wt = ops.weight(&w, m, k).unwrap();
+    assert_eq!(ops.shape(&wt), (m, k));
+    assert_eq!(ops.download(&lane, &wt).unwrap(), w);
+    // A row-major `w` (from `upload`) gives exactly the same linear.
+    let wu = ops.upload(&lane, &w, m, k).unwrap();
+    let x = ops.upload(&lane, &rand_vec(&mut rng, n * k), n, k).unwrap();
+    let b = ops.weight(&rand_vec(&mut rng, m), 1, m).unwrap();
+    let y1 = ops.linear(&lane, &x, &wt, &b, Activation::Relu).unwrap();
+    let y2 = ops.linear(&lane, &x, &wu, &b, Activation::Relu).unwrap();
+    assert_close(
+        &ops.download(&lane, &y1).unwrap(),
+        &ops.download(&lane, &y2)
+            .unwrap()
+            .iter()
+            .map(|&v| v as f64)
+            .collect::<Vec<_>>(),
+        "weight layouts",
+    );
+    // Weights also work as ordinary operands of the other ops.
+    let z = ops.dot_interaction(&lane, &wt, &[wt.clone()]).unwrap();
+    assert_eq!(ops.shape(&z), (m, k + 1));
+}
