@@ -267,6 +267,8 @@ fn weights_keep_their_logical_layout_and_both_weight_layouts_agree() {
         "weight layouts",
     );
     // Weights also work as ordinary operands of the other ops.
-    let z = ops.dot_interaction(&lane, &wt, &[wt.clone()]).unwrap();
+    let z = ops
+        .dot_interaction(&lane, &wt, std::slice::from_ref(&wt))
+        .unwrap();
     assert_eq!(ops.shape(&z), (m, k + 1));
 }
