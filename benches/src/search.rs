@@ -161,15 +161,24 @@ pub struct MeasureProbe<T: Target> {
     pub load: LoadSpec,
     /// Stretch the window (up to 10x) so about this many requests are measured.
     pub min_requests: u64,
+    /// Steps run so far (each gets its own arrival seed).
+    pub steps: u64,
 }
 
 impl<T: Target> Probe for MeasureProbe<T> {
     async fn probe(&mut self, rate: f64) -> Report {
         let wanted = Duration::from_secs_f64(self.min_requests as f64 / rate.max(1e-9));
         let duration = self.load.duration.max(wanted.min(self.load.duration * 10));
+        // A fresh arrival sequence per step (still reproducible): reusing one realisation
+        // scaled by the rate would bias every step's achieved rate the same way.
+        self.steps += 1;
         let spec = LoadSpec {
             mode: LoadMode::Open { rate },
             duration,
+            seed: self
+                .load
+                .seed
+                .wrapping_add(self.steps.wrapping_mul(0x9e37_79b9)),
             ..self.load.clone()
         };
         measure(self.target.clone(), self.prepared.clone(), &spec).await
@@ -189,6 +198,7 @@ pub async fn find_max_rate<T: Target>(
         prepared,
         load: load.clone(),
         min_requests: spec.min_requests,
+        steps: 0,
     };
     search(&mut probe, spec, on_step).await
 }
