@@ -241,18 +241,26 @@ fn embedding_bag_sum_free_function_sums_bags() {
 }
 
 #[test]
-fn weights_keep_their_logical_layout_and_both_weight_layouts_agree() {
+fn weights_round_trip_and_strided_or_contiguous_w_agree() {
     let ops = CpuOps::new();
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(4);
     let (n, k, m) = (3, 5, 4);
     let w = rand_vec(&mut rng, m * k);
-    // `weight` may store the matrix transposed; what comes back is still [m, k] row-major.
+    // What comes back from a weight is [m, k] row-major, whatever the storage.
     let wt = ops.weight(&w, m, k).unwrap();
     assert_eq!(ops.shape(&wt), (m, k));
     assert_eq!(ops.download(&lane, &wt).unwrap(), w);
-    // A row-major `w` (from `upload`) gives exactly the same linear.
-    let wu = ops.upload(&lane, &w, m, k).unwrap();
+    // A `w` stored transposed (a strided view of a contiguous wᵀ) gives the same linear.
+    let wu = ops
+        .upload(&lane, &w, m, k)
+        .unwrap()
+        .t()
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .t()
+        .unwrap();
     let x = ops.upload(&lane, &rand_vec(&mut rng, n * k), n, k).unwrap();
     let b = ops.weight(&rand_vec(&mut rng, m), 1, m).unwrap();
     let y1 = ops.linear(&lane, &x, &wt, &b, Activation::Relu).unwrap();

@@ -94,16 +94,10 @@ impl Ops for CpuOps {
         "cpu"
     }
 
-    /// Stores the matrix column-major (a contiguous `[cols, rows]` buffer viewed as
-    /// `[rows, cols]`), so `linear` hands gemm a contiguous `wᵀ`; measured 4-12% faster
-    /// than the strided view at batch 64-512 (see docs/BENCHMARKS.md). Every other op
-    /// reads weights through `contiguous()`, so the layout is invisible outside.
+    /// Stores the matrix row-major as given. A contiguous transposed copy was measured
+    /// (interleaved A/B, docs/BENCHMARKS.md) and gemm ran no faster on it: it packs either.
     fn weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
-        if rows <= 1 || cols <= 1 {
-            return host_matrix(data, rows, cols);
-        }
-        let stored = host_matrix(data, rows, cols)?.t()?.contiguous()?;
-        Ok(stored.t()?)
+        host_matrix(data, rows, cols)
     }
 
     fn upload(&self, _lane: &Lane, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
@@ -140,8 +134,7 @@ impl Ops for CpuOps {
                 b.dims()
             )));
         }
-        // Weights from `weight()` are stored transposed, so `w.t()` is contiguous; any
-        // other `w` gives a strided view, which gemm also reads directly (no copy).
+        // `w.t()` is a strided view of the PyTorch layout: gemm reads it directly (no copy).
         let y = x.matmul(&w.t()?)?;
         let b = b.contiguous()?;
         let bias = View::of(&b)?;
