@@ -19,6 +19,7 @@ pub mod repository;
 mod runtime;
 pub mod scheduler;
 pub mod stats;
+pub mod table_metrics;
 mod tensor;
 mod validate;
 

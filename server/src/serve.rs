@@ -223,7 +223,7 @@ pub async fn serve(
         model_control: options.model_control,
         shutting_down,
     };
-    let app = http::router(state);
+    let app = http::router(state.clone());
     let http_serve = axum::serve(http_listener, app).with_graceful_shutdown(signal(rx.clone()));
     tasks.push((
         "HTTP",
@@ -245,7 +245,7 @@ pub async fn serve(
     tracing::info!("gRPC (inference.GRPCInferenceService) listening on {grpc_addr}");
 
     if let Some(listener) = metrics_listener {
-        let serve = axum::serve(listener, http::metrics_router())
+        let serve = axum::serve(listener, http::metrics_router(state))
             .with_graceful_shutdown(signal(rx.clone()));
         tasks.push((
             "metrics",

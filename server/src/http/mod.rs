@@ -74,8 +74,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A router serving only `/metrics` (for `--metrics-port`).
-pub fn metrics_router() -> Router {
+pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(routes::metrics))
         .fallback(routes::not_found)
+        .with_state(state)
 }

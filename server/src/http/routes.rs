@@ -162,8 +162,9 @@ pub async fn model_load(
     })))
 }
 
-/// `GET /metrics`: Prometheus text.
-pub async fn metrics() -> Response {
+/// `GET /metrics`: Prometheus text (per-table embedding series refreshed first).
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    cohost_runtime::table_metrics::record_table_metrics(&st.runtime);
     (
         [(
             header::CONTENT_TYPE,
