@@ -103,14 +103,33 @@ async fn load_counter_rises_under_saturation_and_drains() {
             (res.status().as_u16(), header)
         }));
     }
-    let (mut peak, mut idle_peak) = (0.0f64, 0.0f64);
+    let (_, idle_config) = s.handle().runtime.config(&idle, None).unwrap();
+    let idle_body = json!({ "inputs": sample_inputs(&idle_config, 1, 4).iter().map(json_input).collect::<Vec<_>>() });
+    let idle_url = s.url(&format!("/v2/models/{idle}/infer"));
+    let (mut peak, mut idle_peak, mut idle_host_peak) = (0.0f64, 0.0f64, 0.0f64);
     while !tasks.iter().all(|t| t.is_finished()) {
         let (_, l) = s.get_json(&format!("/v2/models/{busy}/load")).await;
         peak = peak.max(l["model_load"].as_f64().unwrap());
         let (_, l) = s.get_json(&format!("/v2/models/{idle}/load")).await;
         idle_peak = idle_peak.max(l["model_load"].as_f64().unwrap());
+        // A quiet model's responses carry the host load as a router's tie-breaker.
+        let res = s
+            .client
+            .post(&idle_url)
+            .json(&idle_body)
+            .send()
+            .await
+            .unwrap();
+        if let Some(h) = res.headers().get("endpoint-load-metrics") {
+            let (_, host) = parse_load_header(h.to_str().unwrap()).expect("parseable");
+            idle_host_peak = idle_host_peak.max(host);
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    assert!(
+        idle_host_peak > 0.0,
+        "the idle model's header shows the busy host"
+    );
     let mut header_peak = 0.0f64;
     for t in tasks {
         let (status, header) = t.await.unwrap();
@@ -138,5 +157,33 @@ async fn load_counter_rises_under_saturation_and_drains() {
     assert_eq!(last["model_load"].as_f64(), Some(0.0), "{last}");
     assert_eq!(last["queued"], 0);
     assert_eq!(last["in_flight"], 0);
+
+    // The header and the Prometheus gauge come from one computation: after a response,
+    // with nothing else running, they agree.
+    let res = s.client.post(&url).json(&body).send().await.unwrap();
+    let header = res
+        .headers()
+        .get("endpoint-load-metrics")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (header_load, _) = parse_load_header(&header).unwrap();
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge: f64 = text
+        .lines()
+        .find(|l| l.starts_with("cohost_model_load{") && l.contains(&format!("model=\"{busy}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("cohost_model_load gauge for the busy model");
+    assert_eq!(gauge, header_load, "gauge {gauge} vs header {header}");
     s.stop().await;
 }
