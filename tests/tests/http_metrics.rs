@@ -92,7 +92,7 @@ async fn load_counter_rises_under_saturation_and_drains() {
     let url = s.url(&format!("/v2/models/{busy}/infer"));
 
     let mut tasks = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..256 {
         let (client, url, body) = (s.client.clone(), url.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             let res = client.post(&url).json(&body).send().await.unwrap();
@@ -112,6 +112,7 @@ async fn load_counter_rises_under_saturation_and_drains() {
         peak = peak.max(l["model_load"].as_f64().unwrap());
         let (_, l) = s.get_json(&format!("/v2/models/{idle}/load")).await;
         idle_peak = idle_peak.max(l["model_load"].as_f64().unwrap());
+        idle_host_peak = idle_host_peak.max(l["host_load"].as_f64().unwrap());
         // A quiet model's responses carry the host load as a router's tie-breaker.
         let res = s
             .client
