@@ -1,0 +1,85 @@
+//! Choosing the backend at start-up: CUDA when usable (lanes = streams), else the CPU
+//! (lanes = worker threads), with one log line saying why.
+
+use super::Device;
+use crate::{DeviceInfo, Error, Result};
+use cohost_kernels::Lane;
+use cohost_models::BackendHandle;
+use std::sync::Arc;
+
+/// The backend chosen at start-up and the lanes it offers.
+pub(super) struct Backend {
+    pub(super) handle: BackendHandle,
+    pub(super) name: &'static str,
+    pub(super) lanes: Vec<Lane>,
+    pub(super) device: DeviceInfo,
+}
+
+/// Headroom left free on a CUDA device when the budget defaults to its free memory.
+pub(super) const CUDA_HEADROOM: f64 = 0.10;
+
+#[allow(clippy::default_constructed_unit_structs)] // CpuOps may gain fields
+fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
+    let lanes = if lanes == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        lanes
+    };
+    Backend {
+        handle: BackendHandle::Cpu(Arc::new(cohost_kernels::cpu::CpuOps::default())),
+        name: "cpu",
+        lanes: (0..lanes).map(Lane::cpu).collect(),
+        device: DeviceInfo {
+            backend: "cpu",
+            name: "cpu".into(),
+            note,
+            ..Default::default()
+        },
+    }
+}
+
+fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
+    let info = cohost_kernels::cuda::probe()?;
+    let ops = cohost_kernels::cuda::CudaOps::open().map_err(|e| e.to_string())?;
+    // One stream per ~8 SMs keeps enough kernels in flight to fill the slice without
+    // oversubscribing a small MIG instance.
+    let lanes = if lanes == 0 {
+        (info.sm_count as usize / 8).clamp(2, 16)
+    } else {
+        lanes
+    };
+    let lanes = (0..lanes)
+        .map(|i| ops.lane(i, 0))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(Backend {
+        handle: BackendHandle::Cuda(Arc::new(ops)),
+        name: "cuda",
+        lanes,
+        device: DeviceInfo {
+            backend: "cuda",
+            name: info.name.clone(),
+            sm_count: Some(info.sm_count),
+            total_memory: Some(info.total_memory),
+            free_memory: Some(info.free_memory),
+            mig_profile: info.mig.profile.clone(),
+            note: Some(info.to_string()),
+        },
+    })
+}
+
+pub(super) fn choose_backend(device: Device, lanes: usize) -> Result<Backend> {
+    match device {
+        Device::Cpu => Ok(cpu_backend(lanes, None)),
+        Device::Cuda => cuda_backend(lanes).map_err(|e| {
+            Error::unavailable(format!("--device cuda: CUDA is not usable here: {e}"))
+        }),
+        Device::Auto => match cuda_backend(lanes) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                tracing::info!("CUDA not usable ({e}); falling back to the CPU backend");
+                Ok(cpu_backend(lanes, Some(format!("CUDA not usable: {e}"))))
+            }
+        },
+    }
+}

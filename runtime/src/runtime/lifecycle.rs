@@ -1,0 +1,182 @@
+//! Loading, reloading and unloading model versions: repository folders or code, memory
+//! budget accounting, and draining retired versions.
+
+use super::Runtime;
+use crate::queue::{MemoryLease, ModelQueue};
+use crate::{Error, ModelConfig, Result, repository};
+use cohost_models::{PlacementOptions, WeightSource};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Runtime {
+    /// Loads every model found in the repository folder (blocking); returns the failures.
+    pub fn load_all(&self) -> Vec<(String, Error)> {
+        let names = match self.repo().and_then(repository::model_names) {
+            Ok(n) => n,
+            Err(e) => return vec![(String::new(), e)],
+        };
+        names
+            .into_iter()
+            .filter_map(|n| self.load_model(&n).err().map(|e| (n, e)))
+            .collect()
+    }
+
+    /// Loads (or reloads) a model from the repository (blocking): new or changed versions
+    /// start serving, versions no longer wanted drain and are freed.
+    pub fn load_model(&self, name: &str) -> Result<()> {
+        let _guard = self.inner.load_lock.lock();
+        let result = self.load_model_locked(name);
+        if let Err(e) = &result {
+            self.inner.registry.set_failure(name, e.message.clone());
+            tracing::warn!(model = name, "load failed: {e}");
+        }
+        result
+    }
+
+    fn load_model_locked(&self, name: &str) -> Result<()> {
+        let repo = self.repo()?.to_path_buf();
+        let disk = repository::read_model(&repo, name)?;
+        let available: Vec<u64> = disk.versions.keys().copied().collect();
+        let wanted = repository::wanted_versions(&disk.config.version_policy, &available);
+        if wanted.is_empty() {
+            return Err(Error::not_found(format!(
+                "model '{name}' has no version folder with {} matching its version_policy",
+                repository::WEIGHTS_FILE
+            )));
+        }
+        for &v in &wanted {
+            let path = &disk.versions[&v];
+            let fp = repository::fingerprint(&[path]) ^ disk.config_fingerprint;
+            if self.inner.registry.fingerprint(name, v) == Some(fp) {
+                continue;
+            }
+            self.install(name, v, disk.config.clone(), WeightSource::File(path), fp)?;
+        }
+        for q in self.inner.registry.versions(name) {
+            if !wanted.contains(&q.version) {
+                self.retire(name, q.version);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads one version of a model from a config and safetensors bytes given in code.
+    pub fn load_model_from(
+        &self,
+        name: &str,
+        version: u64,
+        config: ModelConfig,
+        safetensors: &[u8],
+    ) -> Result<()> {
+        repository::validate_name(name)?;
+        config
+            .validate(Path::new("<inline>"))
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let _guard = self.inner.load_lock.lock();
+        let fp = repository::fingerprint(&[]) ^ version ^ (safetensors.len() as u64);
+        self.install(name, version, config, WeightSource::Bytes(safetensors), fp)
+    }
+
+    /// Serves a model built in code (any [`cohost_models::Model`], e.g. a custom family)
+    /// as `name`/`version`; its config must describe its inputs and outputs.
+    pub fn load_model_instance(
+        &self,
+        name: &str,
+        version: u64,
+        model: Arc<dyn cohost_models::Model>,
+    ) -> Result<()> {
+        repository::validate_name(name)?;
+        let _guard = self.inner.load_lock.lock();
+        let config = model.config().clone();
+        let bytes = model.memory().device_bytes();
+        let lease = MemoryLease::new(bytes, self.inner.memory_used.clone());
+        let q = Arc::new(ModelQueue::new(
+            name,
+            version,
+            config,
+            model,
+            self.lane_count(),
+            lease,
+        ));
+        self.inner.scheduler.add(q.clone());
+        if let Some(old) = self.inner.registry.insert(q, version) {
+            old.close();
+        }
+        Ok(())
+    }
+
+    fn install(
+        &self,
+        name: &str,
+        version: u64,
+        config: ModelConfig,
+        weights: WeightSource<'_>,
+        fingerprint: u64,
+    ) -> Result<()> {
+        let used = self.memory_used();
+        let remaining = self
+            .inner
+            .options
+            .memory_budget
+            .map(|b| b.saturating_sub(used));
+        let device_budget = match (remaining, config.memory_budget) {
+            (Some(r), Some(m)) => Some(r.min(m)),
+            (r, m) => r.or(m),
+        };
+        let placement = PlacementOptions {
+            device_budget,
+            host_budget: self.inner.options.host_memory_budget,
+        };
+        let started = Instant::now();
+        let model = cohost_models::build_model(&config, weights, &self.inner.backend, &placement)?;
+        let bytes = model.memory().device_bytes();
+        if let Some(budget) = device_budget.filter(|&b| bytes > b) {
+            return Err(Error::invalid(format!(
+                "model '{name}' needs {bytes} bytes of device memory but only {budget} remain in the budget"
+            )));
+        }
+        let lease = MemoryLease::new(bytes, self.inner.memory_used.clone());
+        let q = Arc::new(ModelQueue::new(
+            name,
+            version,
+            config,
+            model,
+            self.lane_count(),
+            lease,
+        ));
+        self.inner.scheduler.add(q.clone());
+        if let Some(old) = self.inner.registry.insert(q, fingerprint) {
+            old.close();
+        }
+        tracing::info!(
+            model = name,
+            version,
+            device_bytes = bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "model ready"
+        );
+        Ok(())
+    }
+
+    fn retire(&self, name: &str, version: u64) {
+        if let Some(q) = self.inner.registry.remove(name, version) {
+            q.close();
+            tracing::info!(model = name, version, "model version unloading (draining)");
+        }
+        self.inner.scheduler.notify();
+    }
+
+    /// Stops new requests to every version of `name`; queued and running ones finish.
+    pub fn unload_model(&self, name: &str) -> Result<()> {
+        let _guard = self.inner.load_lock.lock();
+        let versions = self.inner.registry.versions(name);
+        if versions.is_empty() {
+            return Err(Error::not_found(format!("model '{name}' is not loaded")));
+        }
+        for q in versions {
+            self.retire(name, q.version);
+        }
+        Ok(())
+    }
+}

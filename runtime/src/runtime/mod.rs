@@ -1,0 +1,301 @@
+//! [`Runtime`]: the embeddable API over registry, queues, scheduler and lanes.
+
+use crate::lane::spawn_lanes;
+use crate::registry::Registry;
+use crate::repository;
+use crate::scheduler::{EdfFairShare, Scheduler};
+use crate::{
+    DeviceInfo, Error, ModelConfig, ModelMetadata, ModelState, ModelStats, ModelStatus,
+    RepositoryEntry, Result,
+};
+use cohost_models::{BackendHandle, Family};
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+/// Which backend executes models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// CUDA when its libraries and a device are present, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU backend (candle), lanes are worker threads.
+    Cpu,
+    /// The CUDA backend, lanes are streams; fails if CUDA is unusable.
+    Cuda,
+}
+
+/// How to build a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Number of lanes (CPU worker threads or CUDA streams); 0 = derive from the device.
+    pub lanes: usize,
+    /// Device memory budget in bytes for all models' weights and tables (None = unlimited).
+    pub memory_budget: Option<u64>,
+    /// Host memory budget in bytes for offloaded tables (None = unlimited).
+    pub host_memory_budget: Option<u64>,
+    /// Backend choice.
+    pub device: Device,
+    /// Model repository folder, if models are served from disk.
+    pub repository: Option<PathBuf>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            lanes: 0,
+            memory_budget: None,
+            host_memory_budget: None,
+            device: Device::Auto,
+            repository: None,
+        }
+    }
+}
+
+/// The embeddable runtime; cheap to clone, all clones share one set of models and lanes.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: RuntimeOptions,
+    backend: BackendHandle,
+    backend_name: &'static str,
+    device: DeviceInfo,
+    registry: Registry,
+    scheduler: Arc<Scheduler>,
+    lanes: Mutex<Vec<JoinHandle<()>>>,
+    memory_used: Arc<AtomicU64>,
+    load_lock: Mutex<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.scheduler.shutdown();
+    }
+}
+
+mod backend;
+mod infer;
+mod lifecycle;
+
+use backend::{Backend, CUDA_HEADROOM, choose_backend};
+
+impl Runtime {
+    /// Starts the lanes and the scheduler; loads nothing yet.
+    pub fn new(mut options: RuntimeOptions) -> Result<Runtime> {
+        let Backend {
+            handle: backend,
+            name: backend_name,
+            lanes,
+            device,
+        } = choose_backend(options.device, options.lanes)?;
+        options.lanes = lanes.len();
+        if options.memory_budget.is_none() {
+            options.memory_budget = device
+                .free_memory
+                .map(|free| (free as f64 * (1.0 - CUDA_HEADROOM)) as u64);
+        }
+        let scheduler = Arc::new(Scheduler::new(Box::new(EdfFairShare::default())));
+        let handles = spawn_lanes(lanes, scheduler.clone());
+        crate::metrics::device(&device, options.lanes, options.memory_budget);
+        tracing::info!(
+            backend = backend_name,
+            device = %device.name,
+            mig_profile = device.mig_profile.as_deref().unwrap_or("-"),
+            memory_budget = options.memory_budget.unwrap_or(0),
+            lanes = options.lanes,
+            policy = scheduler.policy_name(),
+            "runtime started"
+        );
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                options,
+                backend,
+                backend_name,
+                device,
+                registry: Registry::default(),
+                scheduler,
+                lanes: Mutex::new(handles),
+                memory_used: Arc::new(AtomicU64::new(0)),
+                load_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The options in effect (lanes resolved).
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.inner.options
+    }
+
+    /// Backend name ("cpu" or "cuda").
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend_name
+    }
+
+    /// What the backend runs on (device name, SMs, memory, MIG profile).
+    pub fn device(&self) -> &DeviceInfo {
+        &self.inner.device
+    }
+
+    /// Number of lanes.
+    pub fn lane_count(&self) -> usize {
+        self.inner.options.lanes
+    }
+
+    /// Device bytes held by loaded models (weights, resident tables, caches).
+    pub fn memory_used(&self) -> u64 {
+        self.inner.memory_used.load(Ordering::SeqCst)
+    }
+
+    /// The repository folder, if any.
+    pub fn repository(&self) -> Option<&Path> {
+        self.inner.options.repository.as_deref()
+    }
+
+    fn repo(&self) -> Result<&Path> {
+        self.repository()
+            .ok_or_else(|| Error::unavailable("this runtime has no model repository"))
+    }
+
+    /// Every model version known to the scheduler and its state.
+    pub fn models(&self) -> Vec<ModelStatus> {
+        let mut out: Vec<ModelStatus> = self
+            .inner
+            .scheduler
+            .queues()
+            .iter()
+            .map(|q| ModelStatus {
+                name: q.name.clone(),
+                version: q.version,
+                state: if q.is_open() {
+                    ModelState::Ready
+                } else {
+                    ModelState::Unloading
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        out
+    }
+
+    /// The repository's models (on disk and loaded) with their states.
+    pub fn repository_index(&self) -> Result<Vec<RepositoryEntry>> {
+        let mut names = match self.repository() {
+            Some(r) => repository::model_names(r)?,
+            None => Vec::new(),
+        };
+        for s in self.models() {
+            names.push(s.name);
+        }
+        names.extend(self.inner.registry.failed_names());
+        names.sort();
+        names.dedup();
+        let statuses = self.models();
+        let mut out = Vec::new();
+        for name in names {
+            let mine: Vec<&ModelStatus> = statuses.iter().filter(|s| s.name == name).collect();
+            if mine.is_empty() {
+                let reason = self
+                    .inner
+                    .registry
+                    .failure(&name)
+                    .unwrap_or_else(|| "not loaded".into());
+                out.push(RepositoryEntry {
+                    name,
+                    version: None,
+                    state: ModelState::Unavailable,
+                    reason,
+                });
+            } else {
+                for s in mine {
+                    out.push(RepositoryEntry {
+                        name: name.clone(),
+                        version: Some(s.version),
+                        state: s.state,
+                        reason: String::new(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when the version (or, with None, the default version) is ready.
+    pub fn model_ready(&self, name: &str, version: Option<u64>) -> bool {
+        self.inner
+            .registry
+            .get(name, version)
+            .is_ok_and(|q| q.is_open())
+    }
+
+    /// Signature and versions.
+    pub fn metadata(&self, name: &str, version: Option<u64>) -> Result<ModelMetadata> {
+        let q = self.inner.registry.get(name, version)?;
+        let versions = match version {
+            Some(v) => vec![v],
+            None => self
+                .inner
+                .registry
+                .versions(name)
+                .iter()
+                .map(|q| q.version)
+                .collect(),
+        };
+        Ok(ModelMetadata {
+            name: name.to_string(),
+            versions,
+            platform: match q.config.family {
+                Family::Mlp => "cohost_mlp".into(),
+                Family::Dlrm => "cohost_dlrm".into(),
+            },
+            inputs: q.config.inputs.clone(),
+            outputs: q.config.outputs.clone(),
+        })
+    }
+
+    /// The configuration a version was loaded with, and that version.
+    pub fn config(&self, name: &str, version: Option<u64>) -> Result<(u64, ModelConfig)> {
+        let q = self.inner.registry.get(name, version)?;
+        Ok((q.version, q.config.clone()))
+    }
+
+    /// Memory a loaded version holds, as allocated.
+    pub fn memory(&self, name: &str, version: Option<u64>) -> Result<cohost_models::MemoryReport> {
+        Ok(self.inner.registry.get(name, version)?.model.memory())
+    }
+
+    /// Statistics of one version, every version of one model, or every model (`name` None).
+    pub fn stats(&self, name: Option<&str>, version: Option<u64>) -> Result<Vec<ModelStats>> {
+        let queues = match (name, version) {
+            (None, _) => self.inner.registry.all(),
+            (Some(n), Some(v)) => vec![self.inner.registry.get(n, Some(v))?],
+            (Some(n), None) => {
+                let v = self.inner.registry.versions(n);
+                if v.is_empty() {
+                    return Err(Error::not_found(format!("model '{n}' is not loaded")));
+                }
+                v
+            }
+        };
+        Ok(queues
+            .iter()
+            .map(|q| q.stats.snapshot(&q.name, q.version))
+            .collect())
+    }
+
+    /// Stops taking requests, lets accepted ones finish, then stops the lanes (blocking).
+    pub fn shutdown(&self) {
+        for q in self.inner.registry.all() {
+            q.close();
+        }
+        self.inner.scheduler.shutdown();
+        let handles: Vec<_> = std::mem::take(&mut *self.inner.lanes.lock());
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
