@@ -1,0 +1,133 @@
+//! Forward-pass and GEMM micro-benchmarks on the CPU backend.
+//!
+//! Throughput is reported in "elements" that are FLOPs (criterion's `elem/s` = FLOP/s):
+//! `flops_per_row × batch` for a forward pass, `2·m·n·k` for a GEMM, so the distance to
+//! the machine's GEMM rate is visible. dlrm-small is built with 10,000 rows per table
+//! (not 100,000) so it loads in seconds; per-row work does not depend on the row count.
+
+use cohost_kernels::cpu::CpuOps;
+use cohost_kernels::{Activation, Lane, Ops};
+use cohost_models::{
+    BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource, build_model, synth,
+};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::hint::black_box;
+use std::sync::Arc;
+
+const ROWS_PER_TABLE: usize = 10_000;
+
+fn random_batch(model: &dyn Model, rows: usize, rng: &mut StdRng) -> Batch {
+    let p = model.config().dlrm.as_ref().expect("a DLRM");
+    let dense = (0..rows * p.dense_features)
+        .map(|_| rng.random_range(0.0f32..1.0))
+        .collect();
+    let bag = |t: usize| {
+        if p.multi_hot.len() == 1 {
+            p.multi_hot[0]
+        } else {
+            p.multi_hot[t]
+        }
+    };
+    let mut sparse = Vec::new();
+    for _ in 0..rows {
+        for (t, &size) in p.table_sizes.iter().enumerate() {
+            sparse.extend((0..bag(t)).map(|_| rng.random_range(0..size as i64)));
+        }
+    }
+    Batch {
+        rows,
+        inputs: vec![InputData::F32(dense), InputData::I64(sparse)],
+    }
+}
+
+fn dlrm_small_forward(c: &mut Criterion) {
+    let mut config = synth::preset("dlrm-small").unwrap();
+    config.dlrm.as_mut().unwrap().table_sizes = vec![ROWS_PER_TABLE; 26];
+    let bytes = synth::random_weights(&config, 1);
+    let backend = BackendHandle::Cpu(Arc::new(CpuOps::new()));
+    let model = build_model(
+        &config,
+        WeightSource::Bytes(&bytes),
+        &backend,
+        &PlacementOptions::default(),
+    )
+    .unwrap();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut g = c.benchmark_group("dlrm-small-10k/forward");
+    for n in [1usize, 64, 512] {
+        let batch = random_batch(&*model, n, &mut rng);
+        g.throughput(Throughput::Elements(model.flops_per_row() * n as u64));
+        g.bench_function(format!("batch-{n}"), |b| {
+            b.iter(|| black_box(model.forward(&lane, black_box(&batch)).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+/// The top MLP's first layer of dlrm-small (`[n, 415] · [512, 415]ᵀ`) three ways: candle
+/// matmul on the row-major PyTorch layout viewed transposed (strided `wᵀ`, what
+/// `CpuOps::linear` does), candle matmul on a contiguous copy of `wᵀ`, and the full
+/// `CpuOps::linear` with its fused bias + ReLU epilogue.
+fn gemm(c: &mut Criterion) {
+    let (k, m) = (415usize, 512usize);
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let w_data = rand(m * k);
+    let w = ops.weight(&w_data, m, k).unwrap();
+    let w_t = w.t().unwrap().contiguous().unwrap();
+    let b = ops.weight(&rand(m), 1, m).unwrap();
+    let mut g = c.benchmark_group("gemm-415x512");
+    for n in [1usize, 64, 512] {
+        let x = ops.upload(&lane, &rand(n * k), n, k).unwrap();
+        g.throughput(Throughput::Elements((2 * n * k * m) as u64));
+        g.bench_function(format!("candle-strided-wT/batch-{n}"), |bch| {
+            bch.iter(|| black_box(x.matmul(&w.t().unwrap()).unwrap()))
+        });
+        g.bench_function(format!("candle-contiguous-wT/batch-{n}"), |bch| {
+            bch.iter(|| black_box(x.matmul(&w_t).unwrap()))
+        });
+        g.bench_function(format!("cpuops-linear-relu/batch-{n}"), |bch| {
+            bch.iter(|| black_box(ops.linear(&lane, &x, &w, &b, Activation::Relu).unwrap()))
+        });
+    }
+    g.finish();
+}
+
+/// dlrm-small's non-GEMM work at batch 512: the dot interaction of 27 features of dim 64
+/// (2·351·64 FLOPs per row) and one one-hot embedding-bag over a 10k-row table.
+fn interaction_and_bags(c: &mut Criterion) {
+    let (n, d) = (512usize, 64usize);
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(4);
+    let mut rand =
+        |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let x = ops.upload(&lane, &rand(n * d), n, d).unwrap();
+    let pooled: Vec<_> = (0..26)
+        .map(|_| ops.upload(&lane, &rand(n * d), n, d).unwrap())
+        .collect();
+    let table = ops
+        .resident_table("t", &rand(ROWS_PER_TABLE * d), ROWS_PER_TABLE, d)
+        .unwrap();
+    let idx: Vec<i64> = (0..n as i64)
+        .map(|i| (i * 7919) % ROWS_PER_TABLE as i64)
+        .collect();
+    let mut g = c.benchmark_group("ops-batch-512");
+    g.throughput(Throughput::Elements((2 * 351 * d * n) as u64));
+    g.bench_function("dot-interaction-27x64", |b| {
+        b.iter(|| black_box(ops.dot_interaction(&lane, &x, &pooled).unwrap()))
+    });
+    g.throughput(Throughput::Elements((d * n) as u64));
+    g.bench_function("bag-sum-one-hot-64", |b| {
+        b.iter(|| black_box(table.bag_sum(&ops, &lane, &idx, 1).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, dlrm_small_forward, gemm, interaction_and_bags);
+criterion_main!(benches);
