@@ -109,6 +109,18 @@ pub struct BenchArgs {
     /// Never draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Capacity oracle: max rate under `--p99-target` per slice shape (in-process).
+    #[arg(long, requires = "p99_target")]
+    pub oracle: bool,
+    /// Oracle: lane counts to try.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub oracle_lanes: Vec<usize>,
+    /// Oracle: device memory budgets to try (e.g. 8MiB,64MiB,unlimited).
+    #[arg(long, value_delimiter = ',', default_value = "unlimited")]
+    pub oracle_memory: Vec<String>,
+    /// Oracle: report the smallest shape serving this many requests per second.
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub target_rate: Option<f64>,
 }
 
 /// Runs `cohost bench`.
@@ -120,6 +132,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
     };
     let workload = workload(&args).await?;
+    if args.oracle {
+        return crate::oracle::run(&args, workload).await;
+    }
     match args.target {
         TargetKind::HttpJson => {
             run_with(

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod load;
 #[cfg(test)]
 mod load_tests;
+pub mod oracle;
 pub mod plot;
 pub mod report;
 pub mod search;
