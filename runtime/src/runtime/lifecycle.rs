@@ -89,20 +89,50 @@ impl Runtime {
         repository::validate_name(name)?;
         let _guard = self.inner.load_lock.lock();
         let config = model.config().clone();
+        let budget = self.device_budget(&config);
+        self.serve_version(name, version, config, model, budget, version)
+    }
+
+    /// Device bytes a new model may use: what the runtime's budget has left, capped by
+    /// the model's own budget.
+    fn device_budget(&self, config: &ModelConfig) -> Option<u64> {
+        let used = self.memory_used();
+        let remaining = self
+            .inner
+            .options
+            .memory_budget
+            .map(|b| b.saturating_sub(used));
+        match (remaining, config.memory_budget) {
+            (Some(r), Some(m)) => Some(r.min(m)),
+            (r, m) => r.or(m),
+        }
+    }
+
+    /// Checks a built model against the budget, then routes new requests to it; the
+    /// version it replaces drains.
+    fn serve_version(
+        &self,
+        name: &str,
+        version: u64,
+        config: ModelConfig,
+        model: Arc<dyn cohost_models::Model>,
+        budget: Option<u64>,
+        fingerprint: u64,
+    ) -> Result<()> {
         let bytes = model.memory().device_bytes();
+        if let Some(budget) = budget.filter(|&b| bytes > b) {
+            return Err(Error::invalid(format!(
+                "model '{name}' needs {bytes} bytes of device memory but only {budget} remain in the budget"
+            )));
+        }
         let lease = MemoryLease::new(bytes, self.inner.memory_used.clone());
-        let q = Arc::new(ModelQueue::new(
-            name,
-            version,
-            config,
-            model,
-            self.lane_count(),
-            lease,
-        ));
+        let q = ModelQueue::new(name, version, config, model, self.lane_count(), lease);
+        let q = Arc::new(q);
         self.inner.scheduler.add(q.clone());
-        if let Some(old) = self.inner.registry.insert(q, version) {
+        if let Some(old) = self.inner.registry.insert(q, fingerprint) {
             old.close();
         }
+        tracing::info!(model = name, version, device_bytes = bytes, "model ready");
         Ok(())
     }
 
@@ -114,47 +144,19 @@ impl Runtime {
         weights: WeightSource<'_>,
         fingerprint: u64,
     ) -> Result<()> {
-        let used = self.memory_used();
-        let remaining = self
-            .inner
-            .options
-            .memory_budget
-            .map(|b| b.saturating_sub(used));
-        let device_budget = match (remaining, config.memory_budget) {
-            (Some(r), Some(m)) => Some(r.min(m)),
-            (r, m) => r.or(m),
-        };
+        let device_budget = self.device_budget(&config);
         let placement = PlacementOptions {
             device_budget,
             host_budget: self.inner.options.host_memory_budget,
         };
         let started = Instant::now();
         let model = cohost_models::build_model(&config, weights, &self.inner.backend, &placement)?;
-        let bytes = model.memory().device_bytes();
-        if let Some(budget) = device_budget.filter(|&b| bytes > b) {
-            return Err(Error::invalid(format!(
-                "model '{name}' needs {bytes} bytes of device memory but only {budget} remain in the budget"
-            )));
-        }
-        let lease = MemoryLease::new(bytes, self.inner.memory_used.clone());
-        let q = Arc::new(ModelQueue::new(
-            name,
-            version,
-            config,
-            model,
-            self.lane_count(),
-            lease,
-        ));
-        self.inner.scheduler.add(q.clone());
-        if let Some(old) = self.inner.registry.insert(q, fingerprint) {
-            old.close();
-        }
-        tracing::info!(
+        self.serve_version(name, version, config, model, device_budget, fingerprint)?;
+        tracing::debug!(
             model = name,
             version,
-            device_bytes = bytes,
             ms = started.elapsed().as_millis() as u64,
-            "model ready"
+            "loaded"
         );
         Ok(())
     }
