@@ -85,12 +85,39 @@ pub async fn model_metadata(
     let (name, version) = p.parse()?;
     let md = st.runtime.metadata(name, version)?;
     let spec = |t: &cohost_runtime::TensorSpec| json!({ "name": t.name, "datatype": t.datatype.as_str(), "shape": t.dims });
+    let mem = st.runtime.memory(name, version)?;
+    let tables: Vec<Value> = mem
+        .tables
+        .iter()
+        .map(|(table, placement, m)| {
+            json!({
+                "name": table,
+                "placement": cohost_runtime::table_metrics::placement_label(*placement),
+                "resident_bytes": m.resident_bytes,
+                "cache_bytes": m.cache_bytes,
+                "cache_rows": m.cache_capacity_rows,
+                "host_bytes": m.host_bytes,
+                "mapped_bytes": m.mapped_bytes,
+                "hits": m.hits,
+                "misses": m.misses,
+                "evictions": m.evictions,
+                "hit_rate": m.hit_rate(),
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "name": md.name,
         "versions": md.versions.iter().map(u64::to_string).collect::<Vec<_>>(),
         "platform": md.platform,
         "inputs": md.inputs.iter().map(spec).collect::<Vec<_>>(),
         "outputs": md.outputs.iter().map(spec).collect::<Vec<_>>(),
+        // cohost's own addition: where this model's memory lives (ignored by KServe clients).
+        "memory": {
+            "device_bytes": mem.device_bytes(),
+            "host_bytes": mem.host_bytes(),
+            "weight_bytes": mem.weight_bytes,
+            "tables": tables,
+        },
     })))
 }
 
