@@ -26,7 +26,7 @@
 #   SEARCH_START           first offered rate of the search, req/s [100]
 #   COHOST_LANES           cohost serve --lanes [0: derived from the machine]
 #   MLSERVER_WORKERS       MLServer parallel_workers values to try [1 2]
-#   MLSERVER_MAX_BATCH_SIZE, MLSERVER_MAX_BATCH_TIME  adaptive batching [32, 0.005 s]
+#   MLSERVER_MAX_BATCH_SIZE, MLSERVER_MAX_BATCH_TIME  adaptive batching [16, 0.001 s]
 #   MLSERVER_BLAS_THREADS  OPENBLAS/OMP/MKL threads per MLServer process [1]
 #   OUT                    results folder (bench JSON, server logs) [target/compare-mlserver]
 set -euo pipefail
@@ -41,8 +41,8 @@ DURATION="${DURATION:-2}"
 SEARCH_START="${SEARCH_START:-100}"
 COHOST_LANES="${COHOST_LANES:-0}"
 MLSERVER_WORKERS="${MLSERVER_WORKERS:-1 2}"
-MLSERVER_MAX_BATCH_SIZE="${MLSERVER_MAX_BATCH_SIZE:-32}"
-MLSERVER_MAX_BATCH_TIME="${MLSERVER_MAX_BATCH_TIME:-0.005}"
+MLSERVER_MAX_BATCH_SIZE="${MLSERVER_MAX_BATCH_SIZE:-16}"
+MLSERVER_MAX_BATCH_TIME="${MLSERVER_MAX_BATCH_TIME:-0.001}"
 MLSERVER_BLAS_THREADS="${MLSERVER_BLAS_THREADS:-1}"
 OUT="${OUT:-$ROOT/target/compare-mlserver}"
 MODEL="$PRESET"
@@ -99,8 +99,10 @@ else
   (cd "$ROOT" && cargo build -q --release -p cohost-server)
   COHOST="$ROOT/target/release/cohost"
 fi
-
 mkdir -p "$OUT"
+# A private copy: other builds may replace target/release/cohost while this runs.
+cp "$COHOST" "$OUT/cohost.bin"
+COHOST="$OUT/cohost.bin"
 REPO="$OUT/repo"
 CONFIG="$REPO/$MODEL/config.toml"
 WEIGHTS="$REPO/$MODEL/1/model.safetensors"
@@ -158,7 +160,7 @@ start_mlserver() {
 
 # $1: base URL, $2: JSON output, $3: label.
 bench() {
-  echo "== cohost bench --p99-target $P99 against $3 ($1)"
+  echo "== cohost bench --p99-target $P99 against $3 ($1); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
   rm -f "$2"
   "$COHOST" bench --target http-json --url "$1" --model "$MODEL" --model-repository "$REPO" \
     --batch-size 1 --p99-target "$P99" --warmup "$WARMUP" --duration "$DURATION" \
@@ -176,7 +178,6 @@ echo "== same input to both servers"
 stop_mlserver
 
 # --- 5. one server at a time --------------------------------------------------------------
-grep -m1 -o 'lanes[^,]*' "$OUT/cohost.log" | head -1 || true
 bench "$COHOST_URL" "$OUT/cohost.json" "cohost serve (adaptive batching, P99 target $P99 ms)"
 stop_cohost
 
@@ -188,7 +189,7 @@ for w in $MLSERVER_WORKERS; do
   bench "$MLSERVER_URL" "$OUT/mlserver-w$w.json" \
     "MLServer 1.7.1 (parallel_workers=$w, max_batch_size=$MLSERVER_MAX_BATCH_SIZE, max_batch_time=$MLSERVER_MAX_BATCH_TIME s)"
   stop_mlserver
-  tp="$("$PY" -c 'import json,sys; b=json.load(open(sys.argv[1]))["search"]["best"]; print(b["overall"]["throughput"] if b else 0)' "$OUT/mlserver-w$w.json")"
+  tp="$("$PY" -c 'import json,sys; b=json.load(open(sys.argv[1]))["search"]["best"]; print("%.1f" % (b["overall"]["throughput"] if b else 0))' "$OUT/mlserver-w$w.json")"
   echo "MLServer parallel_workers=$w: max throughput $tp req/s"
   if "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$tp" "$best_tp"; then
     best_tp="$tp"
@@ -201,4 +202,4 @@ echo
 echo "== $MODEL, batch-1 requests, KServe v2 HTTP JSON, P99 <= $P99 ms, < 0.1% errors"
 echo "MLServer best of parallel_workers in [$MLSERVER_WORKERS]: $best_workers"
 "$PY" "$MLS/tools.py" summary "$OUT/cohost.json" "$best_json"
-echo "(whole run $((SECONDS - T0)) s; results and logs in $OUT)"
+echo "(whole run $((SECONDS - T0)) s, load average at the end $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs; results and logs in $OUT)"
