@@ -22,6 +22,8 @@
 #   PORT         HTTP port, gRPC is PORT+1 [18080]
 #   DELAYS, SIZES  static grid [100 500 2000] x [16 64 256]
 #   NOISY_QUEUE  max_queue_len of the noisy model [8]
+#   SEARCH_MIN_REQUESTS  requests a search step measures at least [300]
+#   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +39,7 @@ GPORT=$((PORT + 1))
 DELAYS="${DELAYS:-100 500 2000}"
 SIZES="${SIZES:-16 64 256}"
 NOISY_QUEUE="${NOISY_QUEUE:-8}"
+SEARCH_MIN_REQUESTS="${SEARCH_MIN_REQUESTS:-300}"
 URL="http://127.0.0.1:$PORT"
 mkdir -p "$OUT"
 
@@ -118,7 +121,8 @@ search() {
   for m in "$@"; do args+=(--model "$m"); done
   "$BIN" bench --target http-json --url "$URL" --model-repository "$REPO" "${args[@]}" \
     --p99-target "$P99" --search-start "$start" --warmup "$WARMUP" --duration "$DURATION" \
-    --no-progress --json "$OUT/$name.json" >"$OUT/$name.txt" 2>"$OUT/$name.err" || {
+    --search-min-requests "$SEARCH_MIN_REQUESTS" --no-progress --json "$OUT/$name.json" \
+    >"$OUT/$name.txt" 2>"$OUT/$name.err" || {
     cat "$OUT/$name.err" >&2
     return 1
   }
@@ -155,6 +159,12 @@ batching() {
     done
   done
   run_policy a-adaptive policy='"adaptive"' p99_target_ms="$P99"
+  if [ -n "${OLD_BIN:-}" ]; then
+    local bin="$BIN"
+    BIN="$OLD_BIN"
+    run_policy a-adaptive-old policy='"adaptive"' p99_target_ms="$P99"
+    BIN="$bin"
+  fi
   python3 - "$OUT" "$DELAYS" "$SIZES" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
 out, delays, sizes = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
@@ -285,6 +295,7 @@ oracle() {
   "$BIN" bench --oracle --target in-process --model-repository "$REPO" --model dlrm-small \
     --p99-target "$P99" --oracle-lanes 1,2 --oracle-memory "${ORACLE_MEMORY:-1MiB,64MiB,unlimited}" \
     --target-rate "${TARGET_RATE:-1000}" --search-start 100 --warmup "$WARMUP" \
+    --search-min-requests "$SEARCH_MIN_REQUESTS" \
     --duration "$DURATION" --no-progress --json "$OUT/oracle.json" 2>"$OUT/oracle.err" |
     tee -a "$OUT/summary.txt"
 }
