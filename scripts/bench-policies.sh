@@ -102,7 +102,7 @@ for line in lines:
     if skip:
         continue
     key = line.split("=", 1)[0].strip()
-    if not in_table and key in kvs:
+    if not in_table and key in kvs and key not in batching_keys:
         continue
     out.append(line)
 top = [f"{k} = {v}" for k, v in kvs.items() if k not in batching_keys]
