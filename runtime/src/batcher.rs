@@ -141,6 +141,23 @@ impl AdaptiveBatching {
         }
     }
 
+    /// Most rows one batch takes: the largest `n` whose predicted run `t(n)` uses at most
+    /// half the planned budget (a backlog drained in one huge batch would make every
+    /// request in it miss the target), within `1..=max_rows`.
+    pub fn batch_cap(&self, view: &QueueView<'_>) -> usize {
+        let (a, b) = view.latency.coefficients();
+        let half = self.target.as_secs_f64() * self.headroom / 2.0;
+        if b <= 0.0 {
+            return view.max_rows;
+        }
+        let n = ((half - a) / b).floor();
+        if n >= view.max_rows as f64 {
+            view.max_rows
+        } else {
+            (n.max(1.0)) as usize
+        }
+    }
+
     /// Rows a batch needs so that one lane alone keeps up with the arrival rate:
     /// the least `n` with `rows_rate · t(n) / n ≤ KEEP_UP`; `max_rows` when none does.
     pub fn rows_needed(&self, view: &QueueView<'_>) -> usize {
@@ -164,19 +181,27 @@ impl BatchPolicy for AdaptiveBatching {
         "adaptive"
     }
     fn decide(&self, view: &QueueView<'_>) -> Decision {
-        if view.rows >= view.max_rows || !view.latency.is_calibrated() {
+        if !view.latency.is_calibrated() {
             return Decision::Ready(view.max_rows);
+        }
+        let cap = self.batch_cap(view);
+        let view = &QueueView {
+            max_rows: cap,
+            ..*view
+        };
+        if view.rows >= cap {
+            return Decision::Ready(cap);
         }
         let wait = self.max_wait(view);
         // Due: waiting any longer would make the oldest request miss its target.
         // Idle: no company is expected before then, so run at once.
         if wait <= 0.0 || view.arrival_rate * wait < 1.0 {
-            return Decision::Ready(view.max_rows);
+            return Decision::Ready(cap);
         }
         // Big enough to keep up: waiting would only add latency.
         let needed = self.rows_needed(view);
         if view.rows >= needed {
-            return Decision::Ready(view.max_rows);
+            return Decision::Ready(cap);
         }
         // Busy: wait for the rows needed, never past the latest start.
         let to_needed = (needed - view.rows) as f64 / Self::rows_rate(view);
@@ -444,6 +469,24 @@ mod tests {
         // One lane at 30k req/s keeps every request within the target.
         assert!(busy_worst <= 0.010, "busy worst latency {busy_worst}s");
         assert!(stats(5_000.0).0 < busy_rows);
+    }
+
+    #[test]
+    fn adaptive_caps_a_batch_at_half_the_budget() {
+        let lat = calibrated(200e-6, 20e-6);
+        let p = AdaptiveBatching {
+            target: Duration::from_millis(10),
+            headroom: 0.8,
+        };
+        let t0 = Instant::now();
+        let mut v = view(t0, t0, 400, &lat);
+        v.max_rows = 512;
+        // t(n) <= 4 ms  <=>  n <= (4 ms - 200 us) / 20 us = 190.
+        let cap = p.batch_cap(&v);
+        assert!((188..=190).contains(&cap), "cap {cap}");
+        assert_eq!(p.decide(&v), Decision::Ready(cap));
+        v.max_rows = 64;
+        assert_eq!(p.batch_cap(&v), 64);
     }
 
     #[test]
