@@ -23,6 +23,8 @@
 #   DELAYS, SIZES  static grid [100 500 2000] x [16 64 256]
 #   NOISY_QUEUE  max_queue_len of the noisy model [8]
 #   SEARCH_MIN_REQUESTS  requests a search step measures at least [300]
+#   SEARCH_START first rate of each search, req/s [100]
+#   CAPACITY     (c) total req/s of the 4-model slice; skips its capacity search [unset]
 #   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
 set -euo pipefail
 
@@ -40,6 +42,7 @@ DELAYS="${DELAYS:-100 500 2000}"
 SIZES="${SIZES:-16 64 256}"
 NOISY_QUEUE="${NOISY_QUEUE:-8}"
 SEARCH_MIN_REQUESTS="${SEARCH_MIN_REQUESTS:-300}"
+SEARCH_START="${SEARCH_START:-100}"
 URL="http://127.0.0.1:$PORT"
 mkdir -p "$OUT"
 
@@ -148,7 +151,7 @@ batching() {
     shift
     set_config "$cfg" "$@"
     start_server "$REPO" "$OUT/$name.server.log"
-    search "$name" 100 dlrm-small
+    search "$name" "$SEARCH_START" dlrm-small
     stop_server
   }
   run_policy a-none policy='"none"'
@@ -194,13 +197,13 @@ multitenant() {
   gen "$REPO" dlrm-small 1 "$ROWS"
   adaptive_all "$REPO"
   start_server "$REPO" "$OUT/b-one.server.log"
-  search b-one 100 dlrm-small
+  search b-one "$SEARCH_START" dlrm-small
   stop_server
   REPO="$OUT/repo-eight"
   gen "$REPO" dlrm-small 8 "$ROWS"
   adaptive_all "$REPO"
   start_server "$REPO" "$OUT/b-eight.server.log"
-  search b-eight 100 dlrm-small-{0..7}
+  search b-eight "$SEARCH_START" dlrm-small-{0..7}
   stop_server
   local one eight
   one=$(maxrate "$OUT/b-one.json")
@@ -236,9 +239,13 @@ noisy() {
     max_queue_len="$NOISY_QUEUE" max_lanes=1
   start_server "$REPO" "$OUT/c.server.log"
   # Capacity of the 4-model slice at equal shares: fair share = capacity / 4 per model.
-  search c-capacity 100 dlrm-small-{0..3}
   local cap q noisy_rate
-  cap=$(maxrate "$OUT/c-capacity.json")
+  if [ -n "${CAPACITY:-}" ]; then
+    cap="$CAPACITY"
+  else
+    search c-capacity "$SEARCH_START" dlrm-small-{0..3}
+    cap=$(maxrate "$OUT/c-capacity.json")
+  fi
   q=$(python3 -c "print(round($cap / 8, 1))")         # quiet models: half their fair share
   noisy_rate=$(python3 -c "print(round(3 * $cap / 4, 1))")
   echo "capacity $cap req/s, fair share $(python3 -c "print($cap/4)") each; quiet at $q req/s each, noisy at $noisy_rate req/s (3x fair share)" | tee -a "$OUT/summary.txt"
