@@ -9,7 +9,11 @@ pub enum KernelError {
     /// Operand shapes do not fit together.
     Shape(String),
     /// An embedding index outside its table.
-    IndexOutOfRange { table: String, index: i64, rows: usize },
+    IndexOutOfRange {
+        table: String,
+        index: i64,
+        rows: usize,
+    },
     /// The CPU backend (candle) failed.
     Cpu(String),
     /// A CUDA driver, NVRTC or cuBLAS call failed.

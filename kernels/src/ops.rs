@@ -33,7 +33,10 @@ pub struct Lane {
 impl Lane {
     /// A CPU lane with the given index.
     pub fn cpu(index: usize) -> Self {
-        Lane { index, kind: LaneKind::Cpu }
+        Lane {
+            index,
+            kind: LaneKind::Cpu,
+        }
     }
 }
 

@@ -305,7 +305,13 @@ impl fmt::Display for ConfigError {
         if self.key.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.reason)
         } else {
-            write!(f, "{}: key '{}': {}", self.file.display(), self.key, self.reason)
+            write!(
+                f,
+                "{}: key '{}': {}",
+                self.file.display(),
+                self.key,
+                self.reason
+            )
         }
     }
 }

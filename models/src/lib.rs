@@ -17,6 +17,6 @@ pub use config::{
     ModelConfig, TensorSpec, VersionPolicy,
 };
 pub use model::{
-    build_model, BackendHandle, Batch, InputData, MemoryReport, Model, ModelError, PlacementOptions,
-    WeightSource,
+    BackendHandle, Batch, InputData, MemoryReport, Model, ModelError, PlacementOptions,
+    WeightSource, build_model,
 };

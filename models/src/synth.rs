@@ -161,9 +161,9 @@ fn plan(config: &ModelConfig, seed: u64) -> Vec<PlannedTensor<'static>> {
     let rng_for =
         |i: usize| StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let stack = |out: &mut Vec<PlannedTensor<'static>>,
-                     prefix: &str,
-                     widths: &[usize],
-                     last_linear: bool| {
+                 prefix: &str,
+                 widths: &[usize],
+                 last_linear: bool| {
         for (i, p) in widths.windows(2).enumerate() {
             let (inp, o) = (p[0], p[1]);
             let is_last = i + 2 == widths.len();
