@@ -30,6 +30,9 @@ pub struct QueueView<'a> {
     pub latency: &'a LatencyModel,
     /// Recent arrival rate of requests per second (exponentially weighted).
     pub arrival_rate: f64,
+    /// Lanes' worth of capacity this model can count on: its weighted share of the
+    /// slice's lanes among the models that have work (at most its `max_lanes`).
+    pub lane_share: f64,
 }
 
 /// A policy's answer for one queue.
@@ -83,10 +86,11 @@ impl BatchPolicy for StaticBatching {
     }
 }
 
-/// Lane time the adaptive policy plans to spend per second of arrivals: a batch needs
-/// enough rows that one lane alone would keep up with the current arrival rate
-/// (`rate · t(n) / n ≤ KEEP_UP`), so the other lanes and the cores' other work (request
-/// decoding, responses) keep their share.
+/// Fraction of its lane share the adaptive policy plans to use: a batch needs enough rows
+/// that the model's share of the lanes keeps up with its arrival rate
+/// (`rate · t(n) / n ≤ KEEP_UP · lane_share`), so the cores' other work (request decoding,
+/// responses) keeps some room. With one model alone on the slice its share is all lanes;
+/// with many models each gets its weighted part, so each batches more.
 const KEEP_UP: f64 = 1.0;
 
 /// SLO-aware: a batch waits for company only while its oldest request can still finish
@@ -163,7 +167,7 @@ impl AdaptiveBatching {
     pub fn rows_needed(&self, view: &QueueView<'_>) -> usize {
         let (a, b) = view.latency.coefficients();
         let rows_rate = Self::rows_rate(view);
-        let spare = KEEP_UP - rows_rate * b;
+        let spare = KEEP_UP * view.lane_share.clamp(1e-3, 1.0) - rows_rate * b;
         if spare <= 0.0 {
             return view.max_rows;
         }
@@ -239,6 +243,7 @@ mod tests {
             work_ahead: 0.0,
             latency: lat,
             arrival_rate: 0.0,
+            lane_share: 1.0,
         }
     }
 
@@ -302,6 +307,7 @@ mod tests {
                 work_ahead: next() * 0.004,
                 latency: &lat,
                 arrival_rate: next() * 60_000.0,
+                lane_share: 1.0,
             };
             match p.decide(&v) {
                 Decision::Ready(n) => assert_eq!(n, 64),
@@ -396,6 +402,7 @@ mod tests {
                     work_ahead: 0.0,
                     latency: &lat,
                     arrival_rate: rate * misjudge,
+                    lane_share: 1.0,
                 };
                 match p.decide(&v) {
                     Decision::Ready(limit) => {
@@ -487,6 +494,26 @@ mod tests {
         assert_eq!(p.decide(&v), Decision::Ready(cap));
         v.max_rows = 64;
         assert_eq!(p.batch_cap(&v), 64);
+    }
+
+    #[test]
+    fn a_smaller_lane_share_asks_for_bigger_batches() {
+        // 8 models on 2 lanes get a quarter lane each: to keep up with the same arrival
+        // rate on a quarter of the capacity, each must batch more.
+        let lat = calibrated(300e-6, 35e-6);
+        let p = AdaptiveBatching {
+            target: Duration::from_millis(10),
+            headroom: 0.8,
+        };
+        let t0 = Instant::now();
+        let mut v = view(t0, t0, 1, &lat);
+        v.max_rows = 512;
+        v.arrival_rate = 2_500.0;
+        let alone = p.rows_needed(&v);
+        v.lane_share = 0.25;
+        let shared = p.rows_needed(&v);
+        // Alone: n ≥ r·a / (1 − r·b) = 0.75 / 0.9125 → 1. Quarter lane: 0.75 / 0.1625 → 5.
+        assert_eq!((alone, shared), (1, 5));
     }
 
     #[test]

@@ -219,13 +219,7 @@ impl ModelQueue {
     /// Predicted seconds of this model's work running plus queued (not divided by lanes).
     pub fn outstanding_work(&self) -> f64 {
         let s = self.state.lock();
-        let now = Instant::now();
-        let running: f64 = s
-            .running
-            .iter()
-            .map(|(_, r)| (r.predicted - now.duration_since(r.started).as_secs_f64()).max(0.0))
-            .sum();
-        running + self.queued_work(s.rows)
+        running_left(&s, Instant::now()) + self.queued_work(s.rows)
     }
 
     fn queued_work(&self, rows: usize) -> f64 {
@@ -237,15 +231,22 @@ impl ModelQueue {
         a * batches as f64 + b * rows as f64
     }
 
-    /// The queue as a batching policy sees it, or None when empty.
-    pub fn view(&self, now: Instant) -> Option<(QueueView<'_>, Instant)> {
+    /// Predicted seconds left of this model's batches running now.
+    pub fn running_work(&self, now: Instant) -> f64 {
+        running_left(&self.state.lock(), now)
+    }
+
+    /// True when requests are waiting.
+    pub fn has_queued(&self) -> bool {
+        !self.state.lock().items.is_empty()
+    }
+
+    /// The queue as a batching policy sees it, or None when empty; `slice` says what the
+    /// other models are doing with the lanes.
+    pub fn view(&self, now: Instant, slice: SliceShare) -> Option<(QueueView<'_>, Instant)> {
         let s = self.state.lock();
         let head = s.items.front()?;
-        let running: f64 = s
-            .running
-            .iter()
-            .map(|(_, r)| (r.predicted - now.duration_since(r.started).as_secs_f64()).max(0.0))
-            .sum();
+        let running = running_left(&s, now);
         let oldest = head.enqueued;
         let deadline = s
             .items
@@ -261,9 +262,10 @@ impl ModelQueue {
                 head_rows: head.rows,
                 oldest,
                 max_rows: self.max_rows,
-                work_ahead: running / self.max_lanes as f64,
+                work_ahead: running / self.max_lanes as f64 + slice.others_ahead,
                 latency: &self.latency,
                 arrival_rate: current_rate(s.arrival_rate, s.last_arrival, now),
+                lane_share: slice.lane_share.min(self.max_lanes as f64),
             },
             deadline,
         ))
@@ -337,6 +339,34 @@ impl ModelQueue {
         self.virtual_ns
             .fetch_add((busy / weight * 1e9) as u64, Ordering::Relaxed);
     }
+}
+
+/// What the rest of the slice means for one model's batching decision.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceShare {
+    /// Lanes' worth of capacity the model can count on (its weighted fair share).
+    pub lane_share: f64,
+    /// Seconds per lane of other models' batches still running (a lane must free up).
+    pub others_ahead: f64,
+}
+
+impl SliceShare {
+    /// A model alone on `lanes` lanes.
+    pub fn alone(lanes: usize) -> Self {
+        SliceShare {
+            lane_share: lanes as f64,
+            others_ahead: 0.0,
+        }
+    }
+}
+
+fn running_left(s: &State, now: Instant) -> f64 {
+    s.running
+        .iter()
+        .map(|(_, r)| {
+            (r.predicted - now.saturating_duration_since(r.started).as_secs_f64()).max(0.0)
+        })
+        .sum()
 }
 
 /// The arrival rate, lowered when the queue has been quiet for longer than its mean gap.

@@ -6,7 +6,7 @@
 //! deadline-and-fair-share policy ([`EdfFairShare`]).
 
 use crate::batcher::Decision;
-use crate::queue::{Batch, ModelQueue};
+use crate::queue::{Batch, ModelQueue, SliceShare};
 use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -102,11 +102,12 @@ pub struct Scheduler {
     state: Mutex<State>,
     wake: Condvar,
     policy: Box<dyn SchedulePolicy>,
+    lanes: usize,
 }
 
 impl Scheduler {
-    /// A scheduler with the given cross-model policy.
-    pub fn new(policy: Box<dyn SchedulePolicy>) -> Self {
+    /// A scheduler over `lanes` lanes with the given cross-model policy.
+    pub fn new(policy: Box<dyn SchedulePolicy>, lanes: usize) -> Self {
         Scheduler {
             state: Mutex::new(State {
                 queues: Vec::new(),
@@ -114,7 +115,41 @@ impl Scheduler {
             }),
             wake: Condvar::new(),
             policy,
+            lanes: lanes.max(1),
         }
+    }
+
+    /// Each queue's weighted share of the lanes among the models with work, and the
+    /// other models' running work per lane when every lane is busy.
+    fn shares(&self, queues: &[Arc<ModelQueue>], now: Instant) -> Vec<SliceShare> {
+        let running: Vec<f64> = queues.iter().map(|q| q.running_work(now)).collect();
+        let weight = |q: &ModelQueue| q.config.weight.max(1e-6);
+        let active_weight: f64 = queues
+            .iter()
+            .zip(&running)
+            .filter(|(q, r)| **r > 0.0 || q.has_queued())
+            .map(|(q, _)| weight(q))
+            .sum();
+        let total_running: f64 = running.iter().sum();
+        let lanes = self.lanes as f64;
+        // Other models' running batches delay this one only when no lane is free.
+        let all_busy = queues.iter().map(|q| q.lanes_busy()).sum::<usize>() >= self.lanes;
+        queues
+            .iter()
+            .zip(&running)
+            .map(|(q, &mine)| SliceShare {
+                lane_share: if active_weight > 0.0 {
+                    (lanes * weight(q) / active_weight).min(lanes)
+                } else {
+                    lanes
+                },
+                others_ahead: if all_busy {
+                    (total_running - mine).max(0.0) / lanes
+                } else {
+                    0.0
+                },
+            })
+            .collect()
     }
 
     /// Name of the cross-model policy.
@@ -158,11 +193,12 @@ impl Scheduler {
             state.queues.retain(|q| !q.is_drained());
             let mut ready: Vec<(usize, usize, Candidate)> = Vec::new();
             let mut wake_at: Option<Instant> = None;
+            let shares = self.shares(&state.queues, now);
             for (i, q) in state.queues.iter().enumerate() {
                 if q.lanes_busy() >= q.max_lanes {
                     continue;
                 }
-                let Some((view, deadline)) = q.view(now) else {
+                let Some((view, deadline)) = q.view(now, shares[i]) else {
                     continue;
                 };
                 let decision = if state.shutdown {
@@ -200,14 +236,14 @@ impl Scheduler {
                 let (qi, limit, _) = ready[self.policy.pick(&cands)];
                 let q = state.queues[qi].clone();
                 if let Some(batch) = q.take(limit, now) {
-                    if ready.len() > 1 || q.view(now).is_some() {
+                    if ready.len() > 1 || q.has_queued() {
                         self.wake.notify_one();
                     }
                     return Some(Work { queue: q, batch });
                 }
                 continue;
             }
-            if state.shutdown && state.queues.iter().all(|q| q.view(now).is_none()) {
+            if state.shutdown && state.queues.iter().all(|q| !q.has_queued()) {
                 self.wake.notify_all();
                 return None;
             }

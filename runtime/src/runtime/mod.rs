@@ -99,7 +99,10 @@ impl Runtime {
                 .free_memory
                 .map(|free| (free as f64 * (1.0 - CUDA_HEADROOM)) as u64);
         }
-        let scheduler = Arc::new(Scheduler::new(Box::new(EdfFairShare::default())));
+        let scheduler = Arc::new(Scheduler::new(
+            Box::new(EdfFairShare::default()),
+            lanes.len(),
+        ));
         let handles = spawn_lanes(lanes, scheduler.clone());
         crate::metrics::device(&device, options.lanes, options.memory_budget);
         tracing::info!(
