@@ -101,6 +101,12 @@ impl TestServer {
         model_of(&self.handle().runtime, family)
     }
 
+    /// GET `path` and return the body as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let res = self.client.get(self.url(path)).send().await.expect("GET");
+        res.text().await.expect("body")
+    }
+
     /// GET `path`, returning status and body as JSON (Null when empty or not JSON).
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
         let res = self.client.get(self.url(path)).send().await.expect("GET");

@@ -28,15 +28,7 @@ async fn metrics_after_traffic_on_both_ports() {
         .await;
     assert_eq!(status, 400);
 
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.get_text("/metrics").await;
     for name in [
         "cohost_request_success_total",
         "cohost_request_failure_total",
@@ -170,15 +162,7 @@ async fn load_counter_rises_under_saturation_and_drains() {
         .unwrap()
         .to_string();
     let (header_load, _) = parse_load_header(&header).unwrap();
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.get_text("/metrics").await;
     let gauge: f64 = text
         .lines()
         .find(|l| l.starts_with("cohost_model_load{") && l.contains(&format!("model=\"{busy}\"")))

@@ -91,15 +91,7 @@ async fn an_offloaded_dlrm_serves_identical_answers_and_reports_its_tables() {
         );
     }
 
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.get_text("/metrics").await;
     for name in [
         "cohost_embedding_cache_hits_total",
         "cohost_embedding_cache_misses_total",
