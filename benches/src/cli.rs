@@ -97,6 +97,10 @@ pub struct BenchArgs {
     /// Search: a step passes only with an error rate below this.
     #[arg(long, default_value_t = 0.001)]
     pub max_error_rate: f64,
+    /// Search: re-measure a failing step up to this many times; it fails only if every
+    /// attempt fails (one stall of a shared machine must not decide the search).
+    #[arg(long, default_value_t = 1)]
+    pub search_retries: u32,
     /// Write the results as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -333,6 +337,7 @@ async fn run_with<T: Target>(
             max_rate: args.search_max,
             precision: args.search_precision,
             min_requests: args.search_min_requests,
+            retries: args.search_retries,
             ..SearchSpec::new(p99)
         };
         let mut n = 0;

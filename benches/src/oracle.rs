@@ -227,6 +227,7 @@ async fn measure_shape(
         max_rate: args.search_max,
         precision: args.search_precision,
         min_requests: args.search_min_requests,
+        retries: args.search_retries,
         ..SearchSpec::new(p99)
     };
     let label = shape.label();

@@ -31,6 +31,10 @@ pub struct SearchSpec {
     /// A step's window is stretched (up to 10x) so that about this many requests are
     /// measured: a P99 from a handful of samples is just their maximum.
     pub min_requests: u64,
+    /// A failing step is measured again up to this many times and counts as a failure
+    /// only if every attempt fails: one stall of a shared machine must not decide the
+    /// search (a rate that really is too high fails every time).
+    pub retries: u32,
 }
 
 impl SearchSpec {
@@ -45,6 +49,7 @@ impl SearchSpec {
             precision: 0.05,
             max_steps: 30,
             min_requests: 500,
+            retries: 0,
         }
     }
 }
@@ -91,17 +96,23 @@ pub async fn search<P: Probe>(
     let mut lo: Option<(f64, Report)> = None;
     let mut hi: Option<f64> = None;
     let mut run = async |rate: f64, phase: &'static str, steps: &mut Vec<Step>| -> (bool, Report) {
-        let report = probe.probe(rate).await;
-        let pass = report.passes(spec.p99_target_ms, spec.max_error_rate);
-        let step = Step {
-            rate,
-            phase,
-            pass,
-            report: report.clone(),
-        };
-        on_step(&step);
-        steps.push(step);
-        (pass, report)
+        let mut attempt = 0;
+        loop {
+            let report = probe.probe(rate).await;
+            let pass = report.passes(spec.p99_target_ms, spec.max_error_rate);
+            let step = Step {
+                rate,
+                phase: if attempt == 0 { phase } else { "retry" },
+                pass,
+                report: report.clone(),
+            };
+            on_step(&step);
+            steps.push(step);
+            if pass || attempt >= spec.retries {
+                return (pass, report);
+            }
+            attempt += 1;
+        }
     };
     // Widen: double until a step fails or the cap is reached.
     let mut rate = spec.start_rate.clamp(spec.min_rate, spec.max_rate);
@@ -334,6 +345,52 @@ mod tests {
             found <= truth && found >= truth * 0.95,
             "found {found}, truth {truth}"
         );
+    }
+
+    #[test]
+    fn a_failure_is_retried_before_it_counts() {
+        // P99 5 ms up to 1000 req/s, 50 ms above; the first probe at 400 hits a stall.
+        struct Stalls {
+            stalled: bool,
+        }
+        impl Probe for Stalls {
+            async fn probe(&mut self, rate: f64) -> Report {
+                let stall = rate == 400.0 && !self.stalled;
+                self.stalled |= stall;
+                let ms = if stall || rate > 1000.0 { 50.0 } else { 5.0 };
+                let mut r = Recorder::default();
+                for _ in 0..1000 {
+                    r.success(Duration::from_secs_f64(ms / 1e3), 1);
+                }
+                let models = [("m".to_string(), r)];
+                Report::from_recorders("stalls", "open", rate, Duration::from_secs(1), &models)
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let spec = SearchSpec {
+            start_rate: 100.0,
+            ..SearchSpec::new(10.0)
+        };
+        let once = rt.block_on(search(&mut Stalls { stalled: false }, &spec, |_| {}));
+        assert_eq!(
+            once.first_fail,
+            Some(400.0),
+            "without retries the stall decides"
+        );
+        let spec = SearchSpec { retries: 1, ..spec };
+        let res = rt.block_on(search(&mut Stalls { stalled: false }, &spec, |_| {}));
+        let found = res.max_rate.unwrap();
+        assert!((950.0..=1000.0).contains(&found), "found {found}");
+        // The stalled step and every real failure above the knee were measured twice.
+        let retries = res.steps.iter().filter(|s| s.phase == "retry").count();
+        let fails = res
+            .steps
+            .iter()
+            .filter(|s| !s.pass && s.phase != "retry")
+            .count();
+        assert_eq!(retries, fails, "each failing step is retried once");
     }
 
     #[test]
