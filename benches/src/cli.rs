@@ -127,6 +127,21 @@ pub struct BenchArgs {
     pub target_rate: Option<f64>,
 }
 
+impl BenchArgs {
+    /// The peak search these arguments ask for, around a P99 target.
+    pub fn search_spec(&self, p99_target_ms: f64) -> SearchSpec {
+        SearchSpec {
+            max_error_rate: self.max_error_rate,
+            start_rate: self.search_start,
+            max_rate: self.search_max,
+            precision: self.search_precision,
+            min_requests: self.search_min_requests,
+            retries: self.search_retries,
+            ..SearchSpec::new(p99_target_ms)
+        }
+    }
+}
+
 /// Runs `cohost bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs_f64(args.timeout);
@@ -331,15 +346,7 @@ async fn run_with<T: Target>(
         args.duration
     );
     let (reports, json) = if let Some(p99) = args.p99_target {
-        let spec = SearchSpec {
-            max_error_rate: args.max_error_rate,
-            start_rate: args.search_start,
-            max_rate: args.search_max,
-            precision: args.search_precision,
-            min_requests: args.search_min_requests,
-            retries: args.search_retries,
-            ..SearchSpec::new(p99)
-        };
+        let spec = args.search_spec(p99);
         let mut n = 0;
         let result = find_max_rate(target, prepared, &load, &spec, |s| {
             n += 1;

@@ -9,7 +9,7 @@
 
 use crate::cli::BenchArgs;
 use crate::load::{LoadMode, LoadSpec};
-use crate::search::{SearchSpec, find_max_rate};
+use crate::search::find_max_rate;
 use crate::target::InProcessTarget;
 use crate::workload::{Workload, prepare};
 use anyhow::{Context, bail};
@@ -102,30 +102,15 @@ pub fn memory_label(memory: Option<u64>) -> String {
     }
 }
 
-/// Parses a memory budget: `unlimited`/`none`, or a number with B, KiB, MiB, GiB (K/M/G).
+/// Parses a memory budget: `unlimited`/`none`/`inf`, or a byte size ("64MiB", "2GB").
 pub fn parse_memory(s: &str) -> anyhow::Result<Option<u64>> {
     let t = s.trim().to_ascii_lowercase();
     if t == "unlimited" || t == "none" || t == "inf" {
         return Ok(None);
     }
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .with_context(|| format!("memory budget '{s}' (e.g. 64MiB, 1GiB, unlimited)"))?;
-    let mult = match unit.trim() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024.0 * 1024.0,
-        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        other => bail!("unknown unit '{other}' in memory budget '{s}'"),
-    };
-    Ok(Some((num * mult).round() as u64))
+    cohost_runtime::parse_byte_size(s)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("memory budget: {e}"))
 }
 
 /// The table a capacity planner reads: lanes down, memory budgets across.
@@ -221,15 +206,7 @@ async fn measure_shape(
             Duration::from_secs_f64(args.duration),
         )
     };
-    let spec = SearchSpec {
-        max_error_rate: args.max_error_rate,
-        start_rate: args.search_start,
-        max_rate: args.search_max,
-        precision: args.search_precision,
-        min_requests: args.search_min_requests,
-        retries: args.search_retries,
-        ..SearchSpec::new(p99)
-    };
+    let spec = args.search_spec(p99);
     let label = shape.label();
     let result = find_max_rate(target, prepared, &load, &spec, |s| {
         eprintln!(

@@ -5,12 +5,11 @@
 
 use cohost_kernels::cpu::{CpuOps, embedding_bag_sum};
 use cohost_kernels::{Activation, KernelError, Lane, Ops};
+mod common;
+
+use common::{act64, random};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn rand_vec(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
 
 fn assert_close(got: &[f32], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -23,23 +22,15 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
-fn act64(v: f64, act: Activation) -> f64 {
-    match act {
-        Activation::None => v,
-        Activation::Relu => v.max(0.0),
-        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
-    }
-}
-
 #[test]
 fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
     let ops = CpuOps::new();
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(1);
     for &(n, k, m) in &[(1, 1, 1), (1, 13, 7), (5, 33, 17), (64, 70, 129)] {
-        let x = rand_vec(&mut rng, n * k);
-        let w = rand_vec(&mut rng, m * k);
-        let b = rand_vec(&mut rng, m);
+        let x = random(&mut rng, n * k);
+        let w = random(&mut rng, m * k);
+        let b = random(&mut rng, m);
         for act in [Activation::None, Activation::Relu, Activation::Sigmoid] {
             let xt = ops.upload(&lane, &x, n, k).unwrap();
             let wt = ops.weight(&w, m, k).unwrap();
@@ -110,8 +101,8 @@ fn dot_interaction_matches_f64_loops_small_and_threaded() {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(2);
     for &(n, d, k) in &[(1, 3, 1), (7, 8, 3), (300, 16, 5)] {
-        let x = rand_vec(&mut rng, n * d);
-        let es: Vec<Vec<f32>> = (0..k).map(|_| rand_vec(&mut rng, n * d)).collect();
+        let x = random(&mut rng, n * d);
+        let es: Vec<Vec<f32>> = (0..k).map(|_| random(&mut rng, n * d)).collect();
         let xt = ops.upload(&lane, &x, n, d).unwrap();
         let et: Vec<_> = es
             .iter()
@@ -181,7 +172,7 @@ fn resident_table_bag_sum_matches_f64_including_multi_hot() {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(3);
     let (rows, dim) = (50, 6);
-    let data = rand_vec(&mut rng, rows * dim);
+    let data = random(&mut rng, rows * dim);
     let table = ops.resident_table("t0", &data, rows, dim).unwrap();
     assert_eq!((table.rows(), table.dim(), table.name()), (rows, dim, "t0"));
     assert_eq!(table.memory().resident_bytes, (rows * dim * 4) as u64);
@@ -246,7 +237,7 @@ fn weights_round_trip_and_strided_or_contiguous_w_agree() {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(4);
     let (n, k, m) = (3, 5, 4);
-    let w = rand_vec(&mut rng, m * k);
+    let w = random(&mut rng, m * k);
     // What comes back from a weight is [m, k] row-major, whatever the storage.
     let wt = ops.weight(&w, m, k).unwrap();
     assert_eq!(ops.shape(&wt), (m, k));
@@ -261,8 +252,8 @@ fn weights_round_trip_and_strided_or_contiguous_w_agree() {
         .unwrap()
         .t()
         .unwrap();
-    let x = ops.upload(&lane, &rand_vec(&mut rng, n * k), n, k).unwrap();
-    let b = ops.weight(&rand_vec(&mut rng, m), 1, m).unwrap();
+    let x = ops.upload(&lane, &random(&mut rng, n * k), n, k).unwrap();
+    let b = ops.weight(&random(&mut rng, m), 1, m).unwrap();
     let y1 = ops.linear(&lane, &x, &wt, &b, Activation::Relu).unwrap();
     let y2 = ops.linear(&lane, &x, &wu, &b, Activation::Relu).unwrap();
     assert_close(

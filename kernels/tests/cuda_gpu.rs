@@ -10,6 +10,9 @@
 use cohost_kernels::cpu::CpuOps;
 use cohost_kernels::cuda::{self, CudaOps, MappedHostTable};
 use cohost_kernels::{Activation, EmbeddingStore, KernelError, Lane, Ops};
+mod common;
+
+use common::{act64, random};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -38,10 +41,6 @@ fn setup() -> Option<(CudaOps, Lane)> {
     Some((ops, lane))
 }
 
-fn random(rng: &mut StdRng, len: usize) -> Vec<f32> {
-    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
-
 fn assert_close(what: &str, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let mut worst = (0.0f64, 0usize);
@@ -63,14 +62,6 @@ fn assert_close(what: &str, got: &[f32], want: &[f64]) {
 
 fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
-}
-
-fn act64(v: f64, act: Activation) -> f64 {
-    match act {
-        Activation::None => v,
-        Activation::Relu => v.max(0.0),
-        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
-    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod repository;
 mod runtime;
 pub mod scheduler;
+mod size;
 pub mod stats;
 pub mod table_metrics;
 mod tensor;
@@ -30,5 +31,6 @@ pub use api::{
 pub use cohost_models::{ModelConfig, TensorSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use runtime::{Device, Runtime, RuntimeOptions};
+pub use size::parse_byte_size;
 pub use stats::{BatchStats, Duration as StatDuration, ModelStats};
 pub use tensor::{DataType, Tensor, TensorData};
