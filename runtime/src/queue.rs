@@ -48,6 +48,8 @@ struct State {
     arrival_rate: f64,
     last_arrival: Option<Instant>,
     rows: usize,
+    /// Queued requests that carry a deadline (the deadline scan is skipped when 0).
+    with_deadline: usize,
     closed: bool,
     running: Vec<(u64, Running)>,
     next_batch_id: u64,
@@ -135,6 +137,7 @@ impl ModelQueue {
                 arrival_rate: 0.0,
                 last_arrival: None,
                 rows: 0,
+                with_deadline: 0,
                 closed: false,
                 running: Vec::new(),
                 next_batch_id: 0,
@@ -177,6 +180,7 @@ impl ModelQueue {
         }
         s.last_arrival = Some(s.last_arrival.map_or(p.enqueued, |l| l.max(p.enqueued)));
         s.rows += p.rows;
+        s.with_deadline += usize::from(p.deadline.is_some());
         s.items.push_back(p);
         self.metrics.pending.set(s.items.len() as f64);
         Ok(())
@@ -248,12 +252,16 @@ impl ModelQueue {
         let head = s.items.front()?;
         let running = running_left(&s, now);
         let oldest = head.enqueued;
-        let deadline = s
-            .items
-            .iter()
-            .filter_map(|p| p.deadline)
-            .min()
-            .unwrap_or(oldest + Duration::from_secs(3600));
+        let no_deadline = oldest + Duration::from_secs(3600);
+        let deadline = if s.with_deadline == 0 {
+            no_deadline
+        } else {
+            s.items
+                .iter()
+                .filter_map(|p| p.deadline)
+                .min()
+                .unwrap_or(no_deadline)
+        };
         Some((
             QueueView {
                 now,
@@ -280,6 +288,7 @@ impl ModelQueue {
         while let Some(front) = s.items.front() {
             if front.reply.is_closed() || front.deadline.is_some_and(|d| d <= now) {
                 let p = s.items.pop_front().unwrap();
+                s.with_deadline -= usize::from(p.deadline.is_some());
                 s.rows -= p.rows;
                 if !p.reply.is_closed() {
                     let _ = p.reply.send(Err(Error::new(
@@ -293,6 +302,7 @@ impl ModelQueue {
                 break;
             }
             let p = s.items.pop_front().unwrap();
+            s.with_deadline -= usize::from(p.deadline.is_some());
             s.rows -= p.rows;
             rows += p.rows;
             taken.push(p);

@@ -345,6 +345,15 @@ async fn a_request_past_its_timeout_gets_deadline_exceeded() {
     req.timeout = Some(Duration::from_millis(50));
     let e = rt.infer("slow", None, req).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::DeadlineExceeded, "{e}");
+    // The expired request is still queued; the lane must skip it and serve the next one.
+    let next = random_request(&config, 1, &mut rng(2));
+    let served = tokio::time::timeout(Duration::from_secs(10), rt.infer("slow", None, next)).await;
+    let resp = served
+        .expect("the lane stopped serving after an expired request")
+        .unwrap();
+    assert_eq!(resp.outputs[0].shape, vec![1, 4]);
+    let stats = rt.stats(Some("slow"), None).unwrap();
+    assert_eq!((stats[0].success.count, stats[0].fail.count), (1, 1));
     rt.shutdown();
 }
 
