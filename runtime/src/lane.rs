@@ -1,15 +1,25 @@
 //! Lanes: the slice's execution contexts. On the CPU a lane is a worker thread; each
 //! lane pulls batches from the scheduler and runs them, off the async runtime.
+//!
+//! A lane outlives panics. One in a model's `forward` fails that batch with the model's
+//! message; one anywhere else while running a batch (gathering, splitting, statistics,
+//! metrics, releasing it) answers each of the batch's requests with an internal error
+//! and releases the batch's accounting once; one inside [`Scheduler::next`] that the
+//! scheduler could not pin on a model is logged and retried after a growing pause.
 
-use crate::queue::{ModelQueue, Pending, Reply};
+use crate::queue::{Batch, ModelQueue, Pending, Reply};
 use crate::scheduler::{Scheduler, Work};
 use crate::{Error, Result, Tensor, TensorData};
 use cohost_kernels::Lane;
-use cohost_models::{Batch, InputData};
+use cohost_models::{Batch as Input, InputData};
+use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Longest pause of a lane between two scheduler panics in a row.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Starts one worker thread per lane; they exit when the scheduler shuts down.
 pub fn spawn_lanes(lanes: Vec<Lane>, scheduler: Arc<Scheduler>) -> Vec<JoinHandle<()>> {
@@ -19,20 +29,68 @@ pub fn spawn_lanes(lanes: Vec<Lane>, scheduler: Arc<Scheduler>) -> Vec<JoinHandl
             let sched = scheduler.clone();
             std::thread::Builder::new()
                 .name(format!("cohost-lane-{}", lane.index))
-                .spawn(move || {
-                    while let Some(work) = sched.next() {
-                        run(&lane, &sched, work);
-                    }
-                })
+                .spawn(move || serve(&lane, &sched))
                 .expect("spawn lane thread")
         })
         .collect()
 }
 
+/// A lane's loop: runs the scheduler's batches until it shuts down, whatever panics.
+fn serve(lane: &Lane, sched: &Scheduler) {
+    let mut failures = 0u32;
+    loop {
+        // `run` answers and releases its batch itself; what lands here came from the
+        // scheduler, whose state stays consistent (its mutex is released on unwind and a
+        // queue's `take` is panic-safe).
+        let step = catch_unwind(AssertUnwindSafe(|| {
+            sched.next().map(|work| run(lane, sched, work))
+        }));
+        match step {
+            Ok(Some(())) => failures = 0,
+            Ok(None) => return,
+            Err(panic) => {
+                // Pause, so a panic on every call cannot keep a core spinning.
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_millis(1 << (failures - 1).min(7)).min(MAX_BACKOFF);
+                tracing::error!(
+                    lane = lane.index,
+                    failures,
+                    "lane panicked while scheduling: {}; retrying in {pause:?}",
+                    panic_message(&*panic)
+                );
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+/// The message a panic carried (`&str` or `String` payloads), else "unknown panic".
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs one batch and answers each of its requests; never unwinds.
 fn run(lane: &Lane, sched: &Scheduler, work: Work) {
     let Work { queue, batch } = work;
     let started = Instant::now();
-    let n_requests = batch.requests.len();
+    match catch_unwind(AssertUnwindSafe(|| execute(lane, &queue, &batch, started))) {
+        Ok(replies) => {
+            for (p, reply) in batch.requests.into_iter().zip(replies) {
+                let _ = p.reply.send(reply);
+            }
+        }
+        Err(panic) => fail(lane, &queue, batch, started, &*panic),
+    }
+    sched.notify();
+}
+
+/// Gathers, runs and splits a batch, accounts for it and releases it; the replies, in
+/// request order. The requests stay in `batch`, so a panic here loses none of them.
+fn execute(lane: &Lane, queue: &ModelQueue, batch: &Batch, started: Instant) -> Vec<Result<Reply>> {
     let rows = batch.rows;
     let input = gather(rows, &batch.requests);
     let t_input = Instant::now();
@@ -43,11 +101,7 @@ fn run(lane: &Lane, sched: &Scheduler, work: Work) {
         Ok(Ok(outs)) => Ok(outs),
         Ok(Err(e)) => Err(Error::from(e)),
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = panic_message(&*panic);
             tracing::error!(model = %queue.name, lane = lane.index, "model panicked: {msg}");
             Err(Error::internal(format!(
                 "model '{}' failed while running a batch: {msg}",
@@ -60,7 +114,7 @@ fn run(lane: &Lane, sched: &Scheduler, work: Work) {
     }
     // Split first, account for the batch, then answer: a client that reads statistics or
     // the load counter right after its response sees its own batch counted.
-    let replies = scatter(&queue, outputs, batch.requests, rows, t_infer);
+    let replies = scatter(queue, outputs, &batch.requests, rows, t_infer);
     let done = Instant::now();
     let busy = done.duration_since(started).as_secs_f64();
     queue.stats.batch(
@@ -74,15 +128,37 @@ fn run(lane: &Lane, sched: &Scheduler, work: Work) {
     queue.metrics.batch_size.record(rows as f64);
     queue.metrics.compute_duration.record(infer_s);
     crate::metrics::lane_busy(lane.index, busy);
-    queue.finish(batch.id, n_requests, busy);
-    for (tx, reply) in replies {
-        let _ = tx.send(reply);
+    queue.finish(batch.id, batch.requests.len(), busy);
+    replies
+}
+
+/// After a panic while running `batch`: releases it (unless [`execute`] already did),
+/// then answers every request with an internal error naming the model.
+#[cold]
+fn fail(lane: &Lane, queue: &ModelQueue, batch: Batch, started: Instant, panic: &(dyn Any + Send)) {
+    let msg = panic_message(panic);
+    let busy = started.elapsed().as_secs_f64();
+    let n = batch.requests.len();
+    // `finish` releases before it touches metrics, so a panic in it leaves the batch released.
+    let released = catch_unwind(AssertUnwindSafe(|| queue.finish(batch.id, n, busy)));
+    let error = Error::internal(format!(
+        "model '{}': internal error while running a batch: {msg}",
+        queue.name
+    ));
+    for p in batch.requests {
+        let _ = p.reply.send(Err(error.clone()));
     }
-    sched.notify();
+    tracing::error!(
+        model = %queue.name,
+        lane = lane.index,
+        requests = n,
+        released_here = matches!(released, Ok(true)),
+        "lane panicked while running a batch: {msg}"
+    );
 }
 
 /// Concatenates the requests' inputs into one batch.
-fn gather(rows: usize, requests: &[Pending]) -> Batch {
+fn gather(rows: usize, requests: &[Pending]) -> Input {
     let n_inputs = requests.first().map_or(0, |p| p.inputs.len());
     let inputs = (0..n_inputs)
         .map(|i| match &requests[0].inputs[i] {
@@ -106,20 +182,17 @@ fn gather(rows: usize, requests: &[Pending]) -> Batch {
             ),
         })
         .collect();
-    Batch { rows, inputs }
+    Input { rows, inputs }
 }
 
-/// A request's reply channel and what to send on it.
-type Answer = (tokio::sync::oneshot::Sender<Result<Reply>>, Result<Reply>);
-
-/// Splits the batch's outputs back into each request's rows.
+/// Splits the batch's outputs back into each request's rows, in request order.
 fn scatter(
     queue: &ModelQueue,
     outputs: Result<Vec<Vec<f32>>>,
-    requests: Vec<Pending>,
+    requests: &[Pending],
     rows: usize,
     now: Instant,
-) -> Vec<Answer> {
+) -> Vec<Result<Reply>> {
     let specs = &queue.config.outputs;
     let widths: Vec<usize> = specs
         .iter()
@@ -138,7 +211,7 @@ fn scatter(
         }
     });
     let mut row = 0;
-    let mut answers = Vec::with_capacity(requests.len());
+    let mut replies = Vec::with_capacity(requests.len());
     for p in requests {
         let queue_seconds = now.duration_since(p.enqueued).as_secs_f64();
         let reply = match &outputs {
@@ -159,7 +232,7 @@ fn scatter(
             Err(e) => Err(e.clone()),
         };
         row += p.rows;
-        answers.push((p.reply, reply));
+        replies.push(reply);
     }
-    answers
+    replies
 }

@@ -8,6 +8,7 @@ use crate::{Error, ModelConfig, Result, Tensor};
 use cohost_models::{InputData, Model};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -310,8 +311,8 @@ impl ModelQueue {
                 break;
             }
         }
-        self.metrics.pending.set(s.items.len() as f64);
         if taken.is_empty() {
+            self.publish(s.items.len());
             return None;
         }
         let id = s.next_batch_id;
@@ -325,29 +326,68 @@ impl ModelQueue {
         ));
         self.in_flight.fetch_add(taken.len(), Ordering::SeqCst);
         self.lanes_busy.fetch_add(1, Ordering::SeqCst);
-        self.metrics
-            .in_flight
-            .set(self.in_flight.load(Ordering::SeqCst) as f64);
-        Some(Batch {
+        let batch = Batch {
             id,
             rows,
             requests: taken,
-        })
+        };
+        self.publish(s.items.len());
+        Some(batch)
     }
 
-    /// Marks a batch finished after `busy` seconds on a lane.
-    pub fn finish(&self, batch_id: u64, requests: usize, busy: f64) {
+    /// Sets the pending and in-flight gauges. Called once the queue's state is updated,
+    /// so a panicking metrics recorder is logged, not propagated: unwinding from
+    /// [`ModelQueue::take`] would drop a batch already counted as running, unanswered.
+    fn publish(&self, pending: usize) {
+        let set = || {
+            self.metrics.pending.set(pending as f64);
+            self.metrics
+                .in_flight
+                .set(self.in_flight.load(Ordering::SeqCst) as f64);
+        };
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(set)) {
+            tracing::error!(
+                model = %self.name,
+                version = self.version,
+                "metrics recorder panicked: {}",
+                crate::lane::panic_message(&*panic)
+            );
+        }
+    }
+
+    /// Answers the oldest waiting request with `error` and drops it (deciding a batch for
+    /// this queue panicked, so the scheduler moves past it); false when none waits.
+    pub fn fail_oldest(&self, error: Error) -> bool {
         let mut s = self.state.lock();
-        s.running.retain(|(id, _)| *id != batch_id);
+        let Some(p) = s.items.pop_front() else {
+            return false;
+        };
+        s.with_deadline -= usize::from(p.deadline.is_some());
+        s.rows -= p.rows;
+        let _ = p.reply.send(Err(error));
+        self.publish(s.items.len());
+        true
+    }
+
+    /// Releases a batch from [`ModelQueue::take`] after `busy` seconds on a lane (before
+    /// touching any metric); true only for the call that released it, later calls (a lane
+    /// recovering from a panic) do nothing.
+    pub fn finish(&self, batch_id: u64, requests: usize, busy: f64) -> bool {
+        let mut s = self.state.lock();
+        let Some(i) = s.running.iter().position(|(id, _)| *id == batch_id) else {
+            return false;
+        };
+        s.running.swap_remove(i);
         drop(s);
         self.in_flight.fetch_sub(requests, Ordering::SeqCst);
         self.lanes_busy.fetch_sub(1, Ordering::SeqCst);
-        self.metrics
-            .in_flight
-            .set(self.in_flight.load(Ordering::SeqCst) as f64);
         let weight = self.config.weight.max(1e-6);
         self.virtual_ns
             .fetch_add((busy / weight * 1e9) as u64, Ordering::Relaxed);
+        self.metrics
+            .in_flight
+            .set(self.in_flight.load(Ordering::SeqCst) as f64);
+        true
     }
 }
 

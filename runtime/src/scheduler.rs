@@ -5,9 +5,13 @@
 //! choose among the ready ones. The baseline ([`OldestFirst`]) sits next to the
 //! deadline-and-fair-share policy ([`EdfFairShare`]).
 
+use crate::Error;
 use crate::batcher::Decision;
+use crate::lane::panic_message;
 use crate::queue::{Batch, ModelQueue, SliceShare};
 use parking_lot::{Condvar, Mutex};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -186,6 +190,11 @@ impl Scheduler {
     }
 
     /// Blocks until a batch is ready for a free lane; None once shut down and drained.
+    ///
+    /// A panic while deciding one model's batch (its batching policy, its view, its
+    /// latency target) fails that model's oldest request with an internal error and the
+    /// pass goes on, so a policy that always panics drains its queue instead of spinning.
+    /// A panicking (or out-of-range) cross-model pick falls back to oldest-first.
     pub fn next(&self) -> Option<Work> {
         let mut state = self.state.lock();
         loop {
@@ -193,54 +202,39 @@ impl Scheduler {
             state.queues.retain(|q| !q.is_drained());
             let mut ready: Vec<(usize, usize, Candidate)> = Vec::new();
             let mut wake_at: Option<Instant> = None;
+            let mut failed = false;
             let shares = self.shares(&state.queues, now);
+            let shutdown = state.shutdown;
             for (i, q) in state.queues.iter().enumerate() {
                 if q.lanes_busy() >= q.max_lanes {
                     continue;
                 }
-                let Some((view, deadline)) = q.view(now, shares[i]) else {
-                    continue;
-                };
-                let decision = if state.shutdown {
-                    Decision::Ready(q.max_rows)
-                } else {
-                    q.policy.decide(&view)
-                };
-                match decision {
-                    Decision::Ready(limit) => {
-                        let target = q
-                            .config
-                            .batching
-                            .p99_target_ms
-                            .map(|ms| view.oldest + Duration::from_secs_f64(ms / 1e3))
-                            .unwrap_or(deadline);
-                        ready.push((
-                            i,
-                            limit,
-                            Candidate {
-                                oldest: view.oldest,
-                                deadline: target.min(deadline),
-                                weight: q.config.weight,
-                                priority: q.config.priority,
-                                virtual_time: q.virtual_time(),
-                            },
-                        ));
+                let share = shares[i];
+                match catch_unwind(AssertUnwindSafe(|| assess(q, now, share, shutdown))) {
+                    Ok(None) => {}
+                    Ok(Some(Assessment::Ready(limit, candidate))) => {
+                        ready.push((i, limit, candidate))
                     }
-                    Decision::WaitUntil(t) => {
+                    Ok(Some(Assessment::WaitUntil(t))) => {
                         wake_at = Some(wake_at.map_or(t, |w: Instant| w.min(t)));
                     }
+                    Err(panic) => failed |= decision_panicked(q, &*panic),
                 }
             }
             if !ready.is_empty() {
                 let cands: Vec<Candidate> = ready.iter().map(|r| r.2).collect();
-                let (qi, limit, _) = ready[self.policy.pick(&cands)];
+                let (qi, limit, _) = ready[self.pick(&cands)];
                 let q = state.queues[qi].clone();
                 if let Some(batch) = q.take(limit, now) {
-                    if ready.len() > 1 || q.has_queued() {
+                    if ready.len() > 1 || failed || q.has_queued() {
                         self.wake.notify_one();
                     }
                     return Some(Work { queue: q, batch });
                 }
+                continue;
+            }
+            if failed {
+                // The failed queue may hold more requests: look again before waiting.
                 continue;
             }
             if state.shutdown && state.queues.iter().all(|q| !q.has_queued()) {
@@ -257,6 +251,86 @@ impl Scheduler {
             }
         }
     }
+
+    /// The policy's pick among `cands`, or oldest-first when the policy panics or answers
+    /// an index out of range.
+    fn pick(&self, cands: &[Candidate]) -> usize {
+        match catch_unwind(AssertUnwindSafe(|| self.policy.pick(cands))) {
+            Ok(i) if i < cands.len() => i,
+            Ok(i) => {
+                tracing::error!(
+                    policy = self.policy.name(),
+                    "scheduling policy picked candidate {i} of {}; falling back to oldest-first",
+                    cands.len()
+                );
+                OldestFirst.pick(cands)
+            }
+            Err(panic) => {
+                tracing::error!(
+                    policy = self.policy.name(),
+                    "scheduling policy panicked: {}; falling back to oldest-first",
+                    panic_message(&*panic)
+                );
+                OldestFirst.pick(cands)
+            }
+        }
+    }
+}
+
+/// One queue's state for this scheduling pass.
+enum Assessment {
+    /// A batch of at most this many rows may run now.
+    Ready(usize, Candidate),
+    /// Nothing to run before this instant (or a new request).
+    WaitUntil(Instant),
+}
+
+/// Asks a queue's batching policy (or, at shutdown, nobody) whether a batch is ready;
+/// None when the queue is empty.
+fn assess(q: &ModelQueue, now: Instant, share: SliceShare, shutdown: bool) -> Option<Assessment> {
+    let (view, deadline) = q.view(now, share)?;
+    let decision = if shutdown {
+        Decision::Ready(q.max_rows)
+    } else {
+        q.policy.decide(&view)
+    };
+    Some(match decision {
+        Decision::Ready(limit) => {
+            let target = q
+                .config
+                .batching
+                .p99_target_ms
+                .map(|ms| view.oldest + Duration::from_secs_f64(ms / 1e3))
+                .unwrap_or(deadline);
+            Assessment::Ready(
+                limit,
+                Candidate {
+                    oldest: view.oldest,
+                    deadline: target.min(deadline),
+                    weight: q.config.weight,
+                    priority: q.config.priority,
+                    virtual_time: q.virtual_time(),
+                },
+            )
+        }
+        Decision::WaitUntil(t) => Assessment::WaitUntil(t),
+    })
+}
+
+/// Deciding `q`'s batch panicked: fails its oldest request so the next pass moves on;
+/// false when it had none.
+#[cold]
+fn decision_panicked(q: &ModelQueue, panic: &(dyn Any + Send)) -> bool {
+    let msg = panic_message(panic);
+    tracing::error!(
+        model = %q.name,
+        version = q.version,
+        "deciding a batch panicked: {msg}; failing the oldest request"
+    );
+    q.fail_oldest(Error::internal(format!(
+        "model '{}' could not be scheduled: deciding its batch panicked: {msg}",
+        q.name
+    )))
 }
 
 #[cfg(test)]
