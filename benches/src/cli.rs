@@ -1,7 +1,7 @@
 //! `cohost bench`: arguments, target set-up, and printing/writing results.
 
 use crate::grpc::GrpcTarget;
-use crate::load::{LoadMode, LoadSpec, measure};
+use crate::load::{DEFAULT_SPIN, LoadMode, LoadSpec, Pacing, measure};
 use crate::report::{self, Report};
 use crate::search::{SearchSpec, Step, find_max_rate};
 use crate::target::{HttpTarget, InProcessTarget, Target};
@@ -29,6 +29,15 @@ pub enum TargetKind {
     /// The embedded runtime on `--model-repository`, no sockets.
     #[value(alias = "inproc")]
     InProcess,
+}
+
+/// What paces open-loop arrivals (`--pacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PacingKind {
+    /// A dedicated OS thread: precise sleeps, a short busy-wait before each arrival.
+    Thread,
+    /// tokio's timer: up to 1 ms late per arrival (charged to each request's latency).
+    Tokio,
 }
 
 /// `cohost bench` arguments.
@@ -70,6 +79,13 @@ pub struct BenchArgs {
     /// Open loop: most requests in flight; further arrivals count as client drops.
     #[arg(long, default_value_t = 1024)]
     pub max_outstanding: usize,
+    /// Open loop: what paces arrivals.
+    #[arg(long, value_enum, default_value = "thread")]
+    pub pacing: PacingKind,
+    /// `--pacing thread`: busy-wait this many µs before each arrival instead of sleeping
+    /// (capped at a tenth of the mean gap between arrivals).
+    #[arg(long, value_name = "US", default_value_t = DEFAULT_SPIN.as_micros() as u64)]
+    pub pacer_spin_us: u64,
     /// Pre-generated requests per model.
     #[arg(long, default_value_t = 256)]
     pub pool_size: usize,
@@ -128,6 +144,16 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// The open-loop pacing these arguments ask for.
+    pub fn pacing(&self) -> Pacing {
+        match self.pacing {
+            PacingKind::Thread => Pacing::Thread {
+                spin: Duration::from_micros(self.pacer_spin_us),
+            },
+            PacingKind::Tokio => Pacing::Tokio,
+        }
+    }
+
     /// The peak search these arguments ask for, around a P99 target.
     pub fn search_spec(&self, p99_target_ms: f64) -> SearchSpec {
         SearchSpec {
@@ -330,6 +356,7 @@ async fn run_with<T: Target>(
         drain_timeout: Duration::from_secs_f64(args.timeout),
         seed: args.seed,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        pacing: args.pacing(),
         ..LoadSpec::new(
             mode,
             Duration::from_secs_f64(args.warmup),
@@ -375,6 +402,12 @@ async fn run_with<T: Target>(
         (reports, json)
     } else {
         let report = measure(target, prepared, &load).await;
+        if let Some(l) = &report.send_lateness {
+            println!(
+                "send lateness ({} pacer, scheduled -> sent): p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+                l.pacing, l.p50_us, l.p99_us, l.max_us
+            );
+        }
         if report.overall.errors > 0 {
             println!("errors: {}", report::errors_line(&report.overall));
         }

@@ -20,9 +20,9 @@ pub mod target;
 pub mod workload;
 pub mod zipf;
 
-pub use cli::{BenchArgs, TargetKind, run};
-pub use load::{LoadMode, LoadSpec, measure};
-pub use report::{Recorder, Report, Stats};
+pub use cli::{BenchArgs, PacingKind, TargetKind, run};
+pub use load::{LoadMode, LoadSpec, Pacing, measure};
+pub use report::{Recorder, Report, SendLateness, Stats};
 pub use search::{SearchResult, SearchSpec, Step, find_max_rate};
 pub use target::{FailKind, HttpTarget, InProcessTarget, Target};
 pub use workload::{BatchDist, GenRequest, ModelLoad, Prepared, Workload, prepare};

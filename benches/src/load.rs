@@ -1,19 +1,54 @@
 //! Load generation: open-loop Poisson arrivals (latency from the scheduled send time, a
 //! bounded number outstanding, excess counted as client drops) and closed-loop concurrency.
-//! Both run a warm-up, then a measured window; times come from tokio's clock.
+//! Both run a warm-up, then a measured window. Open-loop arrivals are paced by a dedicated
+//! OS thread ([`Pacing::Thread`], microseconds late) or by tokio's 1 ms timer
+//! ([`Pacing::Tokio`], which follows tokio's clock and so runs on a paused test clock).
 
-use crate::report::{Recorder, Report};
+use crate::report::{Recorder, Report, SendLateness};
 use crate::target::{FailKind, Target};
 use crate::workload::Prepared;
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Exp};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+/// Default busy-wait before each arrival of [`Pacing::Thread`]: about one sleep's wake-up
+/// latency on the 2-core development VM (see docs/BENCHMARKS.md § Harness).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// What paces open-loop arrivals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// tokio's timer: up to 1 ms late per arrival, but follows tokio's (pausable) clock.
+    Tokio,
+    /// A dedicated OS thread: sleeps with 1 ns timer slack (Linux), then busy-waits the last
+    /// `spin`, and spawns each arrival onto the runtime. Needs tokio's real clock.
+    Thread {
+        /// Busy-wait (yielding the CPU) this long before each arrival instead of sleeping,
+        /// capped at a tenth of the mean gap so the spin costs at most ~10% of a core.
+        spin: Duration,
+    },
+}
+
+impl Pacing {
+    /// The thread pacer with [`DEFAULT_SPIN`].
+    pub const THREAD: Pacing = Pacing::Thread { spin: DEFAULT_SPIN };
+
+    /// "thread" or "tokio".
+    pub fn name(&self) -> &'static str {
+        match self {
+            Pacing::Tokio => "tokio",
+            Pacing::Thread { .. } => "thread",
+        }
+    }
+}
 
 /// How requests are offered.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,10 +82,12 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Show a progress bar (drawn only on a terminal).
     pub progress: bool,
+    /// Open loop: what paces arrivals.
+    pub pacing: Pacing,
 }
 
 impl LoadSpec {
-    /// A spec with the given mode and windows and defaults for the rest.
+    /// A spec with the given mode and windows and defaults for the rest (thread pacing).
     pub fn new(mode: LoadMode, warmup: Duration, duration: Duration) -> Self {
         LoadSpec {
             mode,
@@ -60,6 +97,7 @@ impl LoadSpec {
             drain_timeout: Duration::from_secs(5),
             seed: 42,
             progress: false,
+            pacing: Pacing::THREAD,
         }
     }
 }
@@ -73,6 +111,8 @@ struct Shared<T: Target> {
     /// Requests of the measured window still in flight.
     measured_in_flight: AtomicUsize,
     sent: AtomicU64,
+    /// Open loop, measured window: scheduled instant to the start of `infer`, in ns.
+    lateness: Mutex<Histogram<u64>>,
 }
 
 impl<T: Target> Shared<T> {
@@ -94,6 +134,21 @@ impl<T: Target> Shared<T> {
             self.measured_in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Open-loop arrival instants in `[start, end)`: `start` plus the running sum of
+/// [`arrival_gaps`]. Both pacers walk this same schedule.
+fn schedule(
+    start: std::time::Instant,
+    end: std::time::Instant,
+    rate: f64,
+    seed: u64,
+) -> impl Iterator<Item = std::time::Instant> {
+    let mut at = start;
+    arrival_gaps(rate, seed).map_while(move |gap| {
+        at += gap;
+        (at < end).then_some(at)
+    })
 }
 
 /// Gaps between Poisson arrivals at `rate` per second: exponential with mean `1/rate`.
@@ -137,6 +192,17 @@ pub async fn measure<T: Target>(
     prepared: Arc<Prepared<T::Encoded>>,
     spec: &LoadSpec,
 ) -> Report {
+    measure_from(target, prepared, spec, Instant::now()).await
+}
+
+/// [`measure`] with the warm-up starting at `start` (tests start it in the past to make the
+/// pacer late on purpose).
+pub(crate) async fn measure_from<T: Target>(
+    target: Arc<T>,
+    prepared: Arc<Prepared<T::Encoded>>,
+    spec: &LoadSpec,
+    start: Instant,
+) -> Report {
     let shared = Arc::new(Shared {
         target,
         recorders: prepared
@@ -148,18 +214,18 @@ pub async fn measure<T: Target>(
         outstanding: AtomicUsize::new(0),
         measured_in_flight: AtomicUsize::new(0),
         sent: AtomicU64::new(0),
+        lateness: Mutex::new(Recorder::default().hist),
     });
     let (mode, offered) = match spec.mode {
         LoadMode::Open { rate } => ("open", rate),
         LoadMode::Closed { concurrency } => ("closed", concurrency as f64),
     };
     let bar = progress_bar(spec, format!("{mode} {offered:.1}"));
-    let start = Instant::now();
     let warm_end = start + spec.warmup;
     let end = warm_end + spec.duration;
     let mut tasks = JoinSet::new();
-    match spec.mode {
-        LoadMode::Open { rate } => {
+    match (spec.mode, spec.pacing) {
+        (LoadMode::Open { rate }, Pacing::Tokio) => {
             open_loop(
                 &shared,
                 &mut tasks,
@@ -170,7 +236,19 @@ pub async fn measure<T: Target>(
             )
             .await
         }
-        LoadMode::Closed { concurrency } => {
+        (LoadMode::Open { rate }, Pacing::Thread { spin }) => {
+            tasks = open_loop_thread(
+                &shared,
+                tasks,
+                spec,
+                rate,
+                spin,
+                (start, warm_end, end),
+                &bar,
+            )
+            .await
+        }
+        (LoadMode::Closed { concurrency }, _) => {
             closed_loop(
                 &shared,
                 &mut tasks,
@@ -208,13 +286,99 @@ pub async fn measure<T: Target>(
             per_model[0].1.failure(&FailKind::Timeout);
         }
     }
-    Report::from_recorders(
+    let mut report = Report::from_recorders(
         shared.target.name(),
         mode,
         offered,
         spec.duration,
         &per_model,
-    )
+    );
+    let lateness = shared.lateness.lock().expect("lateness lock");
+    if !lateness.is_empty() {
+        let us = |ns: u64| ns as f64 / 1e3;
+        report.send_lateness = Some(SendLateness {
+            pacing: spec.pacing.name().to_string(),
+            p50_us: us(lateness.value_at_quantile(0.5)),
+            p99_us: us(lateness.value_at_quantile(0.99)),
+            max_us: us(lateness.max()),
+        });
+    }
+    report
+}
+
+/// The open loop's per-arrival bookkeeping, the same under both pacers.
+struct Arrivals {
+    rng: StdRng,
+    max_outstanding: usize,
+    start: Instant,
+    warm_end: Instant,
+    last_tick: Instant,
+    bar: Option<ProgressBar>,
+}
+
+impl Arrivals {
+    fn new(spec: &LoadSpec, start: Instant, warm_end: Instant, bar: &Option<ProgressBar>) -> Self {
+        Arrivals {
+            rng: StdRng::seed_from_u64(spec.seed.wrapping_add(1)),
+            max_outstanding: spec.max_outstanding,
+            start,
+            warm_end,
+            last_tick: start,
+            bar: bar.clone(),
+        }
+    }
+
+    /// Offers the arrival scheduled at `scheduled` (now or a little after): a client drop
+    /// when `max_outstanding` requests are in flight, else a task on `handle`.
+    fn arrive<T: Target>(
+        &mut self,
+        shared: &Arc<Shared<T>>,
+        tasks: &mut JoinSet<()>,
+        handle: &Handle,
+        scheduled: Instant,
+    ) {
+        let (model, request) = shared.prepared.pick(&mut self.rng);
+        let measured = scheduled >= self.warm_end;
+        let out = shared.outstanding.load(Ordering::Relaxed);
+        if scheduled - self.last_tick >= Duration::from_millis(100) {
+            self.last_tick = scheduled;
+            tick(
+                &self.bar,
+                self.start,
+                self.warm_end,
+                shared.sent.load(Ordering::Relaxed),
+                out,
+            );
+        }
+        if out >= self.max_outstanding {
+            if measured {
+                let mut r = shared.recorders[model].lock().expect("recorder lock");
+                r.failure(&FailKind::ClientDrop);
+            }
+            return;
+        }
+        shared.outstanding.fetch_add(1, Ordering::Relaxed);
+        shared.sent.fetch_add(1, Ordering::Relaxed);
+        if measured {
+            shared.measured_in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        let s = shared.clone();
+        tasks.spawn_on(
+            async move {
+                if measured {
+                    let late = Instant::now().saturating_duration_since(scheduled);
+                    s.lateness
+                        .lock()
+                        .expect("lateness lock")
+                        .saturating_record(late.as_nanos().clamp(1, u64::MAX as u128) as u64);
+                }
+                // Latency counts from the scheduled time, so a late send is not forgiven.
+                s.send(model, request, scheduled, measured).await;
+                s.outstanding.fetch_sub(1, Ordering::Relaxed);
+            },
+            handle,
+        );
+    }
 }
 
 async fn open_loop<T: Target>(
@@ -225,52 +389,106 @@ async fn open_loop<T: Target>(
     (start, warm_end, end): (Instant, Instant, Instant),
     bar: &Option<ProgressBar>,
 ) {
-    let mut rng = StdRng::seed_from_u64(spec.seed.wrapping_add(1));
-    let mut gaps = arrival_gaps(rate, spec.seed);
-    let mut scheduled = start;
-    let mut last_tick = start;
-    loop {
-        scheduled += gaps.next().expect("endless");
-        if scheduled >= end {
-            break;
-        }
+    let handle = Handle::current();
+    let mut arrivals = Arrivals::new(spec, start, warm_end, bar);
+    for at in schedule(start.into_std(), end.into_std(), rate, spec.seed) {
+        let scheduled = Instant::from_std(at);
         if scheduled > Instant::now() {
             tokio::time::sleep_until(scheduled).await;
         }
         while tasks.try_join_next().is_some() {}
-        let (model, request) = shared.prepared.pick(&mut rng);
-        let measured = scheduled >= warm_end;
-        let out = shared.outstanding.load(Ordering::Relaxed);
-        if scheduled - last_tick >= Duration::from_millis(100) {
-            last_tick = scheduled;
-            tick(
-                bar,
-                start,
-                warm_end,
-                shared.sent.load(Ordering::Relaxed),
-                out,
-            );
-        }
-        if out >= spec.max_outstanding {
-            if measured {
-                let mut r = shared.recorders[model].lock().expect("recorder lock");
-                r.failure(&FailKind::ClientDrop);
-            }
-            continue;
-        }
-        shared.outstanding.fetch_add(1, Ordering::Relaxed);
-        shared.sent.fetch_add(1, Ordering::Relaxed);
-        if measured {
-            shared.measured_in_flight.fetch_add(1, Ordering::Relaxed);
-        }
-        let s = shared.clone();
-        tasks.spawn(async move {
-            // Latency counts from the scheduled time, so a late send is not forgiven.
-            s.send(model, request, scheduled, measured).await;
-            s.outstanding.fetch_sub(1, Ordering::Relaxed);
-        });
+        arrivals.arrive(shared, tasks, &handle, scheduled);
     }
 }
+
+/// Runs the open loop on a dedicated OS thread ([`pace`]), which spawns each arrival onto
+/// this runtime; hands `tasks` there and back.
+async fn open_loop_thread<T: Target>(
+    shared: &Arc<Shared<T>>,
+    mut tasks: JoinSet<()>,
+    spec: &LoadSpec,
+    rate: f64,
+    spin: Duration,
+    (start, warm_end, end): (Instant, Instant, Instant),
+    bar: &Option<ProgressBar>,
+) -> JoinSet<()> {
+    let handle = Handle::current();
+    let spin = spin.min(Duration::from_secs_f64(0.1 / rate.max(1e-9)));
+    let mut arrivals = Arrivals::new(spec, start, warm_end, bar);
+    let arrivals_at = schedule(start.into_std(), end.into_std(), rate, spec.seed);
+    let shared = shared.clone();
+    // If this future is dropped, the pacer stops at its next arrival.
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let stopped = stop.0.clone();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name("cohost-pacer".into())
+        .spawn(move || {
+            precise_sleeps();
+            let arrivals_at = arrivals_at.take_while(|_| !stopped.load(Ordering::Relaxed));
+            pace(arrivals_at, spin, |at| {
+                arrivals.arrive(&shared, &mut tasks, &handle, Instant::from_std(at));
+                // Reap finished tasks after the send, off the arrival's critical path.
+                while tasks.try_join_next().is_some() {}
+            });
+            let _ = done.send(tasks);
+        })
+        .expect("spawn the pacer thread");
+    match finished.await {
+        Ok(tasks) => tasks,
+        Err(_) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the pacer thread returns its tasks"),
+        },
+    }
+}
+
+/// Sets a flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Walks `schedule` on the calling thread, calling `deliver` with each instant in order,
+/// never before it: sleeps until `spin` before it, then busy-waits (yielding the CPU).
+/// An instant already past is delivered at once.
+pub(crate) fn pace(
+    schedule: impl IntoIterator<Item = std::time::Instant>,
+    spin: Duration,
+    mut deliver: impl FnMut(std::time::Instant),
+) {
+    for at in schedule {
+        loop {
+            let now = std::time::Instant::now();
+            if now >= at {
+                break;
+            }
+            let left = at - now;
+            if left > spin {
+                std::thread::sleep(left - spin);
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        deliver(at);
+    }
+}
+
+/// Lets this thread's sleeps end when asked: timer slack 1 ns instead of the default 50 µs.
+#[cfg(target_os = "linux")]
+fn precise_sleeps() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+/// Timer slack is a Linux setting.
+#[cfg(not(target_os = "linux"))]
+fn precise_sleeps() {}
 
 async fn closed_loop<T: Target>(
     shared: &Arc<Shared<T>>,

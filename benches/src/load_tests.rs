@@ -1,7 +1,7 @@
 //! Tests of the load loops and the search on tokio's paused clock, against a fake
 //! single-server FIFO target whose latency follows from the offered load (a queue model).
 
-use crate::load::{LoadMode, LoadSpec, arrival_gaps, measure};
+use crate::load::{LoadMode, LoadSpec, Pacing, arrival_gaps, measure, measure_from};
 use crate::search::{SearchSpec, find_max_rate};
 use crate::target::{FailKind, Target};
 use crate::workload::{GenRequest, Prepared, PreparedModel};
@@ -79,12 +79,16 @@ fn pool(names: &[(&str, f64)]) -> Arc<Prepared<()>> {
     })
 }
 
+/// An open-loop spec paced by tokio's timer, which follows the paused test clock.
 fn open(rate: f64, secs: u64) -> LoadSpec {
-    LoadSpec::new(
-        LoadMode::Open { rate },
-        Duration::from_secs(1),
-        Duration::from_secs(secs),
-    )
+    LoadSpec {
+        pacing: Pacing::Tokio,
+        ..LoadSpec::new(
+            LoadMode::Open { rate },
+            Duration::from_secs(1),
+            Duration::from_secs(secs),
+        )
+    }
 }
 
 #[test]
@@ -270,5 +274,142 @@ async fn search_finds_a_rate_below_the_servers_capacity() {
         res.steps
             .iter()
             .any(|s| !s.pass && s.report.overall.p99_ms > 20.0)
+    );
+}
+
+#[test]
+fn the_pacer_delivers_every_instant_once_in_order_never_early() {
+    // Instants already past (delivered at once), repeats, and Poisson gaps at 5000/s, some
+    // shorter than any sleep: each must come out once, in order, at or after its instant.
+    let now = std::time::Instant::now();
+    let mut schedule = vec![
+        now - Duration::from_millis(10),
+        now - Duration::from_millis(10),
+    ];
+    let mut at = now;
+    for gap in arrival_gaps(5000.0, 7).take(300) {
+        at += gap;
+        schedule.push(at);
+    }
+    let repeat = schedule[100];
+    schedule.insert(100, repeat);
+    for spin in [
+        Duration::ZERO,
+        crate::load::DEFAULT_SPIN,
+        Duration::from_millis(1),
+    ] {
+        let mut delivered = Vec::new();
+        crate::load::pace(schedule.iter().copied(), spin, |at| {
+            delivered.push((at, std::time::Instant::now()))
+        });
+        let ats: Vec<_> = delivered.iter().map(|d| d.0).collect();
+        assert_eq!(
+            ats, schedule,
+            "spin {spin:?}: not each instant once, in order"
+        );
+        for (i, (at, when)) in delivered.iter().enumerate() {
+            assert!(
+                when >= at,
+                "spin {spin:?}: arrival {i} delivered early by {:?}",
+                *at - *when
+            );
+        }
+    }
+}
+
+/// Returns at once; records when each call began.
+struct CallLog(Mutex<Vec<Instant>>);
+
+impl Target for CallLog {
+    type Encoded = ();
+
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn encode(&self, _: &str, _: &GenRequest) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn infer(&self, _: &str, _: &()) -> Result<(), FailKind> {
+        self.0.lock().unwrap().push(Instant::now());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_thread_pacer_sends_each_arrival_once_and_charges_its_lateness() {
+    // The warm-up starts 100 ms in the past, so the first 100 ms of arrivals are late by
+    // construction: each must still be sent (once, never early) and its latency must count
+    // from its scheduled instant, so it includes that lateness whatever the machine does.
+    let target = Arc::new(CallLog(Mutex::new(Vec::new())));
+    let spec = LoadSpec {
+        pacing: Pacing::THREAD,
+        ..LoadSpec::new(
+            LoadMode::Open { rate: 2000.0 },
+            Duration::from_millis(50),
+            Duration::from_millis(250),
+        )
+    };
+    let entered = Instant::now();
+    let start = entered - Duration::from_millis(100);
+    let report = measure_from(target.clone(), pool(&[("m", 1.0)]), &spec, start).await;
+
+    let (warm_end, end) = (start + spec.warmup, start + spec.warmup + spec.duration);
+    let mut at = start;
+    let scheduled: Vec<Instant> = arrival_gaps(2000.0, spec.seed)
+        .map_while(|g| {
+            at += g;
+            (at < end).then_some(at)
+        })
+        .collect();
+    let mut calls = target.0.lock().unwrap().clone();
+    assert_eq!(
+        calls.len(),
+        scheduled.len(),
+        "every arrival sent exactly once"
+    );
+    // Tasks may begin out of order across workers; sorted, the k-th call can be no
+    // earlier than the k-th scheduled instant if every call follows its own.
+    calls.sort();
+    for (k, (call, want)) in calls.iter().zip(&scheduled).enumerate() {
+        assert!(
+            call >= want,
+            "call {k} at {call:?} before its instant {want:?}"
+        );
+    }
+
+    let measured: Vec<Instant> = scheduled
+        .iter()
+        .copied()
+        .filter(|s| *s >= warm_end)
+        .collect();
+    let o = &report.overall;
+    assert_eq!(o.errors, 0, "{:?}", o.errors_by_kind);
+    assert_eq!(o.ok, measured.len() as u64);
+    // A request scheduled at s cannot be answered before `entered`: latency >= entered - s.
+    let owed_ms = |s: &Instant| entered.saturating_duration_since(*s).as_secs_f64() * 1e3;
+    let first = owed_ms(&measured[0]);
+    assert!(first > 40.0, "the schedule is not late: {first} ms");
+    assert!(
+        o.max_ms >= first,
+        "max {} ms < lateness {first} ms",
+        o.max_ms
+    );
+    let mean_owed = measured.iter().map(owed_ms).sum::<f64>() / measured.len() as f64;
+    assert!(
+        o.mean_ms >= mean_owed * 0.999,
+        "mean {} ms < mean lateness {mean_owed} ms",
+        o.mean_ms
+    );
+    let late = report
+        .send_lateness
+        .as_ref()
+        .expect("open loop reports lateness");
+    assert_eq!(late.pacing, "thread");
+    assert!(
+        late.max_us >= first * 1e3,
+        "send lateness max {} us",
+        late.max_us
     );
 }

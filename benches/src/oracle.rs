@@ -200,6 +200,7 @@ async fn measure_shape(
         max_outstanding: args.max_outstanding,
         drain_timeout: Duration::from_secs_f64(args.timeout),
         seed: args.seed,
+        pacing: args.pacing(),
         ..LoadSpec::new(
             LoadMode::Open { rate: 1.0 },
             Duration::from_secs_f64(args.warmup),

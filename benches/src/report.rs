@@ -144,6 +144,23 @@ pub struct Report {
     pub overall: Stats,
     /// Per model, in the workload's order.
     pub models: Vec<(String, Stats)>,
+    /// Open loop: how late measured requests were sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lateness: Option<SendLateness>,
+}
+
+/// Open loop: time from each measured request's scheduled instant to the start of its
+/// `infer` (pacer lateness plus the runtime's pick-up), already included in its latency.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SendLateness {
+    /// The pacer: "thread" or "tokio".
+    pub pacing: String,
+    /// Median (µs).
+    pub p50_us: f64,
+    /// 99th percentile (µs).
+    pub p99_us: f64,
+    /// Largest (µs).
+    pub max_us: f64,
 }
 
 impl Report {
@@ -169,6 +186,7 @@ impl Report {
                 .iter()
                 .map(|(n, r)| (n.clone(), r.stats(window)))
                 .collect(),
+            send_lateness: None,
         }
     }
 
