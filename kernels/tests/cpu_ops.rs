@@ -24,10 +24,28 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
 
 #[test]
 fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
-    let ops = CpuOps::new();
+    // Rows 1..=8 take the row-dot kernel, more rows the gemm crate; k = 7, 8, 9, 33 and 70
+    // cover an empty, exact and partial 8-wide tail; 2 threads cover gemm's rayon path.
+    let sizes = [
+        (1, 1, 1),
+        (1, 13, 7),
+        (2, 8, 5),
+        (3, 9, 3),
+        (4, 33, 17),
+        (5, 33, 17),
+        (6, 7, 2),
+        (9, 16, 9),
+        (64, 70, 129),
+    ];
+    for ops in [CpuOps::new(), CpuOps::with_threads(2)] {
+        linear_against_f64(&ops, &sizes);
+    }
+}
+
+fn linear_against_f64(ops: &CpuOps, sizes: &[(usize, usize, usize)]) {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(1);
-    for &(n, k, m) in &[(1, 1, 1), (1, 13, 7), (5, 33, 17), (64, 70, 129)] {
+    for &(n, k, m) in sizes {
         let x = random(&mut rng, n * k);
         let w = random(&mut rng, m * k);
         let b = random(&mut rng, m);
@@ -48,7 +66,8 @@ fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
                     want[r * m + o] = act64(s, act);
                 }
             }
-            assert_close(&got, &want, &format!("linear {n}x{k}x{m} {act:?}"));
+            let what = format!("linear {n}x{k}x{m} {act:?}, {} threads", ops.threads());
+            assert_close(&got, &want, &what);
         }
     }
 }

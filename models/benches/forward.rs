@@ -6,6 +6,7 @@
 //! (not 100,000) so it loads in seconds; per-row work does not depend on the row count.
 
 use cohost_kernels::cpu::CpuOps;
+use cohost_kernels::cpu::gemm::{gemm_crate, row_dots};
 use cohost_kernels::{Activation, Lane, Ops};
 use cohost_models::{
     BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource, build_model, synth,
@@ -67,10 +68,11 @@ fn dlrm_small_forward(c: &mut Criterion) {
     g.finish();
 }
 
-/// The top MLP's first layer of dlrm-small (`[n, 415] · [512, 415]ᵀ`) three ways: candle
+/// The top MLP's first layer of dlrm-small (`[n, 415] · [512, 415]ᵀ`) four ways: candle
 /// matmul on the row-major PyTorch layout viewed transposed (strided `wᵀ`, what
-/// `CpuOps::linear` does), candle matmul on a contiguous copy of `wᵀ`, and the full
-/// `CpuOps::linear` with its fused bias + ReLU epilogue.
+/// `CpuOps::linear` did before it called the kernels itself), the row-dot kernel (small
+/// batches), the `gemm` crate called directly on one thread, and the full
+/// `CpuOps::linear` (the kernel it picks, plus the fused bias + ReLU epilogue).
 fn gemm(c: &mut Criterion) {
     let (k, m) = (415usize, 512usize);
     let ops = CpuOps::new();
@@ -79,17 +81,23 @@ fn gemm(c: &mut Criterion) {
     let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
     let w_data = rand(m * k);
     let w = ops.weight(&w_data, m, k).unwrap();
-    let w_t = w.t().unwrap().contiguous().unwrap();
     let b = ops.weight(&rand(m), 1, m).unwrap();
     let mut g = c.benchmark_group("gemm-415x512");
-    for n in [1usize, 64, 512] {
-        let x = ops.upload(&lane, &rand(n * k), n, k).unwrap();
+    for n in [1usize, 2, 4, 8, 16, 64, 512] {
+        let x_data = rand(n * k);
+        let x = ops.upload(&lane, &x_data, n, k).unwrap();
+        let mut y = vec![0f32; n * m];
         g.throughput(Throughput::Elements((2 * n * k * m) as u64));
         g.bench_function(format!("candle-strided-wT/batch-{n}"), |bch| {
             bch.iter(|| black_box(x.matmul(&w.t().unwrap()).unwrap()))
         });
-        g.bench_function(format!("candle-contiguous-wT/batch-{n}"), |bch| {
-            bch.iter(|| black_box(x.matmul(&w_t).unwrap()))
+        if n <= 16 {
+            g.bench_function(format!("row-dots/batch-{n}"), |bch| {
+                bch.iter(|| row_dots(black_box(&x_data), n, k, &w_data, m, &mut y))
+            });
+        }
+        g.bench_function(format!("gemm-crate-1-thread/batch-{n}"), |bch| {
+            bch.iter(|| gemm_crate(black_box(&x_data), n, k, &w_data, m, &mut y, 1))
         });
         g.bench_function(format!("cpuops-linear-relu/batch-{n}"), |bch| {
             bch.iter(|| black_box(ops.linear(&lane, &x, &w, &b, Activation::Relu).unwrap()))

@@ -1,12 +1,14 @@
 //! DLRM dot interaction over contiguous row-major slices.
 
+use super::dot::dots;
+
 /// Rows per thread below which the interaction runs on the calling thread only.
 const ROWS_PER_THREAD: usize = 64;
 
 /// Writes `[x, Z_flat]` per row into `out` (`n x (d + f(f-1)/2)`), where `feats[0]` is
 /// `x` and `feats[1..]` the pooled embeddings, each `n x d`, and `Z_flat` holds
-/// `T_i · T_j` for every `j < i`, ordered by `i` then `j`.
-pub fn dot_interaction_rows(feats: &[&[f32]], d: usize, out: &mut [f32]) {
+/// `T_i · T_j` for every `j < i`, ordered by `i` then `j`; on up to `threads` threads.
+pub fn dot_interaction_rows(feats: &[&[f32]], d: usize, out: &mut [f32], threads: usize) {
     let f = feats.len();
     let width = d + f * (f - 1) / 2;
     if width == 0 || d == 0 {
@@ -17,7 +19,6 @@ pub fn dot_interaction_rows(feats: &[&[f32]], d: usize, out: &mut [f32]) {
     for feat in feats {
         assert_eq!(feat.len(), n * d, "dot_interaction: feature size");
     }
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
     let threads = threads.min(n / ROWS_PER_THREAD).max(1);
     if threads == 1 {
         rows(feats, d, 0, out);
@@ -49,8 +50,6 @@ unsafe fn rows_avx2(feats: &[&[f32]], d: usize, first: usize, out: &mut [f32]) {
     rows_impl(feats, d, first, out);
 }
 
-/// Lanes per accumulator: one AVX2 register of f32.
-const L: usize = 8;
 /// Dot products computed together (sharing the loads of `T_i`, independent add chains).
 const J: usize = 4;
 
@@ -81,30 +80,4 @@ fn rows_impl(feats: &[&[f32]], d: usize, first: usize, out: &mut [f32]) {
             }
         }
     }
-}
-
-/// `N` dot products of `a` with each of `bs` (all the same length), each summed over
-/// `L` lane accumulators then the tail, in a fixed order.
-#[inline(always)]
-fn dots<const N: usize>(a: &[f32], bs: [&[f32]; N]) -> [f32; N] {
-    let mut acc = [[0f32; L]; N];
-    let full = a.len() / L * L;
-    for c in (0..full).step_by(L) {
-        let x = &a[c..c + L];
-        for q in 0..N {
-            let y = &bs[q][c..c + L];
-            for l in 0..L {
-                acc[q][l] += x[l] * y[l];
-            }
-        }
-    }
-    let mut out = [0f32; N];
-    for q in 0..N {
-        let mut s = acc[q].iter().sum::<f32>();
-        for c in full..a.len() {
-            s += a[c] * bs[q][c];
-        }
-        out[q] = s;
-    }
-    out
 }

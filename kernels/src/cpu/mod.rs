@@ -1,13 +1,17 @@
 //! The CPU backend: [`CpuOps`] runs the ops on candle tensors (f32, 2-D, host memory).
 //!
-//! GEMMs go through candle (the `gemm` crate on the global rayon pool); the bias add and
-//! activation are fused into one in-place pass over the GEMM output; dot interaction and
-//! embedding-bag are plain loops over contiguous slices.
+//! Tensors are candle's; products run on the calling lane's thread ([`gemm`]: a row-dot
+//! kernel for a few rows, else the `gemm` crate), the bias add and activation are fused
+//! into one in-place pass over the product; dot interaction and embedding-bag are plain
+//! loops over contiguous slices.
 
+mod dot;
+pub mod gemm;
 mod interaction;
 mod table;
 mod view;
 
+pub use gemm::matmul_wt;
 pub use interaction::dot_interaction_rows;
 pub use table::{CpuTable, embedding_bag_sum};
 
@@ -16,13 +20,33 @@ use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Tensor};
 use view::View;
 
 /// candle-backed ops on the host.
-#[derive(Debug, Default)]
-pub struct CpuOps;
+#[derive(Debug)]
+pub struct CpuOps {
+    threads: usize,
+}
+
+impl Default for CpuOps {
+    fn default() -> Self {
+        CpuOps::new()
+    }
+}
 
 impl CpuOps {
-    /// A CPU backend.
+    /// A CPU backend whose ops run on the calling lane's thread alone.
     pub fn new() -> Self {
-        CpuOps
+        CpuOps { threads: 1 }
+    }
+
+    /// A CPU backend whose ops may use up to `threads` threads each (spare cores per lane).
+    pub fn with_threads(threads: usize) -> Self {
+        CpuOps {
+            threads: threads.max(1),
+        }
+    }
+
+    /// Threads one op may use.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 }
 
@@ -134,15 +158,22 @@ impl Ops for CpuOps {
                 b.dims()
             )));
         }
-        // `w.t()` is a strided view of the PyTorch layout: gemm reads it directly (no copy).
-        let y = x.matmul(&w.t()?)?;
+        let x = x.contiguous()?;
+        let w = w.contiguous()?;
         let b = b.contiguous()?;
-        let bias = View::of(&b)?;
-        y.inplace_op1(&BiasAct {
-            bias: bias.as_slice(),
-            act,
-        })?;
-        Ok(y)
+        let (xv, wv, bv) = (View::of(&x)?, View::of(&w)?, View::of(&b)?);
+        let mut y = vec![0f32; n * out];
+        matmul_wt(
+            xv.as_slice(),
+            n,
+            k,
+            wv.as_slice(),
+            out,
+            &mut y,
+            self.threads,
+        );
+        bias_act_in_place(&mut y, bv.as_slice(), act);
+        Ok(Tensor::from_vec(y, (n, out), &Device::Cpu)?)
     }
 
     fn dot_interaction(&self, _lane: &Lane, x: &Tensor, pooled: &[Tensor]) -> Result<Tensor> {
@@ -163,7 +194,7 @@ impl Ops for CpuOps {
         let f = slices.len();
         let width = d + f * (f - 1) / 2;
         let mut out = vec![0f32; n * width];
-        dot_interaction_rows(&slices, d, &mut out);
+        dot_interaction_rows(&slices, d, &mut out, self.threads);
         Ok(Tensor::from_vec(out, (n, width), &Device::Cpu)?)
     }
 

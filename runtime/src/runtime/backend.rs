@@ -18,15 +18,14 @@ pub(super) struct Backend {
 /// Headroom left free on a CUDA device when the budget defaults to its free memory.
 pub(super) const CUDA_HEADROOM: f64 = 0.10;
 
-#[allow(clippy::default_constructed_unit_structs)] // CpuOps may gain fields
 fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
-    let lanes = if lanes == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        lanes
-    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lanes = if lanes == 0 { cores } else { lanes };
+    // Lanes are the parallelism: with one lane per core each op runs on its lane's thread;
+    // fewer lanes than cores lend the spare cores to each lane's products.
+    let ops = cohost_kernels::cpu::CpuOps::with_threads(cores / lanes);
     Backend {
-        handle: BackendHandle::Cpu(Arc::new(cohost_kernels::cpu::CpuOps::default())),
+        handle: BackendHandle::Cpu(Arc::new(ops)),
         name: "cpu",
         lanes: (0..lanes).map(Lane::cpu).collect(),
         device: DeviceInfo {
