@@ -187,6 +187,11 @@ impl ModelQueue {
         Ok(())
     }
 
+    /// True once the queue stopped admitting requests (its version is unloading).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
     /// Stops admitting requests; queued ones still run.
     pub fn close(&self) {
         self.state.lock().closed = true;

@@ -219,19 +219,23 @@ async fn a_new_version_takes_over_with_no_failed_requests() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let v2 = dir.path().join("mlp-tiny/2");
-    std::fs::create_dir_all(&v2).unwrap();
-    std::fs::write(
-        v2.join("model.safetensors"),
-        synth::random_weights(&config, 2),
-    )
-    .unwrap();
-    let rt2 = rt.clone();
-    tokio::task::spawn_blocking(move || rt2.load_model("mlp-tiny"))
-        .await
-        .unwrap()
+    // Several take-overs: each is a chance for a request to resolve the old version just
+    // before it closes (it must then go to the new one, not fail).
+    for v in 2..=4u64 {
+        let dirv = dir.path().join(format!("mlp-tiny/{v}"));
+        std::fs::create_dir_all(&dirv).unwrap();
+        std::fs::write(
+            dirv.join("model.safetensors"),
+            synth::random_weights(&config, v),
+        )
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+        let rt2 = rt.clone();
+        tokio::task::spawn_blocking(move || rt2.load_model("mlp-tiny"))
+            .await
+            .unwrap()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut seen = std::collections::BTreeSet::new();
     for t in load {
@@ -239,8 +243,8 @@ async fn a_new_version_takes_over_with_no_failed_requests() {
         assert!(ok > 0);
         seen.extend(versions);
     }
-    assert_eq!(seen, [1, 2].into_iter().collect());
-    assert_eq!(rt.metadata("mlp-tiny", None).unwrap().versions, vec![2]);
+    assert_eq!(seen, [1, 2, 3, 4].into_iter().collect());
+    assert_eq!(rt.metadata("mlp-tiny", None).unwrap().versions, vec![4]);
     rt.shutdown();
 }
 

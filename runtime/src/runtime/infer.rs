@@ -8,6 +8,19 @@ use cohost_models::Batch;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Why a submission failed: refused at admission because its version closed (nothing
+/// ran, so it may go to the successor), or anything else.
+enum Submit {
+    Closed(Error),
+    Failed(Error),
+}
+
+impl From<Error> for Submit {
+    fn from(e: Error) -> Self {
+        Submit::Failed(e)
+    }
+}
+
 impl Runtime {
     /// The model's load counter and the host's.
     pub fn load(&self, name: &str) -> Result<LoadReport> {
@@ -51,9 +64,28 @@ impl Runtime {
         request: InferRequest,
     ) -> Result<InferResponse> {
         let arrived = Instant::now();
-        let q = self.inner.registry.get(name, version)?;
-        let id = request.id.clone();
-        let result = self.submit(&q, request, arrived).await;
+        let mut q = self.inner.registry.get(name, version)?;
+        let mut result = self.submit(&q, &request, arrived).await;
+        // The version we resolved may close between the lookup and the enqueue (a new
+        // version taking over); a request for "the latest" then goes to its successor.
+        // Only a refusal at admission is retried: nothing of the request ran.
+        for _ in 0..3 {
+            let Err(Submit::Closed(_)) = &result else {
+                break;
+            };
+            if version.is_some() {
+                break;
+            }
+            match self.inner.registry.get(name, None) {
+                Ok(next) if !Arc::ptr_eq(&next, &q) => q = next,
+                _ => break,
+            }
+            result = self.submit(&q, &request, arrived).await;
+        }
+        let result = result.map_err(|e| match e {
+            Submit::Closed(e) | Submit::Failed(e) => e,
+        });
+        let id = request.id;
         let total = arrived.elapsed();
         let total_ns = total.as_nanos() as u64;
         match result {
@@ -82,10 +114,10 @@ impl Runtime {
     async fn submit(
         &self,
         q: &Arc<ModelQueue>,
-        request: InferRequest,
+        request: &InferRequest,
         arrived: Instant,
-    ) -> Result<(Vec<Tensor>, f64)> {
-        let (rows, inputs, outputs) = crate::validate::prepare(q, &request)?;
+    ) -> std::result::Result<(Vec<Tensor>, f64), Submit> {
+        let (rows, inputs, outputs) = crate::validate::prepare(q, request)?;
         let batch = Batch { rows, inputs };
         q.model
             .check(&batch)
@@ -95,12 +127,12 @@ impl Runtime {
             let predicted = q.outstanding_work() / q.max_lanes as f64 + q.latency.predict(rows);
             let budget = d.saturating_duration_since(Instant::now()).as_secs_f64();
             if predicted > budget {
-                return Err(Error::overloaded(format!(
+                return Err(Submit::Failed(Error::overloaded(format!(
                     "model '{}' cannot answer within the request's timeout: {:.2} ms of work is ahead, {:.2} ms remain",
                     q.name,
                     predicted * 1e3,
                     budget * 1e3
-                )));
+                ))));
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -111,6 +143,13 @@ impl Runtime {
             enqueued: arrived,
             deadline,
             reply: tx,
+        })
+        .map_err(|e| {
+            if q.is_closed() {
+                Submit::Closed(e)
+            } else {
+                Submit::Failed(e)
+            }
         })?;
         self.inner.scheduler.notify();
         let reply = match deadline {
@@ -119,10 +158,10 @@ impl Runtime {
                 match tokio::time::timeout(wait, rx).await {
                     Ok(r) => r,
                     Err(_) => {
-                        return Err(Error::new(
+                        return Err(Submit::Failed(Error::new(
                             ErrorKind::DeadlineExceeded,
                             format!("request to model '{}' timed out", q.name),
-                        ));
+                        )));
                     }
                 }
             }
