@@ -96,9 +96,9 @@ pub(crate) fn validate(config: &ModelConfig, file: &Path) -> Result<(), ConfigEr
     }
     if let Some(t) = config.batching.p99_target_ms {
         c.require(
-            t.is_finite() && t > 0.0,
+            t.is_finite() && t > 0.0 && t <= 3_600_000.0,
             "batching.p99_target_ms",
-            format!("must be a positive number of milliseconds, got {t}"),
+            format!("must be a positive number of milliseconds up to one hour, got {t}"),
         )?;
     }
     c.require(

@@ -87,3 +87,27 @@ async fn a_panicking_model_fails_its_batch_and_everything_else_keeps_serving() {
     assert_eq!((stats[0].success.count, stats[0].fail.count), (1, 2));
     rt.shutdown();
 }
+
+#[test]
+fn a_model_instance_with_an_invalid_config_is_refused_not_served() {
+    let rt = Runtime::new(RuntimeOptions {
+        lanes: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.batching.policy = cohost_models::BatchingPolicyKind::Adaptive;
+    // Would overflow the scheduler's Duration arithmetic if it were ever served.
+    config.batching.p99_target_ms = Some(1e300);
+    let err = rt
+        .load_model_instance("huge-target", 1, Arc::new(Fragile(config)))
+        .unwrap_err();
+    assert_eq!(
+        err.kind,
+        cohost_runtime::ErrorKind::InvalidArgument,
+        "{err}"
+    );
+    assert!(err.message.contains("batching.p99_target_ms"), "{err}");
+    assert!(rt.metadata("huge-target", None).is_err());
+    rt.shutdown();
+}

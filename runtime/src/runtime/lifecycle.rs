@@ -87,8 +87,11 @@ impl Runtime {
         model: Arc<dyn cohost_models::Model>,
     ) -> Result<()> {
         repository::validate_name(name)?;
-        let _guard = self.inner.load_lock.lock();
         let config = model.config().clone();
+        config
+            .validate(Path::new(&format!("<model instance '{name}'>")))
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        let _guard = self.inner.load_lock.lock();
         let budget = self.device_budget(&config);
         self.serve_version(name, version, config, model, budget, version)
     }
