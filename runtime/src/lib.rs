@@ -31,6 +31,7 @@ pub use api::{
 pub use cohost_models::{ModelConfig, TensorSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use runtime::{Device, Runtime, RuntimeOptions};
+pub use scheduler::ScheduleKind;
 pub use size::parse_byte_size;
 pub use stats::{BatchStats, Duration as StatDuration, ModelStats};
 pub use tensor::{DataType, Tensor, TensorData};

@@ -107,7 +107,29 @@ pub struct ModelQueue {
     lanes_busy: AtomicUsize,
     /// Weighted lane-seconds consumed (fair-share virtual time), in nanoseconds.
     virtual_ns: AtomicU64,
+    /// Recent lane usage, for the scheduler's fair-share cap.
+    usage: Mutex<Usage>,
     _memory: MemoryLease,
+}
+
+/// Seconds over which recent lane usage is averaged (exponential decay constant).
+pub const USAGE_TAU: f64 = 0.5;
+
+/// A model counts as active for fair shares this long after its last arrival.
+const ACTIVE_FOR: Duration = Duration::from_millis(500);
+
+/// Lanes in use on average over the last [`USAGE_TAU`] or so (exponentially weighted).
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rate: f64,
+    at: Instant,
+}
+
+impl Usage {
+    fn at(self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.rate * (-dt / USAGE_TAU).exp()
+    }
 }
 
 impl ModelQueue {
@@ -146,6 +168,10 @@ impl ModelQueue {
             in_flight: AtomicUsize::new(0),
             lanes_busy: AtomicUsize::new(0),
             virtual_ns: AtomicU64::new(0),
+            usage: Mutex::new(Usage {
+                rate: 0.0,
+                at: Instant::now(),
+            }),
             _memory: memory,
         }
     }
@@ -185,6 +211,22 @@ impl ModelQueue {
         s.items.push_back(p);
         self.metrics.pending.set(s.items.len() as f64);
         Ok(())
+    }
+
+    /// Lanes this model kept busy on average over the last [`USAGE_TAU`] seconds or so.
+    pub fn lane_usage(&self, now: Instant) -> f64 {
+        self.usage.lock().at(now)
+    }
+
+    /// True while the model has work or had an arrival in the last half second.
+    pub fn recently_active(&self, now: Instant) -> bool {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let s = self.state.lock();
+        !s.items.is_empty()
+            || s.last_arrival
+                .is_some_and(|l| now.saturating_duration_since(l) < ACTIVE_FOR)
     }
 
     /// True once the queue stopped admitting requests (its version is unloading).
@@ -389,6 +431,14 @@ impl ModelQueue {
         let weight = self.config.weight.max(1e-6);
         self.virtual_ns
             .fetch_add((busy / weight * 1e9) as u64, Ordering::Relaxed);
+        {
+            let now = Instant::now();
+            let mut u = self.usage.lock();
+            *u = Usage {
+                rate: u.at(now) + busy / USAGE_TAU,
+                at: now,
+            };
+        }
         self.metrics
             .in_flight
             .set(self.in_flight.load(Ordering::SeqCst) as f64);

@@ -3,7 +3,7 @@
 use crate::lane::spawn_lanes;
 use crate::registry::Registry;
 use crate::repository;
-use crate::scheduler::{EdfFairShare, Scheduler};
+use crate::scheduler::{ScheduleKind, Scheduler};
 use crate::{
     DeviceInfo, Error, ModelConfig, ModelMetadata, ModelState, ModelStats, ModelStatus,
     RepositoryEntry, Result,
@@ -40,6 +40,8 @@ pub struct RuntimeOptions {
     pub device: Device,
     /// Model repository folder, if models are served from disk.
     pub repository: Option<PathBuf>,
+    /// Cross-model scheduling policy.
+    pub schedule: ScheduleKind,
 }
 
 impl Default for RuntimeOptions {
@@ -50,6 +52,7 @@ impl Default for RuntimeOptions {
             host_memory_budget: None,
             device: Device::Auto,
             repository: None,
+            schedule: ScheduleKind::default(),
         }
     }
 }
@@ -99,10 +102,7 @@ impl Runtime {
                 .free_memory
                 .map(|free| (free as f64 * (1.0 - CUDA_HEADROOM)) as u64);
         }
-        let scheduler = Arc::new(Scheduler::new(
-            Box::new(EdfFairShare::default()),
-            lanes.len(),
-        ));
+        let scheduler = Arc::new(Scheduler::new(options.schedule.policy(), lanes.len()));
         let handles = spawn_lanes(lanes, scheduler.clone());
         crate::metrics::device(&device, options.lanes, options.memory_budget);
         tracing::info!(
