@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// In-process: lanes of the runtime (0 = derive from the machine).
     #[arg(long, default_value_t = 0)]
     pub lanes: usize,
+
+    /// In-process: cross-model scheduling policy (edf-fair, edf-fair-work-conserving, fifo).
+    #[arg(long, default_value = "edf-fair")]
+    pub schedule: cohost_runtime::ScheduleKind,
     /// Client-side timeout per request, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -208,6 +212,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let runtime = Runtime::new(RuntimeOptions {
                 repository: Some(repo),
                 lanes: args.lanes,
+                schedule: args.schedule,
                 ..Default::default()
             })
             .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
