@@ -2,6 +2,19 @@
 //! recorder. Names are prefixed `cohost_`; handles are resolved once per model version.
 
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use parking_lot::RwLock;
+use std::sync::OnceLock;
+
+/// The failure reasons [`ModelMetrics::failure`] keeps a handle for (every
+/// [`crate::ErrorKind`] label); any other reason is looked up per call.
+const FAILURE_REASONS: [&str; 6] = [
+    "not_found",
+    "invalid_argument",
+    "overloaded",
+    "deadline_exceeded",
+    "unavailable",
+    "internal",
+];
 
 /// Metric handles of one model version.
 pub struct ModelMetrics {
@@ -27,6 +40,11 @@ pub struct ModelMetrics {
     pub in_flight: Gauge,
     /// The model's load counter.
     pub load: Gauge,
+    /// `cohost_host_load`, resolved on first use (so the series appears with the first
+    /// report, as before handles were kept).
+    host_load: OnceLock<Gauge>,
+    /// `cohost_request_failure_total` per reason in [`FAILURE_REASONS`], resolved on first use.
+    failures: [OnceLock<Counter>; FAILURE_REASONS.len()],
 }
 
 impl ModelMetrics {
@@ -46,6 +64,8 @@ impl ModelMetrics {
             pending: gauge!("cohost_pending_requests", &l),
             in_flight: gauge!("cohost_inflight_requests", &l),
             load: gauge!("cohost_model_load", "model" => m.clone()),
+            host_load: OnceLock::new(),
+            failures: Default::default(),
             model: m,
             version: v,
         }
@@ -53,13 +73,25 @@ impl ModelMetrics {
 
     /// Counts one failed request with its reason label.
     pub fn failure(&self, reason: &'static str) {
-        counter!(
-            "cohost_request_failure_total",
-            "model" => self.model.clone(),
-            "version" => self.version.clone(),
-            "reason" => reason
-        )
-        .increment(1);
+        let resolve = || {
+            counter!(
+                "cohost_request_failure_total",
+                "model" => self.model.clone(),
+                "version" => self.version.clone(),
+                "reason" => reason
+            )
+        };
+        match FAILURE_REASONS.iter().position(|r| *r == reason) {
+            Some(i) => self.failures[i].get_or_init(resolve).increment(1),
+            None => resolve().increment(1),
+        }
+    }
+
+    /// Sets the host-wide load gauge (`cohost_host_load`) through this model's handle.
+    pub fn host_load(&self, value: f64) {
+        self.host_load
+            .get_or_init(|| gauge!("cohost_host_load"))
+            .set(value);
     }
 }
 
@@ -68,9 +100,47 @@ pub fn host_load(value: f64) {
     gauge!("cohost_host_load").set(value);
 }
 
+/// Lane gauges resolved so far, with the recorder they were resolved against.
+struct LaneGauges {
+    recorder: usize,
+    gauges: Vec<Option<Gauge>>,
+}
+
+static LANE_GAUGES: RwLock<LaneGauges> = RwLock::new(LaneGauges {
+    recorder: 0,
+    gauges: Vec::new(),
+});
+
+/// Identifies the recorder `gauge!` would use now (the global one, a thread's local one, or
+/// the no-op one before any is installed), so cached handles follow a recorder change.
+fn current_recorder() -> usize {
+    metrics::with_recorder(|r| std::ptr::from_ref(r).cast::<()>() as usize)
+}
+
 /// Adds busy seconds to a lane's running total (a monotonic f64, exported as a gauge).
+/// Called once per batch: the handle is resolved once per lane, not per call.
 pub fn lane_busy(lane: usize, seconds: f64) {
-    gauge!("cohost_lane_busy_seconds_total", "lane" => lane.to_string()).increment(seconds);
+    let recorder = current_recorder();
+    {
+        let cache = LANE_GAUGES.read();
+        if cache.recorder == recorder
+            && let Some(Some(g)) = cache.gauges.get(lane)
+        {
+            g.increment(seconds);
+            return;
+        }
+    }
+    let g = gauge!("cohost_lane_busy_seconds_total", "lane" => lane.to_string());
+    g.increment(seconds);
+    let mut cache = LANE_GAUGES.write();
+    if cache.recorder != recorder {
+        cache.recorder = recorder;
+        cache.gauges.clear();
+    }
+    if cache.gauges.len() <= lane {
+        cache.gauges.resize(lane + 1, None);
+    }
+    cache.gauges[lane] = Some(g);
 }
 
 /// Publishes what the runtime runs on: `cohost_device_info{backend,device,mig_profile} 1`,

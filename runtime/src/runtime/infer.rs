@@ -44,10 +44,13 @@ impl Runtime {
         }
         let model_load = work / lanes as f64;
         let host_load = self.inner.scheduler.total_work() / self.lane_count().max(1) as f64;
-        if let Some(q) = versions.first() {
-            q.metrics.load.set(model_load);
+        match versions.first() {
+            Some(q) => {
+                q.metrics.load.set(model_load);
+                q.metrics.host_load(host_load);
+            }
+            None => crate::metrics::host_load(host_load),
         }
-        crate::metrics::host_load(host_load);
         LoadReport {
             model_load,
             host_load,
