@@ -83,34 +83,38 @@ impl TensorData {
     /// Little-endian raw bytes (KServe binary extension; BYTES elements are
     /// 4-byte-length-prefixed).
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        fn put<const N: usize, T: Copy>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-            let mut out = Vec::with_capacity(v.len() * N);
+        let mut out = Vec::new();
+        self.write_le_bytes(&mut out);
+        out
+    }
+
+    /// Appends the little-endian raw bytes of [`TensorData::to_le_bytes`] to `out`.
+    pub fn write_le_bytes(&self, out: &mut Vec<u8>) {
+        fn put<const N: usize, T: Copy>(out: &mut Vec<u8>, v: &[T], f: impl Fn(T) -> [u8; N]) {
+            out.reserve(v.len() * N);
             for &x in v {
                 out.extend_from_slice(&f(x));
             }
-            out
         }
         match self {
-            TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
-            TensorData::U8(v) => v.clone(),
-            TensorData::U16(v) => put(v, u16::to_le_bytes),
-            TensorData::U32(v) => put(v, u32::to_le_bytes),
-            TensorData::U64(v) => put(v, u64::to_le_bytes),
-            TensorData::I8(v) => put(v, i8::to_le_bytes),
-            TensorData::I16(v) => put(v, i16::to_le_bytes),
-            TensorData::I32(v) => put(v, i32::to_le_bytes),
-            TensorData::I64(v) => put(v, i64::to_le_bytes),
-            TensorData::F16(v) => put(v, f16::to_le_bytes),
-            TensorData::BF16(v) => put(v, bf16::to_le_bytes),
-            TensorData::F32(v) => put(v, f32::to_le_bytes),
-            TensorData::F64(v) => put(v, f64::to_le_bytes),
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+            TensorData::U8(v) => out.extend_from_slice(v),
+            TensorData::U16(v) => put(out, v, u16::to_le_bytes),
+            TensorData::U32(v) => put(out, v, u32::to_le_bytes),
+            TensorData::U64(v) => put(out, v, u64::to_le_bytes),
+            TensorData::I8(v) => put(out, v, i8::to_le_bytes),
+            TensorData::I16(v) => put(out, v, i16::to_le_bytes),
+            TensorData::I32(v) => put(out, v, i32::to_le_bytes),
+            TensorData::I64(v) => put(out, v, i64::to_le_bytes),
+            TensorData::F16(v) => put(out, v, f16::to_le_bytes),
+            TensorData::BF16(v) => put(out, v, bf16::to_le_bytes),
+            TensorData::F32(v) => put(out, v, f32::to_le_bytes),
+            TensorData::F64(v) => put(out, v, f64::to_le_bytes),
             TensorData::Bytes(v) => {
-                let mut out = Vec::new();
                 for b in v {
                     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
                     out.extend_from_slice(b);
                 }
-                out
             }
         }
     }

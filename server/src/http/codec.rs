@@ -4,8 +4,8 @@
 use super::errors::ApiError;
 use cohost_runtime::{DataType, InferRequest, InferResponse, Tensor, TensorData};
 use half::{bf16, f16};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// Header giving the length of the JSON part of a binary-extension body.
@@ -30,7 +30,167 @@ struct InputJson {
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<JsonData>,
+}
+
+/// One element of a JSON `data` array, as parsed: the scalars a tensor can hold without a
+/// `Value` each, anything else (strings, null, objects) as the `Value` it is.
+#[derive(Debug)]
+enum Scalar {
+    Bool(bool),
+    /// A non-negative integer (what `Value` keeps as a positive integer).
+    U64(u64),
+    /// A negative integer.
+    I64(i64),
+    F64(f64),
+    Other(Value),
+}
+
+impl Scalar {
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Scalar::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// As `Value::as_i64`: integers in range, never floats.
+    fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Scalar::U64(u) => i64::try_from(u).ok(),
+            Scalar::I64(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// As `Value::as_u64`: non-negative integers, never floats.
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Scalar::U64(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// As `Value::as_f64`: any number.
+    fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Scalar::U64(u) => Some(u as f64),
+            Scalar::I64(i) => Some(i as f64),
+            Scalar::F64(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Other(v) => v.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The element as `Value` displays it (for error messages).
+    fn to_value(&self) -> Value {
+        match self {
+            Scalar::Bool(b) => Value::from(*b),
+            Scalar::U64(u) => Value::from(*u),
+            Scalar::I64(i) => Value::from(*i),
+            Scalar::F64(f) => Value::from(*f),
+            Scalar::Other(v) => v.clone(),
+        }
+    }
+}
+
+/// A tensor's JSON `data`, nested arrays flattened row-major while parsing (no `Value`
+/// tree); a lone scalar is one element, as before.
+#[derive(Debug, Default)]
+struct JsonData(Vec<Scalar>);
+
+impl<'de> Deserialize<'de> for JsonData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(Flatten(&mut out))?;
+        Ok(JsonData(out))
+    }
+}
+
+/// Appends one JSON value's scalars to the vector (recursing into arrays).
+struct Flatten<'a>(&'a mut Vec<Scalar>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("tensor data (a value or nested arrays of values)")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.push(Scalar::Bool(v));
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.push(Scalar::U64(v));
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        // serde_json hands non-negative integers to visit_u64; keep `Value`'s split anyway.
+        self.0.push(match u64::try_from(v) {
+            Ok(u) => Scalar::U64(u),
+            Err(_) => Scalar::I64(v),
+        });
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        // As `Value`: a float JSON cannot represent would be null.
+        self.0.push(if v.is_finite() {
+            Scalar::F64(v)
+        } else {
+            Scalar::Other(Value::Null)
+        });
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push(Scalar::Other(Value::String(v.to_owned())));
+        Ok(())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<(), E> {
+        self.0.push(Scalar::Other(Value::String(v)));
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.0.push(Scalar::Other(Value::Null));
+        Ok(())
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.0.reserve(n);
+        }
+        while seq.next_element_seed(Flatten(self.0))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        self.0.push(Scalar::Other(v));
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,7 +310,7 @@ pub fn decode(body: &[u8], header_length: Option<&str>) -> Result<Decoded, ApiEr
                 binary = rest;
                 TensorData::from_le_bytes(datatype, raw, &what)?
             }
-            (None, Some(value)) => json_data(datatype, value, &what, expected)?,
+            (None, Some(value)) => json_data(datatype, value, &what)?,
             (None, None) => {
                 return Err(ApiError::invalid(format!(
                     "{what}: has neither 'data' nor a 'binary_data_size' parameter"
@@ -195,13 +355,13 @@ pub fn decode(body: &[u8], header_length: Option<&str>) -> Result<Decoded, ApiEr
     })
 }
 
-/// Flattens nested or flat JSON `data` into typed elements.
-fn json_data(dt: DataType, value: &Value, what: &str, hint: usize) -> Result<TensorData, ApiError> {
-    let mut flat = Vec::with_capacity(hint);
-    flatten(value, &mut flat);
-    let bad = |i: usize, v: &Value| {
+/// Converts flattened JSON `data` into typed elements.
+fn json_data(dt: DataType, data: &JsonData, what: &str) -> Result<TensorData, ApiError> {
+    let flat = &data.0;
+    let bad = |i: usize, v: &Scalar| {
         ApiError::invalid(format!(
-            "{what}: element {i} ({v}) is not a valid {dt} value"
+            "{what}: element {i} ({}) is not a valid {dt} value",
+            v.to_value()
         ))
     };
     macro_rules! conv {
@@ -214,10 +374,10 @@ fn json_data(dt: DataType, value: &Value, what: &str, hint: usize) -> Result<Ten
             )
         };
     }
-    let int = |v: &Value| v.as_i64();
-    let uint = |v: &Value| v.as_u64();
+    let int = |v: &Scalar| v.as_i64();
+    let uint = |v: &Scalar| v.as_u64();
     Ok(match dt {
-        DataType::BOOL => conv!(Bool, |v: &Value| v.as_bool()),
+        DataType::BOOL => conv!(Bool, |v: &Scalar| v.as_bool()),
         DataType::UINT8 => conv!(U8, |v| uint(v).and_then(|x| x.try_into().ok())),
         DataType::UINT16 => conv!(U16, |v| uint(v).and_then(|x| x.try_into().ok())),
         DataType::UINT32 => conv!(U32, |v| uint(v).and_then(|x| x.try_into().ok())),
@@ -226,45 +386,76 @@ fn json_data(dt: DataType, value: &Value, what: &str, hint: usize) -> Result<Ten
         DataType::INT16 => conv!(I16, |v| int(v).and_then(|x| x.try_into().ok())),
         DataType::INT32 => conv!(I32, |v| int(v).and_then(|x| x.try_into().ok())),
         DataType::INT64 => conv!(I64, int),
-        DataType::FP16 => conv!(F16, |v: &Value| v.as_f64().map(f16::from_f64)),
-        DataType::BF16 => conv!(BF16, |v: &Value| v.as_f64().map(bf16::from_f64)),
-        DataType::FP32 => conv!(F32, |v: &Value| v.as_f64().map(|x| x as f32)),
-        DataType::FP64 => conv!(F64, |v: &Value| v.as_f64()),
-        DataType::BYTES => conv!(Bytes, |v: &Value| v.as_str().map(|s| s.as_bytes().to_vec())),
+        DataType::FP16 => conv!(F16, |v: &Scalar| v.as_f64().map(f16::from_f64)),
+        DataType::BF16 => conv!(BF16, |v: &Scalar| v.as_f64().map(bf16::from_f64)),
+        DataType::FP32 => conv!(F32, |v: &Scalar| v.as_f64().map(|x| x as f32)),
+        DataType::FP64 => conv!(F64, |v: &Scalar| v.as_f64()),
+        DataType::BYTES => conv!(Bytes, |v: &Scalar| v
+            .as_str()
+            .map(|s| s.as_bytes().to_vec())),
     })
 }
 
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
-        other => out.push(other),
+/// A tensor's elements as a JSON array, written straight to the output (no `Value` per
+/// element); numbers print exactly as `serde_json::Value` would print them.
+struct Elements<'a>(&'a TensorData);
+
+impl Serialize for Elements<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        fn seq<S: serde::Serializer, T: Copy, U: Serialize>(
+            s: S,
+            v: &[T],
+            f: impl Fn(T) -> U,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|&x| f(x)))
+        }
+        match self.0 {
+            TensorData::Bool(v) => seq(s, v, |x| x),
+            TensorData::U8(v) => seq(s, v, u64::from),
+            TensorData::U16(v) => seq(s, v, u64::from),
+            TensorData::U32(v) => seq(s, v, u64::from),
+            TensorData::U64(v) => seq(s, v, |x| x),
+            TensorData::I8(v) => seq(s, v, i64::from),
+            TensorData::I16(v) => seq(s, v, i64::from),
+            TensorData::I32(v) => seq(s, v, i64::from),
+            TensorData::I64(v) => seq(s, v, |x| x),
+            // serde_json writes a non-finite float as null, as `Value::from(f64)` does.
+            TensorData::F16(v) => seq(s, v, |x| x.to_f64()),
+            TensorData::BF16(v) => seq(s, v, |x| x.to_f64()),
+            TensorData::F32(v) => seq(s, v, f64::from),
+            TensorData::F64(v) => seq(s, v, |x| x),
+            TensorData::Bytes(v) => s.collect_seq(v.iter().map(|b| String::from_utf8_lossy(b))),
+        }
     }
 }
 
-fn json_elements(data: &TensorData) -> Value {
-    fn arr<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
-        Value::Array(v.iter().map(|&x| f(x)).collect())
-    }
-    match data {
-        TensorData::Bool(v) => arr(v, Value::from),
-        TensorData::U8(v) => arr(v, Value::from),
-        TensorData::U16(v) => arr(v, Value::from),
-        TensorData::U32(v) => arr(v, Value::from),
-        TensorData::U64(v) => arr(v, Value::from),
-        TensorData::I8(v) => arr(v, Value::from),
-        TensorData::I16(v) => arr(v, Value::from),
-        TensorData::I32(v) => arr(v, Value::from),
-        TensorData::I64(v) => arr(v, Value::from),
-        TensorData::F16(v) => arr(v, |x| Value::from(x.to_f64())),
-        TensorData::BF16(v) => arr(v, |x| Value::from(x.to_f64())),
-        TensorData::F32(v) => arr(v, |x| Value::from(x as f64)),
-        TensorData::F64(v) => arr(v, Value::from),
-        TensorData::Bytes(v) => Value::Array(
-            v.iter()
-                .map(|b| Value::from(String::from_utf8_lossy(b)))
-                .collect(),
-        ),
-    }
+/// `{"binary_data_size": n}`.
+#[derive(Serialize)]
+struct BinaryParameters {
+    binary_data_size: usize,
+}
+
+/// One output in the response JSON. Keys in sorted order, as the `Value` maps this
+/// replaced wrote them (clients may rely on byte-identical bodies).
+#[derive(Serialize)]
+struct OutputHead<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Elements<'a>>,
+    datatype: &'static str,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryParameters>,
+    shape: &'a [i64],
+}
+
+/// The response JSON (keys sorted, see [`OutputHead`]).
+#[derive(Serialize)]
+struct ResponseHead<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    model_name: &'a str,
+    model_version: String,
+    outputs: Vec<OutputHead<'a>>,
 }
 
 /// An encoded response body and, for the binary extension, its JSON header length.
@@ -286,35 +477,36 @@ impl Decoded {
 
     /// Encodes the runtime's response the way this request asked for.
     pub fn encode(&self, resp: &InferResponse) -> Encoded {
-        let mut tail = Vec::new();
-        let outputs: Vec<Value> = resp
+        let mut tail: Vec<u8> = Vec::new();
+        let outputs = resp
             .outputs
             .iter()
             .map(|t| {
-                let mut o = json!({
-                    "name": t.name,
-                    "datatype": t.datatype().as_str(),
-                    "shape": t.shape,
+                let binary = self.wants_binary(&t.name);
+                let parameters = binary.then(|| {
+                    let start = tail.len();
+                    t.data.write_le_bytes(&mut tail);
+                    BinaryParameters {
+                        binary_data_size: tail.len() - start,
+                    }
                 });
-                if self.wants_binary(&t.name) {
-                    let raw = t.data.to_le_bytes();
-                    o["parameters"] = json!({ "binary_data_size": raw.len() });
-                    tail.extend_from_slice(&raw);
-                } else {
-                    o["data"] = json_elements(&t.data);
+                OutputHead {
+                    data: (!binary).then_some(Elements(&t.data)),
+                    datatype: t.datatype().as_str(),
+                    name: &t.name,
+                    parameters,
+                    shape: &t.shape,
                 }
-                o
             })
             .collect();
-        let mut head = json!({
-            "model_name": resp.model_name,
-            "model_version": resp.model_version.to_string(),
-            "outputs": outputs,
-        });
-        if let Some(id) = &resp.id {
-            head["id"] = Value::from(id.as_str());
-        }
-        let mut body = serde_json::to_vec(&head).expect("JSON values serialise");
+        let head = ResponseHead {
+            id: resp.id.as_deref(),
+            model_name: &resp.model_name,
+            model_version: resp.model_version.to_string(),
+            outputs,
+        };
+        let mut body = Vec::with_capacity(256 + tail.len());
+        serde_json::to_writer(&mut body, &head).expect("the response head serialises");
         let header_length = if tail.is_empty()
             && !self.binary_outputs.iter().any(|(_, b)| *b)
             && !self.all_binary
@@ -335,6 +527,253 @@ impl Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn json_elements(data: &TensorData) -> Value {
+        fn arr<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
+            Value::Array(v.iter().map(|&x| f(x)).collect())
+        }
+        match data {
+            TensorData::Bool(v) => arr(v, Value::from),
+            TensorData::U8(v) => arr(v, Value::from),
+            TensorData::U16(v) => arr(v, Value::from),
+            TensorData::U32(v) => arr(v, Value::from),
+            TensorData::U64(v) => arr(v, Value::from),
+            TensorData::I8(v) => arr(v, Value::from),
+            TensorData::I16(v) => arr(v, Value::from),
+            TensorData::I32(v) => arr(v, Value::from),
+            TensorData::I64(v) => arr(v, Value::from),
+            TensorData::F16(v) => arr(v, |x| Value::from(x.to_f64())),
+            TensorData::BF16(v) => arr(v, |x| Value::from(x.to_f64())),
+            TensorData::F32(v) => arr(v, |x| Value::from(x as f64)),
+            TensorData::F64(v) => arr(v, Value::from),
+            TensorData::Bytes(v) => Value::Array(
+                v.iter()
+                    .map(|b| Value::from(String::from_utf8_lossy(b)))
+                    .collect(),
+            ),
+        }
+    }
+
+    struct OldEncoded {
+        /// The body bytes.
+        pub body: Vec<u8>,
+        /// `Some(json_len)` when binary tensors follow the JSON.
+        pub header_length: Option<usize>,
+    }
+
+    impl Decoded {
+        /// The `Value`-tree encoder this file used to have: the oracle of `encode`.
+        fn old_encode(&self, resp: &InferResponse) -> OldEncoded {
+            let mut tail = Vec::new();
+            let outputs: Vec<Value> = resp
+                .outputs
+                .iter()
+                .map(|t| {
+                    let mut o = json!({
+                        "name": t.name,
+                        "datatype": t.datatype().as_str(),
+                        "shape": t.shape,
+                    });
+                    if self.wants_binary(&t.name) {
+                        let raw = t.data.to_le_bytes();
+                        o["parameters"] = json!({ "binary_data_size": raw.len() });
+                        tail.extend_from_slice(&raw);
+                    } else {
+                        o["data"] = json_elements(&t.data);
+                    }
+                    o
+                })
+                .collect();
+            let mut head = json!({
+                "model_name": resp.model_name,
+                "model_version": resp.model_version.to_string(),
+                "outputs": outputs,
+            });
+            if let Some(id) = &resp.id {
+                head["id"] = Value::from(id.as_str());
+            }
+            let mut body = serde_json::to_vec(&head).expect("JSON values serialise");
+            let header_length = if tail.is_empty()
+                && !self.binary_outputs.iter().any(|(_, b)| *b)
+                && !self.all_binary
+            {
+                None
+            } else {
+                let n = body.len();
+                body.extend_from_slice(&tail);
+                Some(n)
+            };
+            OldEncoded {
+                body,
+                header_length,
+            }
+        }
+    }
+
+    /// The `Value`-based conversion this file used to have: the oracle of `json_data`.
+    fn old_json_data(dt: DataType, value: &Value, what: &str) -> Result<TensorData, ApiError> {
+        fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+            match value {
+                Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+                other => out.push(other),
+            }
+        }
+        let mut flat = Vec::new();
+        flatten(value, &mut flat);
+        let bad = |i: usize, v: &Value| {
+            ApiError::invalid(format!(
+                "{what}: element {i} ({v}) is not a valid {dt} value"
+            ))
+        };
+        macro_rules! conv {
+            ($variant:ident, $f:expr) => {
+                TensorData::$variant(
+                    flat.iter()
+                        .enumerate()
+                        .map(|(i, v)| $f(v).ok_or_else(|| bad(i, v)))
+                        .collect::<Result<_, _>>()?,
+                )
+            };
+        }
+        let int = |v: &Value| v.as_i64();
+        let uint = |v: &Value| v.as_u64();
+        Ok(match dt {
+            DataType::BOOL => conv!(Bool, |v: &Value| v.as_bool()),
+            DataType::UINT8 => conv!(U8, |v| uint(v).and_then(|x| x.try_into().ok())),
+            DataType::UINT16 => conv!(U16, |v| uint(v).and_then(|x| x.try_into().ok())),
+            DataType::UINT32 => conv!(U32, |v| uint(v).and_then(|x| x.try_into().ok())),
+            DataType::UINT64 => conv!(U64, uint),
+            DataType::INT8 => conv!(I8, |v| int(v).and_then(|x| x.try_into().ok())),
+            DataType::INT16 => conv!(I16, |v| int(v).and_then(|x| x.try_into().ok())),
+            DataType::INT32 => conv!(I32, |v| int(v).and_then(|x| x.try_into().ok())),
+            DataType::INT64 => conv!(I64, int),
+            DataType::FP16 => conv!(F16, |v: &Value| v.as_f64().map(f16::from_f64)),
+            DataType::BF16 => conv!(BF16, |v: &Value| v.as_f64().map(bf16::from_f64)),
+            DataType::FP32 => conv!(F32, |v: &Value| v.as_f64().map(|x| x as f32)),
+            DataType::FP64 => conv!(F64, |v: &Value| v.as_f64()),
+            DataType::BYTES => conv!(Bytes, |v: &Value| v.as_str().map(|s| s.as_bytes().to_vec())),
+        })
+    }
+
+    #[test]
+    fn json_data_converts_as_the_value_tree_did() {
+        let datas = [
+            "[1, 2, 3]",
+            "[[1, 2], [3, 4]]",
+            "[[[0.5]], [[-1.25]]]",
+            "7",
+            "-3",
+            "2.5",
+            "[true, false]",
+            "[1, true]",
+            "[-129, 128, 255, 256, 65536]",
+            "[-9223372036854775808, 9223372036854775807, 18446744073709551615]",
+            "[18446744073709551616, 1e300, -1e-300, 0.1]",
+            "[1.0, 2.0]",
+            "[\"ab\", \"c\"]",
+            "[\"x\", 1]",
+            "[null, 1]",
+            "[{\"a\": [1, 2]}, 3]",
+            "[[], [1], []]",
+            "[]",
+            "{\"k\": 1}",
+        ];
+        let types = [
+            DataType::BOOL,
+            DataType::UINT8,
+            DataType::UINT16,
+            DataType::UINT32,
+            DataType::UINT64,
+            DataType::INT8,
+            DataType::INT16,
+            DataType::INT32,
+            DataType::INT64,
+            DataType::FP16,
+            DataType::BF16,
+            DataType::FP32,
+            DataType::FP64,
+            DataType::BYTES,
+        ];
+        for text in datas {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let data: JsonData = serde_json::from_str(text).unwrap();
+            for dt in types {
+                let old = old_json_data(dt, &value, "input 'x'");
+                let new = json_data(dt, &data, "input 'x'");
+                match (old, new) {
+                    (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text} {dt}"),
+                    (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{text} {dt}"),
+                    (a, b) => panic!("{text} {dt}: {a:?} vs {b:?}"),
+                }
+            }
+        }
+        // `"data": null` is no data, as before.
+        let m = err(
+            r#"{"inputs":[{"name":"d","shape":[1],"datatype":"FP32","data":null}]}"#,
+            None,
+        );
+        assert!(m.contains("neither"), "{m}");
+    }
+
+    #[test]
+    fn encode_writes_what_the_value_tree_wrote() {
+        use half::{bf16, f16};
+        let datas = vec![
+            TensorData::Bool(vec![true, false]),
+            TensorData::U8(vec![0, 255]),
+            TensorData::U16(vec![65535]),
+            TensorData::U32(vec![4_000_000_000]),
+            TensorData::U64(vec![u64::MAX]),
+            TensorData::I8(vec![-128, 127]),
+            TensorData::I16(vec![-32768]),
+            TensorData::I32(vec![i32::MIN, 0]),
+            TensorData::I64(vec![i64::MIN, i64::MAX]),
+            TensorData::F16(vec![f16::from_f32(0.1), f16::INFINITY, f16::NAN]),
+            TensorData::BF16(vec![bf16::from_f32(-2.5)]),
+            TensorData::F32(vec![0.1, -0.0, 1e-40, 3.4e38, f32::NAN, f32::NEG_INFINITY]),
+            TensorData::F64(vec![0.1, 1e300, 5e-324, f64::NAN]),
+            TensorData::Bytes(vec![b"ab".to_vec(), vec![0xff, b'"', b'\\'], vec![]]),
+            TensorData::F32(vec![]),
+        ];
+        let outputs: Vec<Tensor> = datas
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let n = d.len() as i64;
+                Tensor::new(format!("out{i}"), vec![1, n], d)
+            })
+            .collect();
+        for id in [None, Some("req-\"7\"".to_string())] {
+            let resp = InferResponse {
+                model_name: "m\u{e9}".into(),
+                model_version: 12,
+                id,
+                outputs: outputs.clone(),
+                load: Default::default(),
+            };
+            let modes: [(Vec<(String, bool)>, bool); 4] = [
+                (vec![], false),
+                (vec![], true),
+                (vec![("out3".into(), true), ("out11".into(), true)], false),
+                (vec![("out0".into(), false)], true),
+            ];
+            for (binary_outputs, all_binary) in modes {
+                let d = Decoded {
+                    request: InferRequest::default(),
+                    binary_outputs,
+                    all_binary,
+                };
+                let (a, b) = (d.old_encode(&resp), d.encode(&resp));
+                assert_eq!(
+                    String::from_utf8_lossy(&a.body),
+                    String::from_utf8_lossy(&b.body)
+                );
+                assert_eq!(a.body, b.body);
+                assert_eq!(a.header_length, b.header_length);
+            }
+        }
+    }
 
     fn err(body: &str, header: Option<&str>) -> String {
         match decode(body.as_bytes(), header) {

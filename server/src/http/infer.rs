@@ -5,6 +5,7 @@ use super::codec::{self, HEADER_LENGTH};
 use super::errors::{ApiError, put_load};
 use super::routes::ModelPath;
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,14 +28,15 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     })
 }
 
-/// The inference handler.
+/// The inference handler (takes the whole request: a `HeaderMap` extractor would copy the
+/// headers).
 pub async fn infer(
     State(st): State<AppState>,
     Path(p): Path<ModelPath>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
-    match run(&st, &p, &headers, body).await {
+    let (parts, body) = request.into_parts();
+    match run(&st, &p, &parts.headers, body).await {
         Ok(res) => res,
         Err(e) => {
             let e = if e.load.is_none() {
