@@ -241,52 +241,54 @@ fn typed(datatype: DataType, c: pb::InferTensorContents, what: &str) -> Result<T
     })
 }
 
-/// Typed contents for `data`, or None when its datatype travels raw only (FP16, BF16).
-fn contents(data: &TensorData) -> Option<pb::InferTensorContents> {
+/// True when `data`'s datatype has a typed-contents field (all but FP16 and BF16).
+fn has_typed_field(data: &TensorData) -> bool {
+    !matches!(data, TensorData::F16(_) | TensorData::BF16(_))
+}
+
+/// Typed contents holding `data` (moved, not copied, where the field's type matches);
+/// only for datatypes with a typed field (see [`has_typed_field`]).
+fn contents(data: TensorData) -> pb::InferTensorContents {
     let mut c = pb::InferTensorContents::default();
     match data {
-        TensorData::Bool(v) => c.bool_contents = v.clone(),
-        TensorData::I8(v) => c.int_contents = v.iter().map(|&x| x as i32).collect(),
-        TensorData::I16(v) => c.int_contents = v.iter().map(|&x| x as i32).collect(),
-        TensorData::I32(v) => c.int_contents = v.clone(),
-        TensorData::I64(v) => c.int64_contents = v.clone(),
-        TensorData::U8(v) => c.uint_contents = v.iter().map(|&x| x as u32).collect(),
-        TensorData::U16(v) => c.uint_contents = v.iter().map(|&x| x as u32).collect(),
-        TensorData::U32(v) => c.uint_contents = v.clone(),
-        TensorData::U64(v) => c.uint64_contents = v.clone(),
-        TensorData::F32(v) => c.fp32_contents = v.clone(),
-        TensorData::F64(v) => c.fp64_contents = v.clone(),
-        TensorData::Bytes(v) => c.bytes_contents = v.clone(),
-        TensorData::F16(_) | TensorData::BF16(_) => return None,
+        TensorData::Bool(v) => c.bool_contents = v,
+        TensorData::I8(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
+        TensorData::I16(v) => c.int_contents = v.into_iter().map(i32::from).collect(),
+        TensorData::I32(v) => c.int_contents = v,
+        TensorData::I64(v) => c.int64_contents = v,
+        TensorData::U8(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
+        TensorData::U16(v) => c.uint_contents = v.into_iter().map(u32::from).collect(),
+        TensorData::U32(v) => c.uint_contents = v,
+        TensorData::U64(v) => c.uint64_contents = v,
+        TensorData::F32(v) => c.fp32_contents = v,
+        TensorData::F64(v) => c.fp64_contents = v,
+        TensorData::Bytes(v) => c.bytes_contents = v,
+        TensorData::F16(_) | TensorData::BF16(_) => unreachable!("no typed field"),
     }
-    Some(c)
+    c
 }
 
 /// Encodes a response; typed contents unless `raw` or an output has no typed field.
 pub fn encode_response(resp: InferResponse, raw: bool) -> pb::ModelInferResponse {
-    let typed: Option<Vec<_>> = if raw {
-        None
-    } else {
-        resp.outputs.iter().map(|t| contents(&t.data)).collect()
-    };
+    let typed = !raw && resp.outputs.iter().all(|t| has_typed_field(&t.data));
     let mut out = pb::ModelInferResponse {
         model_name: resp.model_name,
         model_version: resp.model_version.to_string(),
         id: resp.id.unwrap_or_default(),
+        outputs: Vec::with_capacity(resp.outputs.len()),
         ..Default::default()
     };
-    let mut typed = typed.map(Vec::into_iter);
     for t in resp.outputs {
-        let c = match typed.as_mut() {
-            Some(it) => it.next(),
-            None => {
-                out.raw_output_contents.push(t.data.to_le_bytes());
-                None
-            }
+        let datatype = t.data.datatype().as_str().to_string();
+        let c = if typed {
+            Some(contents(t.data))
+        } else {
+            out.raw_output_contents.push(t.data.to_le_bytes());
+            None
         };
         out.outputs.push(InferOutputTensor {
             name: t.name,
-            datatype: t.data.datatype().as_str().to_string(),
+            datatype,
             shape: t.shape,
             parameters: HashMap::new(),
             contents: c,
@@ -358,6 +360,39 @@ mod tests {
         assert!(e.message().contains("raw_input_contents"));
         let e = decode_input(input("FP99", vec![1], None), None).unwrap_err();
         assert!(e.message().contains("FP99"));
+    }
+
+    #[test]
+    fn typed_contents_carry_every_value() {
+        let resp = InferResponse {
+            model_name: "m".into(),
+            model_version: 3,
+            id: Some("r".into()),
+            outputs: vec![
+                Tensor::new("a", vec![2], TensorData::I8(vec![-1, 2])),
+                Tensor::new("b", vec![1], TensorData::U16(vec![65535])),
+                Tensor::new("c", vec![2], TensorData::F32(vec![0.5, -1.0])),
+                Tensor::new("d", vec![1], TensorData::Bytes(vec![b"x".to_vec()])),
+            ],
+            load: Default::default(),
+        };
+        let out = encode_response(resp.clone(), false);
+        assert!(out.raw_output_contents.is_empty());
+        assert_eq!((out.model_version.as_str(), out.id.as_str()), ("3", "r"));
+        let c: Vec<_> = out
+            .outputs
+            .iter()
+            .map(|o| o.contents.clone().unwrap())
+            .collect();
+        assert_eq!(c[0].int_contents, vec![-1, 2]);
+        assert_eq!(c[1].uint_contents, vec![65535]);
+        assert_eq!(c[2].fp32_contents, vec![0.5, -1.0]);
+        assert_eq!(c[3].bytes_contents, vec![b"x".to_vec()]);
+        let names: Vec<_> = out.outputs.iter().map(|o| o.datatype.as_str()).collect();
+        assert_eq!(names, ["INT8", "UINT16", "FP32", "BYTES"]);
+        let raw = encode_response(resp.clone(), true);
+        let want: Vec<Vec<u8>> = resp.outputs.iter().map(|t| t.data.to_le_bytes()).collect();
+        assert_eq!(raw.raw_output_contents, want);
     }
 
     #[test]
