@@ -87,9 +87,24 @@ pub struct ServeArgs {
     /// Largest HTTP request body and gRPC message, e.g. 64MiB.
     #[arg(long, value_parser = parse_size, default_value = "64MiB")]
     pub max_body_bytes: u64,
+    /// Threads running the HTTP and gRPC front ends (socket I/O, parsing, encoding); models
+    /// run on the lanes, not here. 0 = one per 4 cores, at least 1. Each answer a lane
+    /// hands back wakes one idle front-end thread, which then wakes another to look for
+    /// more work: with small requests and few cores, extra threads cost more than they give.
+    #[arg(long, env = "COHOST_IO_THREADS", default_value_t = 0)]
+    pub io_threads: usize,
 }
 
 impl ServeArgs {
+    /// The front-end thread count `--io-threads` resolves to on this machine.
+    pub fn io_threads(&self) -> usize {
+        if self.io_threads > 0 {
+            return self.io_threads;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 4).max(1)
+    }
+
     /// The server options these arguments describe (`repository` resolved by the caller).
     pub fn to_options(&self, repository: Option<PathBuf>) -> anyhow::Result<ServeOptions> {
         if !(self.poll_interval_secs > 0.0 && self.poll_interval_secs.is_finite()) {
@@ -158,6 +173,16 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The Tokio runtime a command line runs on: for `serve`, `--io-threads` workers; for the
+/// other commands, the default multi-threaded runtime (one worker per core).
+pub fn async_runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(args) = &cli.command {
+        builder.worker_threads(args.io_threads());
+    }
+    builder.enable_all().build()
+}
+
 /// Runs a parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -174,6 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .context("cannot prepare the demo repository")?,
             };
             tracing::info!("model repository: {}", repository.display());
+            tracing::info!(io_threads = args.io_threads(), "front-end threads");
             let handle =
                 crate::serve(args.to_options(Some(repository))?, shutdown_signal()).await?;
             handle.wait().await?;
@@ -184,5 +210,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || crate::demo::generate_with_bar(&args)).await?
         }
         Command::Bench(args) => cohost_bench::run(*args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["cohost", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn io_threads_default_to_a_quarter_of_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(serve_args(&[]).io_threads(), (cores / 4).max(1));
+        assert_eq!(serve_args(&["--io-threads", "3"]).io_threads(), 3);
+        let cli = Cli::try_parse_from(["cohost", "serve", "--io-threads", "2"]).unwrap();
+        let rt = async_runtime(&cli).unwrap();
+        assert_eq!(rt.metrics().num_workers(), 2);
     }
 }

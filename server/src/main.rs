@@ -3,15 +3,24 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match cohost_server::cli::run(cohost_server::cli::Cli::parse()).await {
+    let cli = cohost_server::cli::Cli::parse();
+    // `serve` gets a runtime sized for the front ends (see `--io-threads`); every other
+    // command gets what `#[tokio::main]` would build.
+    let runtime = match cohost_server::cli::async_runtime(&cli) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cohost_server::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -4,6 +4,7 @@
 use crate::grpc::{self, GrpcOptions};
 use crate::http::{self, AppState};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use cohost_runtime::{Device, Runtime, RuntimeOptions};
 use std::future::{Future, IntoFuture};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -148,6 +149,12 @@ async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener
         .with_context(|| format!("cannot bind the {what} listener to {host}:{port}"))
 }
 
+fn set_nodelay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
+    }
+}
+
 async fn signal(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -224,6 +231,9 @@ pub async fn serve(
         shutting_down,
     };
     let app = http::router(state.clone());
+    // Responses are written whole, so Nagle's algorithm only ever delays them (as gRPC's
+    // accepted sockets, HTTP ones get TCP_NODELAY).
+    let http_listener = http_listener.tap_io(set_nodelay);
     let http_serve = axum::serve(http_listener, app).with_graceful_shutdown(signal(rx.clone()));
     tasks.push((
         "HTTP",
@@ -245,7 +255,7 @@ pub async fn serve(
     tracing::info!("gRPC (inference.GRPCInferenceService) listening on {grpc_addr}");
 
     if let Some(listener) = metrics_listener {
-        let serve = axum::serve(listener, http::metrics_router(state))
+        let serve = axum::serve(listener.tap_io(set_nodelay), http::metrics_router(state))
             .with_graceful_shutdown(signal(rx.clone()));
         tasks.push((
             "metrics",
