@@ -81,7 +81,11 @@ impl Default for EdfFairShare {
 
 impl SchedulePolicy for EdfFairShare {
     fn name(&self) -> &'static str {
-        "edf-fair"
+        if self.share_cap.is_some() {
+            "edf-fair"
+        } else {
+            "edf-fair-work-conserving"
+        }
     }
     fn share_cap(&self) -> Option<f64> {
         self.share_cap

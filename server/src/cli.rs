@@ -78,6 +78,11 @@ pub struct ServeArgs {
     /// Execution lanes (CPU worker threads or CUDA streams); 0 = derive from the device.
     #[arg(long, default_value_t = 0)]
     pub lanes: usize,
+    /// Cross-model scheduling: edf-fair (deadline first within weighted fair shares; a model
+    /// over its share does not borrow idle lanes while others are active),
+    /// edf-fair-work-conserving (it may), or fifo (oldest request first).
+    #[arg(long, default_value = "edf-fair")]
+    pub schedule: cohost_runtime::ScheduleKind,
     /// Device memory budget for weights and tables, e.g. 512MiB, 2GB, 1073741824.
     #[arg(long, value_parser = parse_size)]
     pub memory_budget: Option<u64>,
@@ -119,6 +124,7 @@ impl ServeArgs {
             model_control: self.model_control_mode,
             poll_interval: Duration::from_secs_f64(self.poll_interval_secs),
             lanes: self.lanes,
+            schedule: self.schedule,
             memory_budget: self.memory_budget,
             device: self.device.into(),
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),

@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub poll_interval: Duration,
     /// Lanes (0 = derive from the device).
     pub lanes: usize,
+    /// Cross-model scheduling policy.
+    pub schedule: cohost_runtime::ScheduleKind,
     /// Device memory budget in bytes.
     pub memory_budget: Option<u64>,
     /// Backend choice.
@@ -77,6 +79,7 @@ impl Default for ServeOptions {
             model_control: ModelControlMode::None,
             poll_interval: Duration::from_secs(5),
             lanes: 0,
+            schedule: cohost_runtime::ScheduleKind::default(),
             memory_budget: None,
             device: Device::Auto,
             max_body_bytes: 64 << 20,
@@ -168,6 +171,7 @@ pub async fn serve(
     crate::metrics::install();
     let runtime_options = RuntimeOptions {
         lanes: options.lanes,
+        schedule: options.schedule,
         memory_budget: options.memory_budget,
         device: options.device,
         repository: options.repository.clone(),
