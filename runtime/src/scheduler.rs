@@ -123,7 +123,10 @@ impl ScheduleKind {
     /// Every kind with its name, as the CLI spells it.
     pub const ALL: [(ScheduleKind, &'static str); 3] = [
         (ScheduleKind::EdfFair, "edf-fair"),
-        (ScheduleKind::EdfFairWorkConserving, "edf-fair-work-conserving"),
+        (
+            ScheduleKind::EdfFairWorkConserving,
+            "edf-fair-work-conserving",
+        ),
         (ScheduleKind::Fifo, "fifo"),
     ];
 
@@ -149,7 +152,10 @@ impl std::str::FromStr for ScheduleKind {
             .map(|(k, _)| *k)
             .ok_or_else(|| {
                 let names: Vec<&str> = ScheduleKind::ALL.iter().map(|(_, n)| *n).collect();
-                format!("unknown schedule policy '{s}' (one of: {})", names.join(", "))
+                format!(
+                    "unknown schedule policy '{s}' (one of: {})",
+                    names.join(", ")
+                )
             })
     }
 }
