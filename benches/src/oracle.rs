@@ -177,6 +177,7 @@ async fn measure_shape(
         repository: Some(repo),
         lanes: shape.lanes,
         memory_budget: shape.memory,
+        schedule: args.schedule,
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
