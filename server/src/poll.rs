@@ -98,10 +98,17 @@ pub async fn run(
     interval: Duration,
     stop: impl Future<Output = ()>,
 ) {
-    let scan_repo = repo.clone();
-    let mut known = tokio::task::spawn_blocking(move || scan(&scan_repo))
-        .await
-        .unwrap_or_default();
+    // Only what the runtime serves counts as known: a model dropped in between the start-up
+    // load and this first scan (or one that failed to load at start) is loaded by the first
+    // pass instead of being taken as already handled.
+    let (scan_repo, rt) = (repo.clone(), runtime.clone());
+    let mut known = tokio::task::spawn_blocking(move || {
+        let mut known = scan(&scan_repo);
+        known.retain(|name, _| rt.metadata(name, None).is_ok());
+        known
+    })
+    .await
+    .unwrap_or_default();
     tracing::info!(
         interval_secs = interval.as_secs_f64(),
         "polling {} for changes",
