@@ -23,9 +23,7 @@ pub fn matmul_wt(
     y: &mut [f32],
     threads: usize,
 ) {
-    assert_eq!(x.len(), n * k, "matmul_wt: x is not n x k");
-    assert_eq!(w.len(), out * k, "matmul_wt: w is not out x k");
-    assert_eq!(y.len(), n * out, "matmul_wt: y is not n x out");
+    check_sizes("matmul_wt", x, n, k, w, out, y);
     if n == 0 || out == 0 {
         return;
     }
@@ -40,6 +38,14 @@ pub fn matmul_wt(
     }
 }
 
+/// Panics unless `x` is `n × k`, `w` is `out × k` and `y` is `n × out` (the unsafe paths
+/// rely on it).
+fn check_sizes(what: &str, x: &[f32], n: usize, k: usize, w: &[f32], out: usize, y: &[f32]) {
+    assert_eq!(x.len(), n * k, "{what}: x is not n x k");
+    assert_eq!(w.len(), out * k, "{what}: w is not out x k");
+    assert_eq!(y.len(), n * out, "{what}: y is not n x out");
+}
+
 /// The large-batch path alone: `x · wᵀ` by the `gemm` crate (same contract as [`matmul_wt`]).
 pub fn gemm_crate(
     x: &[f32],
@@ -50,10 +56,7 @@ pub fn gemm_crate(
     y: &mut [f32],
     threads: usize,
 ) {
-    assert!(
-        x.len() == n * k && w.len() == out * k && y.len() == n * out,
-        "gemm_crate: sizes"
-    );
+    check_sizes("gemm_crate", x, n, k, w, out, y);
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -91,10 +94,7 @@ pub fn gemm_crate(
 /// The small-batch path alone: `x · wᵀ` by row-dot products (same contract as
 /// [`matmul_wt`], one thread), with AVX2 + FMA code when the CPU has them.
 pub fn row_dots(x: &[f32], n: usize, k: usize, w: &[f32], out: usize, y: &mut [f32]) {
-    assert!(
-        x.len() == n * k && w.len() == out * k && y.len() == n * out,
-        "row_dots: sizes"
-    );
+    check_sizes("row_dots", x, n, k, w, out, y);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above); sizes checked above.
