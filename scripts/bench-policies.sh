@@ -24,6 +24,7 @@
 #   NOISY_QUEUE  max_queue_len of the noisy model [8]
 #   SEARCH_MIN_REQUESTS  requests a search step measures at least [300]
 #   SEARCH_START first rate of each search, req/s [100]
+#   SEARCH_RETRIES  times a failing search step is measured again before it counts [1]
 #   CAPACITY     (c) total req/s of the 4-model slice; skips its capacity search [unset]
 #   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
 #   REPEAT       interleaved repetitions of each comparison [3]; ratios are reported per
@@ -48,6 +49,7 @@ SIZES="${SIZES:-16 64 256}"
 NOISY_QUEUE="${NOISY_QUEUE:-8}"
 SEARCH_MIN_REQUESTS="${SEARCH_MIN_REQUESTS:-300}"
 SEARCH_START="${SEARCH_START:-100}"
+SEARCH_RETRIES="${SEARCH_RETRIES:-1}"
 REPEAT="${REPEAT:-3}"
 SCHEDULES="${SCHEDULES:-edf-fair edf-fair-work-conserving}"
 URL="http://127.0.0.1:$PORT"
@@ -147,7 +149,8 @@ search() {
   for m in "$@"; do args+=(--model "$m"); done
   "$BIN" bench --target http-json --url "${SEARCH_URL:-$URL}" --model-repository "$REPO" "${args[@]}" \
     --p99-target "$P99" --search-start "$start" --warmup "$WARMUP" --duration "$DURATION" \
-    --search-min-requests "$SEARCH_MIN_REQUESTS" --no-progress --json "$OUT/$name.json" \
+    --search-min-requests "$SEARCH_MIN_REQUESTS" --search-retries "$SEARCH_RETRIES" \
+    --no-progress --json "$OUT/$name.json" \
     >"$OUT/$name.txt" 2>"$OUT/$name.err" || {
     cat "$OUT/$name.err" >&2
     return 1

@@ -86,12 +86,15 @@ impl BatchPolicy for StaticBatching {
     }
 }
 
-/// Fraction of its lane share the adaptive policy plans to use: a batch needs enough rows
-/// that the model's share of the lanes keeps up with its arrival rate
-/// (`rate · t(n) / n ≤ KEEP_UP · lane_share`), so the cores' other work (request decoding,
-/// responses) keeps some room. With one model alone on the slice its share is all lanes;
-/// with many models each gets its weighted part, so each batches more.
-const KEEP_UP: f64 = 1.0;
+/// Fraction of its lane share the adaptive policy plans to keep busy: a batch needs
+/// enough rows that `rate · t(n) / n ≤ KEEP_UP · lane_share`. The share is the model's
+/// weighted part of all the slice's lanes, so the capacity planned over every active
+/// model together is `KEEP_UP · lanes` however many models share the slice: 8 models at
+/// an eighth of the traffic each batch like one model with all of it (each waits longer
+/// for its rows), instead of each sizing its batches as if it had a lane of its own. Half
+/// the lanes leaves the rest for what else runs on the cores (request decoding and
+/// responses on a CPU) and for bursts.
+const KEEP_UP: f64 = 0.5;
 
 /// SLO-aware: a batch waits for company only while its oldest request can still finish
 /// within the P99 target, given the work ahead and the learned latency `t(n) = a + b·n`,
@@ -162,12 +165,13 @@ impl AdaptiveBatching {
         }
     }
 
-    /// Rows a batch needs so that one lane alone keeps up with the arrival rate:
-    /// the least `n` with `rows_rate · t(n) / n ≤ KEEP_UP`; `max_rows` when none does.
+    /// Rows a batch needs so that the model's planned part of the lanes keeps up with its
+    /// arrival rate: the least `n` with `rows_rate · t(n) / n ≤ KEEP_UP · lane_share`;
+    /// `max_rows` when none does.
     pub fn rows_needed(&self, view: &QueueView<'_>) -> usize {
         let (a, b) = view.latency.coefficients();
         let rows_rate = Self::rows_rate(view);
-        let spare = KEEP_UP * view.lane_share.clamp(1e-3, 1.0) - rows_rate * b;
+        let spare = KEEP_UP * view.lane_share.max(1e-3) - rows_rate * b;
         if spare <= 0.0 {
             return view.max_rows;
         }
@@ -508,12 +512,50 @@ mod tests {
         let t0 = Instant::now();
         let mut v = view(t0, t0, 1, &lat);
         v.max_rows = 512;
-        v.arrival_rate = 2_500.0;
+        v.arrival_rate = 2_000.0;
+        v.lane_share = 2.0;
         let alone = p.rows_needed(&v);
         v.lane_share = 0.25;
         let shared = p.rows_needed(&v);
-        // Alone: n ≥ r·a / (1 − r·b) = 0.75 / 0.9125 → 1. Quarter lane: 0.75 / 0.1625 → 5.
-        assert_eq!((alone, shared), (1, 5));
+        // Planned capacity KEEP_UP · share: 1 lane alone, an eighth of a lane shared.
+        // n ≥ r·a / (c − r·b): alone 0.6 / 0.93 → 1; shared 0.6 / 0.055 → 11.
+        assert_eq!((alone, shared), (1, 11));
+    }
+
+    #[test]
+    fn models_sharing_the_lanes_batch_like_one_model_with_all_the_traffic() {
+        // One model alone on 2 lanes at R req/s, and each of 8 equal-weight models at R/8
+        // with a quarter of the lanes: the same rows per batch, so the slice runs the same
+        // number of batches for the same traffic (the planned capacity does not grow with
+        // the number of tenants).
+        let lat = calibrated(160e-6, 30e-6);
+        let p = AdaptiveBatching {
+            target: Duration::from_millis(10),
+            headroom: 0.8,
+        };
+        let t0 = Instant::now();
+        for rate in [500.0, 2_000.0, 7_000.0, 15_000.0, 22_000.0] {
+            let mut one = view(t0, t0, 1, &lat);
+            one.max_rows = 512;
+            one.arrival_rate = rate;
+            one.lane_share = 2.0;
+            let mut each = one;
+            each.arrival_rate = rate / 8.0;
+            each.lane_share = 2.0 / 8.0;
+            let (n1, n8) = (p.rows_needed(&one), p.rows_needed(&each));
+            assert_eq!(n1, n8, "{rate} req/s: alone {n1} rows, one of 8 {n8}");
+            // Planned lane use over the slice: one model's, or 8 models' together.
+            let use1 = rate * lat.predict(n1) / n1 as f64;
+            let use8 = 8.0 * (rate / 8.0) * lat.predict(n8) / n8 as f64;
+            assert!(
+                (use1 - use8).abs() < 1e-9,
+                "{rate} req/s: {use1} vs {use8} lanes"
+            );
+            assert!(
+                use1 <= KEEP_UP * 2.0 + 1e-9,
+                "{rate} req/s plans {use1} lanes"
+            );
+        }
     }
 
     #[test]

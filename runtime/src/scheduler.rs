@@ -232,15 +232,17 @@ impl Scheduler {
         }
     }
 
-    /// Each queue's weighted share of the lanes among the models with work, and the
-    /// other models' running work per lane when every lane is busy.
-    fn shares(&self, queues: &[Arc<ModelQueue>], now: Instant) -> Vec<SliceShare> {
+    /// Each queue's weighted share of the lanes among the recently active models (`active`,
+    /// one flag per queue), and the other models' running work per lane when every lane is
+    /// busy. Recent activity, not work at this instant, so that a model's share does not
+    /// swing with which of its neighbours happen to have a request queued right now.
+    fn shares(&self, queues: &[Arc<ModelQueue>], active: &[bool], now: Instant) -> Vec<SliceShare> {
         let running: Vec<f64> = queues.iter().map(|q| q.running_work(now)).collect();
         let weight = |q: &ModelQueue| q.config.weight.max(1e-6);
         let active_weight: f64 = queues
             .iter()
-            .zip(&running)
-            .filter(|(q, r)| **r > 0.0 || q.has_queued())
+            .zip(active)
+            .filter(|(_, a)| **a)
             .map(|(q, _)| weight(q))
             .sum();
         let total_running: f64 = running.iter().sum();
@@ -267,19 +269,22 @@ impl Scheduler {
 
     /// For each queue, until when it is held back for using more than its share of the
     /// lanes (None: free to run). Only while two or more models are active.
-    fn share_caps(&self, queues: &[Arc<ModelQueue>], now: Instant) -> Vec<Option<Instant>> {
+    fn share_caps(
+        &self,
+        queues: &[Arc<ModelQueue>],
+        active: &[bool],
+        now: Instant,
+    ) -> Vec<Option<Instant>> {
         let Some(slack) = self.policy.share_cap() else {
             return vec![None; queues.len()];
         };
         let tenants: Vec<Tenant> = queues
             .iter()
-            .map(|q| {
-                let active = q.recently_active(now);
-                Tenant {
-                    active,
-                    weight: q.config.weight,
-                    usage: if active { q.lane_usage(now) } else { 0.0 },
-                }
+            .zip(active)
+            .map(|(q, &active)| Tenant {
+                active,
+                weight: q.config.weight,
+                usage: if active { q.lane_usage(now) } else { 0.0 },
             })
             .collect();
         share_caps(slack, self.lanes, &tenants, now)
@@ -332,12 +337,17 @@ impl Scheduler {
             let mut ready: Vec<(usize, usize, Candidate)> = Vec::new();
             let mut wake_at: Option<Instant> = None;
             let mut failed = false;
-            let shares = self.shares(&state.queues, now);
+            let active: Vec<bool> = state
+                .queues
+                .iter()
+                .map(|q| q.recently_active(now))
+                .collect();
+            let shares = self.shares(&state.queues, &active, now);
             let shutdown = state.shutdown;
             let capped = if shutdown {
                 vec![None; state.queues.len()]
             } else {
-                self.share_caps(&state.queues, now)
+                self.share_caps(&state.queues, &active, now)
             };
             for (i, q) in state.queues.iter().enumerate() {
                 if q.lanes_busy() >= q.max_lanes {
