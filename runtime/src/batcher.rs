@@ -96,9 +96,19 @@ impl BatchPolicy for StaticBatching {
 /// responses on a CPU) and for bursts.
 const KEEP_UP: f64 = 0.5;
 
+/// Part of the planned latency budget a request may spend waiting for company; the rest
+/// is for queueing behind running batches, the batch's own run, and noise. Without it, a
+/// model whose traffic is thin (one of many sharing a slice) would wait for its next
+/// arrival, re-planned on every wake-up, until the latest start: every request then
+/// finished just inside the target and any stall of the host pushed it over. A quarter of
+/// the 8 ms planned for a 10 ms target is 2 ms: the delay of the best static setting in
+/// the grid of docs/BENCHMARKS.md § (a).
+const GATHER: f64 = 0.25;
+
 /// SLO-aware: a batch waits for company only while its oldest request can still finish
 /// within the P99 target, given the work ahead and the learned latency `t(n) = a + b·n`,
-/// and only as long as it lacks the rows needed to keep up with the arrival rate.
+/// only as long as it lacks the rows needed to keep up with the arrival rate, and at most
+/// [`GATHER`] of the planned budget.
 #[derive(Debug, Clone, Copy)]
 pub struct AdaptiveBatching {
     /// The model's latency target.
@@ -115,6 +125,12 @@ impl AdaptiveBatching {
         let run = view.latency.predict(rows.max(1));
         let slack = (budget - run - view.work_ahead).max(0.0);
         view.oldest + Duration::from_secs_f64(slack)
+    }
+
+    /// Longest the oldest request waits for company, in seconds: [`GATHER`] of the planned
+    /// budget.
+    pub fn max_gather(&self) -> f64 {
+        self.target.as_secs_f64() * self.headroom * GATHER
     }
 
     /// Rows arriving per second (requests per second times the mean rows waiting).
@@ -211,9 +227,19 @@ impl BatchPolicy for AdaptiveBatching {
         if view.rows >= needed {
             return Decision::Ready(cap);
         }
-        // Busy: wait for the rows needed, never past the latest start.
+        // Busy: wait for the rows needed, never past the latest start, and never once the
+        // oldest request has waited its part of the budget for company.
         let to_needed = (needed - view.rows) as f64 / Self::rows_rate(view);
-        Decision::WaitUntil(view.now + Duration::from_secs_f64(to_needed.min(wait)))
+        let age = view
+            .now
+            .saturating_duration_since(view.oldest)
+            .as_secs_f64();
+        let left = self.max_gather() - age;
+        if left <= 0.0 {
+            return Decision::Ready(cap);
+        }
+        let s = to_needed.min(wait).min(left);
+        Decision::WaitUntil(view.now + Duration::from_secs_f64(s))
     }
 }
 
@@ -447,6 +473,12 @@ mod tests {
                     // still finishes its oldest request within the budget.
                     if start > idle_since + 1e-12 {
                         held += 1;
+                        // Nor does it wait for company longer than its part of the budget.
+                        assert!(
+                            start - oldest <= budget * GATHER + 1e-9,
+                            "rate {rate} x{misjudge}: held {}s for company",
+                            start - oldest
+                        );
                         let finish = start - oldest + lat.predict(rows);
                         assert!(
                             finish <= budget + 1e-9,
@@ -556,6 +588,46 @@ mod tests {
                 "{rate} req/s plans {use1} lanes"
             );
         }
+    }
+
+    #[test]
+    fn thin_traffic_waits_for_company_only_its_part_of_the_budget() {
+        // One of 8 models at 250 req/s with an eighth of the lanes' planned capacity needs
+        // 2 rows a batch to keep up (250 · t(1) = 0.16 > 0.125), but its next arrival is
+        // 4 ms away on average: it waits at most GATHER of the budget (2 ms), however often
+        // it is asked again meanwhile.
+        let lat = calibrated(600e-6, 50e-6);
+        let p = AdaptiveBatching {
+            target: Duration::from_millis(10),
+            headroom: 0.8,
+        };
+        let t0 = Instant::now();
+        let mut v = view(t0, t0, 1, &lat);
+        v.max_rows = 512;
+        v.arrival_rate = 250.0;
+        v.lane_share = 0.25;
+        assert_eq!(p.rows_needed(&v), 2);
+        let gather = Duration::from_secs_f64(p.max_gather());
+        assert!((gather.as_secs_f64() - 0.002).abs() < 1e-9);
+        let mut now = t0;
+        let mut asked = 0;
+        loop {
+            v.now = now;
+            match p.decide(&v) {
+                Decision::WaitUntil(t) => {
+                    assert!(t > now && t <= t0 + gather, "waits until {:?}", t - t0);
+                    now = t;
+                    asked += 1;
+                    assert!(asked < 100, "never stops waiting");
+                }
+                Decision::Ready(_) => break,
+            }
+        }
+        assert!(
+            now - t0 >= gather - Duration::from_micros(1),
+            "ran after {:?}",
+            now - t0
+        );
     }
 
     #[test]
