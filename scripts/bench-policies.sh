@@ -27,6 +27,7 @@
 #   SEARCH_RETRIES  times a failing search step is measured again before it counts [1]
 #   CAPACITY     (c) total req/s of the 4-model slice; skips its capacity search [unset]
 #   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
+#   OLD_CLIENT_BIN  another cohost binary whose bench client is also measured in (d) [unset]
 #   REPEAT       interleaved repetitions of each comparison [3]; ratios are reported per
 #                repetition and as their median, so a slow stretch of a shared machine
 #                hits both sides of a comparison instead of one
@@ -395,6 +396,10 @@ overhead() {
       [ "$t" = grpc ] && url="http://127.0.0.1:$GPORT"
       "$BIN" bench --target "$t" --url "$url" --model-repository "$REPO" --model mlp-tiny \
         --concurrency 1 --warmup 1 --duration 5 --no-progress --json "$OUT/d-$t-r$r.json" >/dev/null 2>&1
+      if [ -n "${OLD_CLIENT_BIN:-}" ] && [ "$t" != grpc ]; then
+        "$OLD_CLIENT_BIN" bench --target "$t" --url "$url" --model-repository "$REPO" --model mlp-tiny \
+          --concurrency 1 --warmup 1 --duration 5 --no-progress --json "$OUT/d-$t-old-client-r$r.json" >/dev/null 2>&1
+      fi
     done
   done
   stop_server
@@ -406,7 +411,11 @@ for i in range(1, repeat + 1):
     print(f"repetition {i}: " + ", ".join(f"{t} {p50(t, i):.0f} us" for t in ["in-process", "http-json", "http-binary", "grpc"]))
 base = statistics.median(p50("in-process", i) for i in range(1, repeat + 1))
 print(f"in-process median p50 {base:.0f} us")
-for t in ["http-json", "http-binary", "grpc"]:
+import os
+targets = ["http-json", "http-binary", "grpc"]
+if os.path.exists(f"{out}/d-http-json-old-client-r1.json"):
+    targets += ["http-json-old-client", "http-binary-old-client"]
+for t in targets:
     diffs = [p50(t, i) - p50("in-process", i) for i in range(1, repeat + 1)]
     print(f"{t:<12} median p50 minus in-process (same repetition): {statistics.median(diffs):.0f} us (goal <= 30 us)")
 EOF2

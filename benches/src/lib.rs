@@ -7,6 +7,7 @@
 
 mod cli;
 pub mod grpc;
+pub mod http_client;
 pub mod load;
 #[cfg(test)]
 mod load_tests;

@@ -2,8 +2,10 @@
 //! and in-process implementations. Encoding happens in [`Target::encode`], off the
 //! measured path; [`Target::infer`] only ships pre-encoded bytes and waits.
 
+use crate::http_client::HttpPool;
 use crate::workload::GenRequest;
 use cohost_runtime::{InferRequest, Runtime};
+use hyper::header::{HeaderName, HeaderValue};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -64,29 +66,11 @@ pub trait Target: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), FailKind>> + Send;
 }
 
-fn reqwest_fail(e: reqwest::Error) -> FailKind {
-    if e.is_timeout() {
-        FailKind::Timeout
-    } else if let Some(s) = e.status() {
-        FailKind::Http(s.as_u16())
-    } else {
-        FailKind::Transport
-    }
-}
-
-fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .pool_max_idle_per_host(4096)
-        .tcp_nodelay(true)
-        .build()?)
-}
-
 /// A pre-encoded HTTP request: its body and, for the binary extension, the JSON length.
 #[derive(Debug, Clone)]
 pub struct HttpEncoded {
-    /// `POST` address.
-    pub url: String,
+    /// `POST` path (`/v2/models/{m}/infer`).
+    pub path: String,
     /// The full body.
     pub body: bytes::Bytes,
     /// `Inference-Header-Content-Length` when the body carries binary tensors.
@@ -95,8 +79,7 @@ pub struct HttpEncoded {
 
 /// KServe v2 over HTTP, with JSON tensors or the binary tensor extension.
 pub struct HttpTarget {
-    client: reqwest::Client,
-    base: String,
+    pool: HttpPool,
     binary: bool,
 }
 
@@ -104,8 +87,7 @@ impl HttpTarget {
     /// A target at `base` (e.g. `http://127.0.0.1:8000`); `binary` selects the binary extension.
     pub fn new(base: &str, binary: bool, timeout: Duration) -> anyhow::Result<Self> {
         Ok(HttpTarget {
-            client: http_client(timeout)?,
-            base: base.trim_end_matches('/').to_string(),
+            pool: HttpPool::new(base, timeout)?,
             binary,
         })
     }
@@ -175,18 +157,18 @@ impl Target for HttpTarget {
     }
 
     fn encode(&self, model: &str, request: &GenRequest) -> anyhow::Result<HttpEncoded> {
-        let url = format!("{}/v2/models/{model}/infer", self.base);
+        let path = format!("/v2/models/{model}/infer");
         if self.binary {
             let (body, header_len) = binary_body(request);
             Ok(HttpEncoded {
-                url,
+                path,
                 body: body.into(),
                 header_len: Some(header_len),
             })
         } else {
             let body = serde_json::to_vec(&json_body(request))?;
             Ok(HttpEncoded {
-                url,
+                path,
                 body: body.into(),
                 header_len: None,
             })
@@ -194,21 +176,25 @@ impl Target for HttpTarget {
     }
 
     async fn infer(&self, _model: &str, request: &HttpEncoded) -> Result<(), FailKind> {
-        let mut req = self.client.post(&request.url).body(request.body.clone());
-        req = match request.header_len {
-            Some(n) => req
-                .header("Inference-Header-Content-Length", n)
-                .header("Content-Type", "application/octet-stream"),
-            None => req.header("Content-Type", "application/json"),
+        let (content_type, extra) = match request.header_len {
+            Some(n) => (
+                "application/octet-stream",
+                Some((
+                    HeaderName::from_static("inference-header-content-length"),
+                    HeaderValue::from(n),
+                )),
+            ),
+            None => ("application/json", None),
         };
-        let resp = req.send().await.map_err(reqwest_fail)?;
-        let status = resp.status();
-        // Read the whole answer: the latency includes receiving it.
-        let body = resp.bytes().await.map_err(reqwest_fail)?;
-        if !status.is_success() {
-            return Err(FailKind::Http(status.as_u16()));
+        let answer = self
+            .pool
+            .post(&request.path, content_type, extra, request.body.clone())
+            .await?;
+        if !answer.status.is_success() {
+            return Err(FailKind::Http(answer.status.as_u16()));
         }
-        if body.is_empty() {
+        // The whole answer was read: the latency includes receiving it.
+        if answer.body.is_empty() {
             return Err(FailKind::Transport);
         }
         Ok(())

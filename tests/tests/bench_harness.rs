@@ -1,0 +1,99 @@
+//! The harness (`cohost bench`'s library) against a real server over real sockets: every
+//! request of a closed and an open loop answered over HTTP JSON, HTTP binary and gRPC,
+//! and a server's refusal attributed to its status.
+
+use cohost_bench::grpc::GrpcTarget;
+use cohost_bench::workload::read_config;
+use cohost_bench::{
+    BatchDist, FailKind, HttpTarget, IndexDist, LoadMode, LoadSpec, ModelLoad, Target, Workload,
+    measure, prepare,
+};
+use cohost_tests::TestServer;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn workload(repo: &std::path::Path) -> Workload {
+    let models = ["mlp-tiny", "dlrm-tiny"]
+        .iter()
+        .map(|n| ModelLoad {
+            name: n.to_string(),
+            weight: 1.0,
+            config: read_config(repo, n).unwrap(),
+        })
+        .collect();
+    Workload {
+        models,
+        batch: BatchDist::parse("1:0.7,4:0.3").unwrap(),
+        index: IndexDist::Zipf(1.05),
+        pool_size: 32,
+        seed: 5,
+    }
+}
+
+/// Every request of a closed loop and an open loop succeeds, per model, with rows counted.
+async fn serves_everything<T: Target>(target: T, repo: &std::path::Path) {
+    let name = target.name();
+    let target = Arc::new(target);
+    let prepared = Arc::new(prepare(target.as_ref(), &workload(repo)).unwrap());
+    for mode in [
+        LoadMode::Closed { concurrency: 4 },
+        LoadMode::Open { rate: 300.0 },
+    ] {
+        let spec = LoadSpec::new(mode, Duration::from_millis(100), Duration::from_millis(600));
+        let report = measure(target.clone(), prepared.clone(), &spec).await;
+        assert_eq!(report.models.len(), 2, "{name} {mode:?}");
+        for (model, s) in &report.models {
+            assert!(s.ok > 10, "{name} {mode:?} {model}: only {} answered", s.ok);
+            assert_eq!(
+                s.errors, 0,
+                "{name} {mode:?} {model}: {:?}",
+                s.errors_by_kind
+            );
+            assert!(s.rows_per_s > s.throughput, "{name} {mode:?} {model}: rows");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_json_binary_and_grpc_targets_get_every_answer() {
+    let mut server = TestServer::start(|_| {}).await;
+    let repo = server.repo.path().to_path_buf();
+    let timeout = Duration::from_secs(10);
+    serves_everything(
+        HttpTarget::new(&server.base, false, timeout).unwrap(),
+        &repo,
+    )
+    .await;
+    serves_everything(HttpTarget::new(&server.base, true, timeout).unwrap(), &repo).await;
+    let grpc = GrpcTarget::connect(&server.grpc_url(), 2, timeout)
+        .await
+        .unwrap();
+    serves_everything(grpc, &repo).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refusals_are_counted_by_status_and_the_connection_survives() {
+    let mut server = TestServer::start(|_| {}).await;
+    let repo = server.repo.path().to_path_buf();
+    let target = HttpTarget::new(&server.base, false, Duration::from_secs(10)).unwrap();
+    let prepared = prepare(&target, &workload(&repo)).unwrap();
+    let good = &prepared.models[0].pool[0].0;
+    assert_eq!(target.infer("mlp-tiny", good).await, Ok(()));
+    // The same body sent to a model that does not exist: 404, then a good one again.
+    let mut missing = good.clone();
+    missing.path = "/v2/models/no-such-model/infer".into();
+    assert_eq!(
+        target.infer("no-such-model", &missing).await,
+        Err(FailKind::Http(404))
+    );
+    // A body the server cannot decode: 400.
+    let mut garbage = good.clone();
+    garbage.body = bytes::Bytes::from_static(b"{\"inputs\": 7}");
+    assert_eq!(
+        target.infer("mlp-tiny", &garbage).await,
+        Err(FailKind::Http(400))
+    );
+    assert_eq!(target.infer("mlp-tiny", good).await, Ok(()));
+    server.stop().await;
+}
