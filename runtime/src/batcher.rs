@@ -262,6 +262,14 @@ pub fn policy_for(config: &ModelConfig) -> Box<dyn BatchPolicy> {
 mod tests {
     use super::*;
 
+    /// The adaptive policy with a 10 ms target and the default headroom.
+    fn adaptive_10ms() -> AdaptiveBatching {
+        AdaptiveBatching {
+            target: Duration::from_millis(10),
+            headroom: 0.8,
+        }
+    }
+
     fn view(now: Instant, oldest: Instant, rows: usize, lat: &LatencyModel) -> QueueView<'_> {
         QueueView {
             now,
@@ -309,10 +317,7 @@ mod tests {
     fn adaptive_never_waits_past_the_oldest_requests_deadline() {
         // Simulated clock: random queue states, checked against the policy's own model.
         let lat = calibrated(200e-6, 20e-6);
-        let p = AdaptiveBatching {
-            target: Duration::from_millis(10),
-            headroom: 0.8,
-        };
+        let p = adaptive_10ms();
         let t0 = Instant::now();
         let mut seed = 12345u64;
         let mut next = || {
@@ -366,10 +371,7 @@ mod tests {
     #[test]
     fn adaptive_runs_at_once_when_idle_and_waits_under_load() {
         let lat = calibrated(200e-6, 20e-6);
-        let p = AdaptiveBatching {
-            target: Duration::from_millis(10),
-            headroom: 0.8,
-        };
+        let p = adaptive_10ms();
         let t0 = Instant::now();
         let mut v = view(t0, t0, 1, &lat);
         v.max_rows = 64;
@@ -398,10 +400,7 @@ mod tests {
     /// on every arrival, wake-up and free lane; it sees the rate as `rate * misjudge`.
     fn simulate(rate: f64, misjudge: f64, n: usize) -> Vec<SimBatch> {
         let lat = calibrated(200e-6, 20e-6);
-        let p = AdaptiveBatching {
-            target: Duration::from_millis(10),
-            headroom: 0.8,
-        };
+        let p = adaptive_10ms();
         let t0 = Instant::now();
         let at = |x: f64| t0 + Duration::from_secs_f64(x);
         let mut seed = 7u64;
@@ -517,10 +516,7 @@ mod tests {
     #[test]
     fn adaptive_caps_a_batch_at_half_the_budget() {
         let lat = calibrated(200e-6, 20e-6);
-        let p = AdaptiveBatching {
-            target: Duration::from_millis(10),
-            headroom: 0.8,
-        };
+        let p = adaptive_10ms();
         let t0 = Instant::now();
         let mut v = view(t0, t0, 400, &lat);
         v.max_rows = 512;
@@ -537,10 +533,7 @@ mod tests {
         // 8 models on 2 lanes get a quarter lane each: to keep up with the same arrival
         // rate on a quarter of the capacity, each must batch more.
         let lat = calibrated(300e-6, 35e-6);
-        let p = AdaptiveBatching {
-            target: Duration::from_millis(10),
-            headroom: 0.8,
-        };
+        let p = adaptive_10ms();
         let t0 = Instant::now();
         let mut v = view(t0, t0, 1, &lat);
         v.max_rows = 512;
@@ -561,10 +554,7 @@ mod tests {
         // number of batches for the same traffic (the planned capacity does not grow with
         // the number of tenants).
         let lat = calibrated(160e-6, 30e-6);
-        let p = AdaptiveBatching {
-            target: Duration::from_millis(10),
-            headroom: 0.8,
-        };
+        let p = adaptive_10ms();
         let t0 = Instant::now();
         for rate in [500.0, 2_000.0, 7_000.0, 15_000.0, 22_000.0] {
             let mut one = view(t0, t0, 1, &lat);
@@ -597,10 +587,7 @@ mod tests {
         // 4 ms away on average: it waits at most GATHER of the budget (2 ms), however often
         // it is asked again meanwhile.
         let lat = calibrated(600e-6, 50e-6);
-        let p = AdaptiveBatching {
-            target: Duration::from_millis(10),
-            headroom: 0.8,
-        };
+        let p = adaptive_10ms();
         let t0 = Instant::now();
         let mut v = view(t0, t0, 1, &lat);
         v.max_rows = 512;
