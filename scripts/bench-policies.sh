@@ -28,6 +28,11 @@
 #   CAPACITY     (c) total req/s of the 4-model slice; skips its capacity search [unset]
 #   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
 #   OLD_CLIENT_BIN  another cohost binary whose bench client is also measured in (d) [unset]
+#   FINALS       (a) skip the grid and run only the interleaved finals of adaptive against
+#                these grid settings, e.g. "a-static-500us-256 a-static-500us-64" [unset]
+#   NOISY_TARGET (c) http-json, or in-process: the bench process runs the runtime itself
+#                (--lanes LANES --schedule per schedule), so no front end shares the cores
+#                and the lanes are what the tenants contend for [http-json]
 #   REPEAT       interleaved repetitions of each comparison [3]; ratios are reported per
 #                repetition and as their median, so a slow stretch of a shared machine
 #                hits both sides of a comparison instead of one
@@ -142,13 +147,25 @@ open(path, "w").write("\n".join(top + out + [""] + bat) + "\n")
 EOF
 }
 
-# search NAME START MODEL...: peak search over HTTP JSON; prints and records the result.
+# The bench's target arguments: HTTP JSON at $1, or (TARGET=in-process) the runtime in the
+# bench process with LANES lanes and the SCHEDULE cross-model policy.
+target_args() {
+  if [ "${TARGET:-http-json}" = in-process ]; then
+    echo --target in-process --lanes "$LANES" --schedule "${SCHEDULE:-edf-fair}"
+  else
+    echo --target http-json --url "$1"
+  fi
+}
+
+# search NAME START MODEL...: peak search over HTTP JSON (or TARGET); prints and records
+# the result.
 search() {
   local name="$1" start="$2"
   shift 2
   local args=()
   for m in "$@"; do args+=(--model "$m"); done
-  "$BIN" bench --target http-json --url "${SEARCH_URL:-$URL}" --model-repository "$REPO" "${args[@]}" \
+  # shellcheck disable=SC2046
+  "$BIN" bench $(target_args "${SEARCH_URL:-$URL}") --model-repository "$REPO" "${args[@]}" \
     --p99-target "$P99" --search-start "$start" --warmup "$WARMUP" --duration "$DURATION" \
     --search-min-requests "$SEARCH_MIN_REQUESTS" --search-retries "$SEARCH_RETRIES" \
     --no-progress --json "$OUT/$name.json" \
@@ -200,6 +217,7 @@ batching() {
   local names=(a-none a-static-0)
   for d in $DELAYS; do for sz in $SIZES; do names+=("a-static-${d}us-${sz}"); done; done
   names+=(a-adaptive)
+  [ -n "${FINALS:-}" ] && names=()
   for name in "${names[@]}"; do
     # shellcheck disable=SC2086
     local repo
@@ -219,8 +237,8 @@ batching() {
   fi
   # Then adaptive against the two best static settings of the grid, interleaved REPEAT
   # times, all three servers up at once (ports PORT, PORT+10, PORT+20).
-  local top
-  top=$(python3 - "$OUT" "$DELAYS" "$SIZES" <<'EOF2'
+  local top="${FINALS:-}"
+  [ -n "$top" ] || top=$(python3 - "$OUT" "$DELAYS" "$SIZES" <<'EOF2'
 import json, sys
 out, delays, sizes = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 def tp(n):
@@ -250,13 +268,15 @@ out, delays, sizes, repeat, finals = sys.argv[1], sys.argv[2].split(), sys.argv[
 def tp(n):
     b = json.load(open(f"{out}/{n}.json"))["search"]["best"]
     return b["overall"]["throughput"] if b else 0.0
-ad, no, s0 = tp("a-adaptive"), tp("a-none"), tp("a-static-0")
-grid = {f"a-static-{d}us-{s}": tp(f"a-static-{d}us-{s}") for d in delays for s in sizes}
-best = max(grid, key=grid.get)
 r = lambda x, y: x / y if y else float("inf")
-print(f"grid pass: adaptive {ad:.1f} | none {no:.1f} | static-0 {s0:.1f} | best static {best} {grid[best]:.1f}")
-print(f"grid-pass ratios: adaptive/none {r(ad, no):.2f} (goal >= 3), adaptive/static-0 {r(ad, s0):.2f} (goal >= 2), "
-      f"adaptive/best-static {r(ad, grid[best]):.2f} (goal >= 1.0)")
+import os
+if os.path.exists(f"{out}/a-adaptive.json") and os.path.exists(f"{out}/a-none.json"):
+    ad, no, s0 = tp("a-adaptive"), tp("a-none"), tp("a-static-0")
+    grid = {f"a-static-{d}us-{s}": tp(f"a-static-{d}us-{s}") for d in delays for s in sizes}
+    best = max(grid, key=grid.get)
+    print(f"grid pass: adaptive {ad:.1f} | none {no:.1f} | static-0 {s0:.1f} | best static {best} {grid[best]:.1f}")
+    print(f"grid-pass ratios: adaptive/none {r(ad, no):.2f} (goal >= 3), adaptive/static-0 {r(ad, s0):.2f} (goal >= 2), "
+          f"adaptive/best-static {r(ad, grid[best]):.2f} (goal >= 1.0)")
 ratios = {n: [] for n in finals[1:]}
 for i in range(1, repeat + 1):
     a = tp(f"a-adaptive-r{i}")
@@ -314,7 +334,8 @@ fixed() {
   shift 2
   local args=()
   for m in "$@"; do args+=(--model "$m"); done
-  "$BIN" bench --target http-json --url "$URL" --model-repository "$REPO" "${args[@]}" \
+  # shellcheck disable=SC2046
+  "$BIN" bench $(target_args "$URL") --model-repository "$REPO" "${args[@]}" \
     --rate "$rate" --warmup 1 --duration "${NOISY_WINDOW:-5}" --no-progress \
     --json "$OUT/$name.json" >"$OUT/$name.txt" 2>"$OUT/$name.err"
   python3 - "$OUT/$name.json" "$name" "$P99" <<'EOF2' >>"$OUT/noisy-windows.txt"
@@ -328,7 +349,14 @@ EOF2
 }
 
 noisy() {
-  echo "== (c) noisy neighbour: 4 x dlrm-small (rows $ROWS), adaptive, P99 <= $P99 ms" | tee -a "$OUT/summary.txt"
+  local target="${NOISY_TARGET:-http-json}"
+  echo "== (c) noisy neighbour: 4 x dlrm-small (rows $ROWS), adaptive, P99 <= $P99 ms, $target" | tee -a "$OUT/summary.txt"
+  # In-process: no server; the bench runs the runtime (start_server/stop_server do nothing).
+  local serve=start_server stop=stop_server
+  if [ "$target" = in-process ]; then
+    export TARGET=in-process
+    serve=true stop=true
+  fi
   REPO="$OUT/repo-four"
   gen "$REPO" dlrm-small 4 "$ROWS"
   adaptive_all "$REPO"
@@ -339,23 +367,25 @@ noisy() {
   if [ -n "${CAPACITY:-}" ]; then
     cap="$CAPACITY"
   else
-    start_server "$REPO" "$OUT/c-capacity.server.log"
+    $serve "$REPO" "$OUT/c-capacity.server.log"
     search c-capacity "$SEARCH_START" dlrm-small-{0..3}
-    stop_server
+    $stop
     cap=$(maxrate "$OUT/c-capacity.json")
   fi
   q=$(python3 -c "print(round($cap / 8, 1))")         # quiet models: half their fair share
   noisy_rate=$(python3 -c "print(round(3 * $cap / 4, 1))")
   echo "capacity $cap req/s, fair share $(python3 -c "print($cap/4)") each; quiet at $q req/s each, noisy at $noisy_rate req/s (3x fair share)" | tee -a "$OUT/summary.txt"
   for sched in $SCHEDULES; do
-    start_server "$REPO" "$OUT/c-$sched.server.log" --schedule "$sched"
+    export SCHEDULE="$sched"
+    $serve "$REPO" "$OUT/c-$sched.server.log" --schedule "$sched"
     for r in $(seq 1 "$REPEAT"); do
       fixed "c-$sched-without-r$r" "$(python3 -c "print(3 * $q)")" dlrm-small-0 dlrm-small-1 dlrm-small-2
       fixed "c-$sched-with-r$r" "$(python3 -c "print(3 * $q + $noisy_rate)")" dlrm-small-0:1 dlrm-small-1:1 \
         dlrm-small-2:1 "dlrm-small-3:$(python3 -c "print($noisy_rate / $q)")"
     done
-    stop_server
+    $stop
   done
+  unset TARGET SCHEDULE
   python3 - "$OUT" "$P99" "$REPEAT" $SCHEDULES <<'EOF2' | tee -a "$OUT/summary.txt"
 import json, statistics, sys
 out, target, repeat, scheds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
