@@ -31,7 +31,8 @@ pub struct QueueView<'a> {
     /// Recent arrival rate of requests per second (exponentially weighted).
     pub arrival_rate: f64,
     /// Lanes' worth of capacity this model can count on: its weighted share of the
-    /// slice's lanes among the models that have work (at most its `max_lanes`).
+    /// slice's lanes among the models active in the last half second (at most its
+    /// `max_lanes`).
     pub lane_share: f64,
 }
 
