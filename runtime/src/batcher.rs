@@ -103,7 +103,7 @@ const KEEP_UP: f64 = 0.5;
 /// arrival, re-planned on every wake-up, until the latest start: every request then
 /// finished just inside the target and any stall of the host pushed it over. A quarter of
 /// the 8 ms planned for a 10 ms target is 2 ms: the delay of the best static setting in
-/// the grid of docs/BENCHMARKS.md § (a).
+/// the grid of docs/BATCHING.md § (a).
 const GATHER: f64 = 0.25;
 
 /// SLO-aware: a batch waits for company only while its oldest request can still finish
