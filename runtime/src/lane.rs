@@ -43,7 +43,7 @@ fn serve(lane: &Lane, sched: &Scheduler) {
         // scheduler, whose state stays consistent (its mutex is released on unwind and a
         // queue's `take` is panic-safe).
         let step = catch_unwind(AssertUnwindSafe(|| {
-            sched.next().map(|work| run(lane, sched, work))
+            sched.next().map(|work| run(lane, work))
         }));
         match step {
             Ok(Some(())) => failures = 0,
@@ -74,7 +74,7 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
 }
 
 /// Runs one batch and answers each of its requests; never unwinds.
-fn run(lane: &Lane, sched: &Scheduler, work: Work) {
+fn run(lane: &Lane, work: Work) {
     let Work { queue, batch } = work;
     let started = Instant::now();
     match catch_unwind(AssertUnwindSafe(|| execute(lane, &queue, &batch, started))) {
@@ -85,7 +85,9 @@ fn run(lane: &Lane, sched: &Scheduler, work: Work) {
         }
         Err(panic) => fail(lane, &queue, batch, started, &*panic),
     }
-    sched.notify();
+    // No wake-up for the other lanes here: this lane asks the scheduler next and takes
+    // whatever its finishing made ready (and `next` wakes another lane when more is
+    // ready). Waking one would cost an idle lane two context switches per batch.
 }
 
 /// Gathers, runs and splits a batch, accounts for it and releases it; the replies, in

@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A model whose queue has a batch ready, as a scheduling policy sees it.
@@ -216,6 +217,8 @@ pub struct Scheduler {
     wake: Condvar,
     policy: Box<dyn SchedulePolicy>,
     lanes: usize,
+    /// Looks at the queues so far (see [`Scheduler::passes`]).
+    passes: AtomicU64,
 }
 
 impl Scheduler {
@@ -229,6 +232,7 @@ impl Scheduler {
             wake: Condvar::new(),
             policy,
             lanes: lanes.max(1),
+            passes: AtomicU64::new(0),
         }
     }
 
@@ -290,6 +294,12 @@ impl Scheduler {
         share_caps(slack, self.lanes, &tenants, now)
     }
 
+    /// How many times a lane looked at the queues for work: once when it becomes free and
+    /// once per wake-up. Lanes woken for nothing show here as passes beyond two per batch.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
     /// Name of the cross-model policy.
     pub fn policy_name(&self) -> &'static str {
         self.policy.name()
@@ -332,6 +342,7 @@ impl Scheduler {
     pub fn next(&self) -> Option<Work> {
         let mut state = self.state.lock();
         loop {
+            self.passes.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             state.queues.retain(|q| !q.is_drained());
             let mut ready: Vec<(usize, usize, Candidate)> = Vec::new();

@@ -144,6 +144,11 @@ impl Runtime {
         &self.inner.device
     }
 
+    /// How many times a lane looked at the queues for work (see [`Scheduler::passes`]).
+    pub fn scheduler_passes(&self) -> u64 {
+        self.inner.scheduler.passes()
+    }
+
     /// Number of lanes.
     pub fn lane_count(&self) -> usize {
         self.inner.options.lanes
