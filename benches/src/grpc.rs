@@ -5,29 +5,74 @@ use crate::target::{FailKind, Target};
 use crate::workload::GenRequest;
 use cohost_protocol::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use cohost_protocol::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tokio::net::TcpStream;
 
 /// A gRPC target over a few HTTP/2 connections, used round-robin.
+///
+/// Each client sends straight on its connection's hyper `SendRequest`; tonic's `Channel`
+/// would put a buffer task (one more task hand-off per call) and a reconnect layer in
+/// between, which a load generator on the server's cores pays for in latency and CPU.
 pub struct GrpcTarget {
-    clients: Vec<GrpcInferenceServiceClient<Channel>>,
+    clients: Vec<GrpcInferenceServiceClient<H2Connection>>,
     next: AtomicUsize,
+    timeout: Duration,
+}
+
+/// One HTTP/2 connection as a tower service (what tonic's generated client calls).
+#[derive(Clone)]
+pub struct H2Connection(SendRequest<tonic::body::Body>);
+
+impl tower::Service<hyper::Request<tonic::body::Body>> for H2Connection {
+    type Response = hyper::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: hyper::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
 }
 
 impl GrpcTarget {
-    /// Connects `connections` channels to `url` (e.g. `http://127.0.0.1:8001`).
+    /// Connects `connections` HTTP/2 connections to `url` (e.g. `http://127.0.0.1:8001`);
+    /// each call times out after `timeout`.
     pub async fn connect(url: &str, connections: usize, timeout: Duration) -> anyhow::Result<Self> {
+        let origin: hyper::Uri = url.parse()?;
+        if origin.scheme_str() != Some("http") {
+            anyhow::bail!("'{url}': only http:// addresses are supported");
+        }
+        let authority = origin
+            .authority()
+            .ok_or_else(|| anyhow::anyhow!("'{url}': no host"))?;
+        let addr = match authority.port_u16() {
+            Some(_) => authority.as_str().to_string(),
+            None => format!("{}:80", authority.host()),
+        };
         let mut clients = Vec::new();
         for _ in 0..connections.max(1) {
-            let channel = Endpoint::from_shared(url.to_string())?
-                .timeout(timeout)
-                .tcp_nodelay(true)
-                .connect()
+            let stream = TcpStream::connect(&addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("gRPC connect to {url}: {e}"))?;
+            stream.set_nodelay(true)?;
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .map_err(|e| anyhow::anyhow!("gRPC (HTTP/2) handshake with {url}: {e}"))?;
+            // The connection task ends when every sender is dropped or the server closes it.
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
             clients.push(
-                GrpcInferenceServiceClient::new(channel)
+                GrpcInferenceServiceClient::with_origin(H2Connection(sender), origin.clone())
                     .max_decoding_message_size(usize::MAX)
                     .max_encoding_message_size(usize::MAX),
             );
@@ -35,6 +80,7 @@ impl GrpcTarget {
         Ok(GrpcTarget {
             clients,
             next: AtomicUsize::new(0),
+            timeout,
         })
     }
 }
@@ -88,7 +134,11 @@ impl Target for GrpcTarget {
     async fn infer(&self, _model: &str, request: &ModelInferRequest) -> Result<(), FailKind> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         let mut client = self.clients[i].clone();
-        match client.model_infer(request.clone()).await {
+        let call = tokio::time::timeout(self.timeout, client.model_infer(request.clone()));
+        let Ok(answer) = call.await else {
+            return Err(FailKind::Timeout);
+        };
+        match answer {
             Ok(resp) if !resp.get_ref().outputs.is_empty() => Ok(()),
             Ok(_) => Err(FailKind::Grpc("empty_response".into())),
             Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(FailKind::Timeout),
