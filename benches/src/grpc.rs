@@ -4,23 +4,32 @@
 use crate::target::{FailKind, Target};
 use crate::workload::GenRequest;
 use cohost_protocol::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use cohost_protocol::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+use cohost_protocol::inference::{
+    ModelInferRequest, ModelInferResponse, model_infer_request::InferInputTensor,
+};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// A gRPC target over a few HTTP/2 connections, used round-robin.
+/// A gRPC target over a few HTTP/2 connections, used round-robin; one the server closed
+/// is opened again on its next call.
 ///
-/// Each client sends straight on its connection's hyper `SendRequest`; tonic's `Channel`
-/// would put a buffer task (one more task hand-off per call) and a reconnect layer in
-/// between, which a load generator on the server's cores pays for in latency and CPU.
+/// Each call goes straight to its connection's hyper `SendRequest`; tonic's `Channel`
+/// would put a buffer task (one more task hand-off per call) in between, which a load
+/// generator on the server's cores pays for in latency and CPU.
 pub struct GrpcTarget {
-    clients: Vec<GrpcInferenceServiceClient<H2Connection>>,
+    /// `host:port` to connect to.
+    addr: String,
+    /// The `http://host:port` the requests name.
+    origin: hyper::Uri,
+    /// The connections, one per slot.
+    slots: Vec<Mutex<H2Connection>>,
     next: AtomicUsize,
     timeout: Duration,
 }
@@ -43,6 +52,20 @@ impl tower::Service<hyper::Request<tonic::body::Body>> for H2Connection {
     }
 }
 
+/// Opens one HTTP/2 connection to `addr`.
+async fn open(addr: &str) -> std::io::Result<H2Connection> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    // The connection task ends when every sender is dropped or the server closes it.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(H2Connection(sender))
+}
+
 impl GrpcTarget {
     /// Connects `connections` HTTP/2 connections to `url` (e.g. `http://127.0.0.1:8001`);
     /// each call times out after `timeout`.
@@ -58,30 +81,44 @@ impl GrpcTarget {
             Some(_) => authority.as_str().to_string(),
             None => format!("{}:80", authority.host()),
         };
-        let mut clients = Vec::new();
+        let mut slots = Vec::new();
         for _ in 0..connections.max(1) {
-            let stream = TcpStream::connect(&addr)
+            let conn = open(&addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("gRPC connect to {url}: {e}"))?;
-            stream.set_nodelay(true)?;
-            let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .map_err(|e| anyhow::anyhow!("gRPC (HTTP/2) handshake with {url}: {e}"))?;
-            // The connection task ends when every sender is dropped or the server closes it.
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            clients.push(
-                GrpcInferenceServiceClient::with_origin(H2Connection(sender), origin.clone())
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
-            );
+            slots.push(Mutex::new(conn));
         }
         Ok(GrpcTarget {
-            clients,
+            addr,
+            origin,
+            slots,
             next: AtomicUsize::new(0),
             timeout,
         })
+    }
+
+    /// Slot `i`'s connection, opened again first if the server closed it.
+    async fn connection(&self, i: usize) -> Result<H2Connection, FailKind> {
+        let conn = self.slots[i].lock().expect("slot lock").clone();
+        if !conn.0.is_closed() {
+            return Ok(conn);
+        }
+        let fresh = open(&self.addr).await.map_err(|_| FailKind::Transport)?;
+        *self.slots[i].lock().expect("slot lock") = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// One `ModelInfer` call on slot `i`.
+    async fn call(
+        &self,
+        i: usize,
+        request: &ModelInferRequest,
+    ) -> Result<Result<tonic::Response<ModelInferResponse>, tonic::Status>, FailKind> {
+        let conn = self.connection(i).await?;
+        let mut client = GrpcInferenceServiceClient::with_origin(conn, self.origin.clone())
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        Ok(client.model_infer(request.clone()).await)
     }
 }
 
@@ -132,13 +169,11 @@ impl Target for GrpcTarget {
     }
 
     async fn infer(&self, _model: &str, request: &ModelInferRequest) -> Result<(), FailKind> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        let mut client = self.clients[i].clone();
-        let call = tokio::time::timeout(self.timeout, client.model_infer(request.clone()));
-        let Ok(answer) = call.await else {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let Ok(answer) = tokio::time::timeout(self.timeout, self.call(i, request)).await else {
             return Err(FailKind::Timeout);
         };
-        match answer {
+        match answer? {
             Ok(resp) if !resp.get_ref().outputs.is_empty() => Ok(()),
             Ok(_) => Err(FailKind::Grpc("empty_response".into())),
             Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(FailKind::Timeout),

@@ -97,3 +97,34 @@ async fn http_refusals_are_counted_by_status_and_the_connection_survives() {
     assert_eq!(target.infer("mlp-tiny", good).await, Ok(()));
     server.stop().await;
 }
+
+/// A gRPC connection the server closed is opened again on the next call: calls fail as
+/// transport errors while nothing listens, and succeed once a server is back on the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_target_reconnects_after_the_server_restarts() {
+    let mut first = TestServer::start(|_| {}).await;
+    let port = first.handle().grpc_addr.port();
+    let target = GrpcTarget::connect(&first.grpc_url(), 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let prepared = prepare(&target, &workload(first.repo.path())).unwrap();
+    let request = prepared.models[0].pool[0].0.clone();
+    assert_eq!(target.infer("mlp-tiny", &request).await, Ok(()));
+    first.stop().await;
+    // Nothing listens: the closed connection is noticed and reopening it fails.
+    let mut failed = None;
+    for _ in 0..50 {
+        match target.infer("mlp-tiny", &request).await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(failed, Some(FailKind::Transport));
+    let mut second = TestServer::start(|o| o.grpc_port = port).await;
+    assert_eq!(target.infer("mlp-tiny", &request).await, Ok(()));
+    assert_eq!(target.infer("mlp-tiny", &request).await, Ok(()));
+    second.stop().await;
+}
