@@ -106,8 +106,8 @@ async fn several_rows_in_one_request_equal_the_rows_run_alone() {
 }
 
 /// One request at a time on two lanes: the lane that ran a batch looks for the next one
-/// itself, so the idle lane is not woken for nothing (when every finished batch woke the
-/// other lane, this measured 2.5 passes a request; without that wake-up, 2.0).
+/// itself, so the idle lane is not woken for nothing (three passes a request when every
+/// finished batch woke the other lane, two without that wake-up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_batch_does_not_wake_an_idle_lane() {
     let rt = Runtime::new(RuntimeOptions {
@@ -126,12 +126,14 @@ async fn a_finished_batch_does_not_wake_an_idle_lane() {
     for i in 0..n {
         let req = random_request(&config, 1, &mut rng(i));
         rt.infer("m", None, req).await.unwrap();
+        // Both lanes back waiting before the next request, so no pass races an arrival.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // Each request: one pass that takes it, one after it ran (finding nothing, or the
-    // next request when it arrived meanwhile).
+    // Each request: one pass that takes it and one after it ran, finding nothing (the old
+    // wake-up added the idle lane's pass: 3). A lane preempted past the pause can add one.
     let passes = rt.scheduler_passes() - before;
     assert!(
-        passes <= n * 9 / 4,
+        passes <= n * 5 / 2,
         "{passes} scheduling passes for {n} sequential requests (2 a request expected)"
     );
     assert!(passes >= n, "{passes} passes for {n} requests");
