@@ -1,6 +1,7 @@
 //! KServe v2 over gRPC (Triton's `inference.GRPCInferenceService`), tensors sent as
 //! `raw_input_contents`.
 
+use crate::http_client::server_address;
 use crate::target::{FailKind, Target};
 use crate::workload::GenRequest;
 use cohost_protocol::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -70,17 +71,12 @@ impl GrpcTarget {
     /// Connects `connections` HTTP/2 connections to `url` (e.g. `http://127.0.0.1:8001`);
     /// each call times out after `timeout`.
     pub async fn connect(url: &str, connections: usize, timeout: Duration) -> anyhow::Result<Self> {
-        let origin: hyper::Uri = url.parse()?;
-        if origin.scheme_str() != Some("http") {
-            anyhow::bail!("'{url}': only http:// addresses are supported");
-        }
-        let authority = origin
-            .authority()
-            .ok_or_else(|| anyhow::anyhow!("'{url}': no host"))?;
-        let addr = match authority.port_u16() {
-            Some(_) => authority.as_str().to_string(),
-            None => format!("{}:80", authority.host()),
-        };
+        let (addr, authority) = server_address(url)?;
+        let origin = hyper::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query("/")
+            .build()?;
         let mut slots = Vec::new();
         for _ in 0..connections.max(1) {
             let conn = open(&addr)

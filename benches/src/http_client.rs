@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::http::uri::Authority;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
@@ -39,28 +40,35 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// The `host:port` to connect to for a server at `base` (`http://host[:port]`, port 80 when
+/// none, an optional trailing path ignored), and its authority as requests name it.
+pub(crate) fn server_address(base: &str) -> anyhow::Result<(String, Authority)> {
+    let uri: hyper::Uri = base
+        .parse()
+        .map_err(|e| anyhow::anyhow!("'{base}': not an address: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        anyhow::bail!("'{base}': only http:// addresses are supported");
+    }
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("'{base}': no host"))?
+        .clone();
+    let addr = match authority.port_u16() {
+        Some(_) => authority.as_str().to_string(),
+        None => format!("{}:80", authority.host()),
+    };
+    Ok((addr, authority))
+}
+
 impl HttpPool {
     /// A pool for the server at `base` (`http://host:port`, an optional trailing path
     /// ignored); requests time out after `timeout`.
     pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let rest = base
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow::anyhow!("'{base}': only http:// addresses are supported"))?;
-        let hostport = rest.split('/').next().unwrap_or_default();
-        if hostport.is_empty() {
-            anyhow::bail!("'{base}': no host");
-        }
-        let addr = if hostport
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:80")
-        };
+        let (addr, authority) = server_address(base)?;
         Ok(HttpPool {
             addr,
-            authority: HeaderValue::from_str(hostport)?,
+            authority: HeaderValue::from_str(authority.as_str())?,
             idle: Mutex::new(Vec::new()),
             timeout,
         })

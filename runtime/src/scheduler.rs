@@ -310,7 +310,8 @@ impl Scheduler {
         self.state.lock().queues.push(q);
     }
 
-    /// Wakes a lane: a request arrived or a lane became free.
+    /// Wakes a lane: a request arrived or a queue closed (a lane that finishes a batch
+    /// looks for the next one itself).
     pub fn notify(&self) {
         let _g = self.state.lock();
         self.wake.notify_one();
