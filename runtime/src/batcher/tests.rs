@@ -84,16 +84,10 @@ fn adaptive_never_waits_past_the_oldest_requests_deadline() {
         let oldest = now - age;
         let rows = 1 + (next() * 12.0) as usize;
         let v = QueueView {
-            now,
-            len: rows,
-            rows,
-            head_rows: 1,
-            oldest,
             max_rows: 64,
             work_ahead: next() * 0.004,
-            latency: &lat,
             arrival_rate: next() * 60_000.0,
-            lane_share: 1.0,
+            ..view(now, oldest, rows, &lat)
         };
         match p.decide(&v) {
             Decision::Ready(n) => assert_eq!(n, 64),
@@ -172,16 +166,9 @@ fn simulate(rate: f64, misjudge: f64, n: usize) -> Vec<SimBatch> {
         }
         if !queue.is_empty() && lane_free <= now {
             let v = QueueView {
-                now: at(now),
-                len: queue.len(),
-                rows: queue.len(),
-                head_rows: 1,
-                oldest: at(queue[0]),
                 max_rows: 64,
-                work_ahead: 0.0,
-                latency: &lat,
                 arrival_rate: rate * misjudge,
-                lane_share: 1.0,
+                ..view(at(now), at(queue[0]), queue.len(), &lat)
             };
             match p.decide(&v) {
                 Decision::Ready(limit) => {
