@@ -3,6 +3,7 @@
 //! Tolerance: `|got - ref| <= 1e-5 * max(|ref|, 1)` — f32 accumulation over at most a
 //! few hundred terms of O(1) values stays well inside it.
 
+use cohost_kernels::cpu::gemm::row_dots;
 use cohost_kernels::cpu::{CpuOps, embedding_bag_sum};
 use cohost_kernels::{Activation, KernelError, Lane, Ops};
 mod common;
@@ -24,17 +25,25 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
 
 #[test]
 fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
-    // Rows 1..=8 take the row-dot kernel, more rows the gemm crate; k = 7, 8, 9, 33 and 70
-    // cover an empty, exact and partial 8-wide tail; 2 threads cover gemm's rayon path.
+    // Rows 1..=32 take the row-dot kernel (tiles of 3 batch rows x 4 weight rows, or 8
+    // weight rows for a single row), more rows the gemm crate. Row counts 7, 8 and 32 end
+    // on a partial row tile; out = 5, 9, 17, 129 on single weight rows after the 4-row
+    // groups; k = 7, 8, 9, 33 and 70 cover an empty, exact and partial 8-wide tail;
+    // 2 threads cover gemm's rayon path.
     let sizes = [
         (1, 1, 1),
         (1, 13, 7),
+        (1, 16, 19),
         (2, 8, 5),
         (3, 9, 3),
         (4, 33, 17),
         (5, 33, 17),
         (6, 7, 2),
+        (7, 70, 9),
+        (8, 16, 12),
         (9, 16, 9),
+        (32, 33, 21),
+        (33, 9, 4),
         (64, 70, 129),
     ];
     for ops in [CpuOps::new(), CpuOps::with_threads(2)] {
@@ -68,6 +77,34 @@ fn linear_against_f64(ops: &CpuOps, sizes: &[(usize, usize, usize)]) {
             }
             let what = format!("linear {n}x{k}x{m} {act:?}, {} threads", ops.threads());
             assert_close(&got, &want, &what);
+        }
+    }
+}
+
+#[test]
+fn row_dot_results_do_not_depend_on_the_batch_a_row_came_in() {
+    // The small-batch kernel sums every output in one fixed order whatever its tile, so a
+    // row gives bit-identical results alone, in a batch of 2, 3, 7 or 32 rows.
+    let mut rng = StdRng::seed_from_u64(9);
+    let (k, m) = (37, 13);
+    let x = random(&mut rng, 32 * k);
+    let w = random(&mut rng, m * k);
+    let product = |rows: &[f32], n: usize| {
+        let mut y = vec![0f32; n * m];
+        row_dots(rows, n, k, &w, m, &mut y);
+        y
+    };
+    let alone: Vec<Vec<f32>> = (0..32)
+        .map(|r| product(&x[r * k..(r + 1) * k], 1))
+        .collect();
+    for n in [2, 3, 7, 32] {
+        let y = product(&x[..n * k], n);
+        for (r, want) in alone.iter().enumerate().take(n) {
+            assert_eq!(
+                &y[r * m..(r + 1) * m],
+                &want[..],
+                "row {r} of a batch of {n}"
+            );
         }
     }
 }

@@ -58,7 +58,7 @@ fn dlrm_small_forward(c: &mut Criterion) {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(2);
     let mut g = c.benchmark_group("dlrm-small-10k/forward");
-    for n in [1usize, 64, 512] {
+    for n in [1usize, 4, 16, 64, 512] {
         let batch = random_batch(&*model, n, &mut rng);
         g.throughput(Throughput::Elements(model.flops_per_row() * n as u64));
         g.bench_function(format!("batch-{n}"), |b| {
@@ -83,7 +83,7 @@ fn gemm(c: &mut Criterion) {
     let w = ops.weight(&w_data, m, k).unwrap();
     let b = ops.weight(&rand(m), 1, m).unwrap();
     let mut g = c.benchmark_group("gemm-415x512");
-    for n in [1usize, 2, 4, 8, 16, 64, 512] {
+    for n in [1usize, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32, 64, 512] {
         let x_data = rand(n * k);
         let x = ops.upload(&lane, &x_data, n, k).unwrap();
         let mut y = vec![0f32; n * m];
@@ -91,7 +91,7 @@ fn gemm(c: &mut Criterion) {
         g.bench_function(format!("candle-strided-wT/batch-{n}"), |bch| {
             bch.iter(|| black_box(x.matmul(&w.t().unwrap()).unwrap()))
         });
-        if n <= 16 {
+        if n <= 32 {
             g.bench_function(format!("row-dots/batch-{n}"), |bch| {
                 bch.iter(|| row_dots(black_box(&x_data), n, k, &w_data, m, &mut y))
             });

@@ -3,14 +3,16 @@
 //!
 //! Lanes are the CPU backend's parallelism (one worker thread per core), so a product
 //! runs on the lane that asked for it unless the backend was given spare threads per lane.
-//! Small batches (a few rows) take a row-dot kernel that reads each weight row once for
-//! every batch row; larger ones go to the `gemm` crate (candle's own GEMM) directly,
-//! which skips candle's per-call thread-count probe and its hand-off to the rayon pool.
+//! Batches of up to [`DOT_ROWS`] rows take a tiled row-dot kernel that reads each weight
+//! row from memory once per batch (the weights need no repacking); larger ones go to the
+//! `gemm` crate (candle's own GEMM) directly, which skips candle's per-call thread-count
+//! probe and its hand-off to the rayon pool.
 
 use super::dot::dots;
 
-/// Batches of at most this many rows use the row-dot kernel.
-pub const DOT_ROWS: usize = 8;
+/// Batches of at most this many rows use the row-dot kernel (on one thread it beats the
+/// `gemm` crate up to here: `docs/results/session-5/kernel-tiles.txt`).
+pub const DOT_ROWS: usize = 32;
 
 /// Writes `x · wᵀ` into `y` (`n × out`, row-major), with `x` `n × k` and `w` `out × k`,
 /// using up to `threads` threads (1: the calling thread only).
@@ -131,6 +133,12 @@ mod avx2 {
     use super::J;
     use std::arch::x86_64::*;
 
+    /// Batch rows per tile when the batch has more than one row.
+    const R: usize = 3;
+    /// Weight rows per tile when the batch has more than one row (`R·JT` accumulators
+    /// plus `R + 1` loaded vectors fit the 16 AVX registers).
+    const JT: usize = 4;
+
     /// Sum of the 8 lanes of `v`.
     #[inline]
     #[target_feature(enable = "avx")]
@@ -141,8 +149,21 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// `x · wᵀ` for a few rows: each group of `J` weight rows stays in L1 while every
-    /// batch row passes over it, so the weights are read from memory once per batch.
+    /// A load mask selecting the first `t` (< 8) lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn tail_mask(t: usize) -> __m256i {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(t as i32), lanes)
+    }
+
+    /// `x · wᵀ` for a few rows, in tiles of up to `R` batch rows × `JT` weight rows: each
+    /// weight vector loaded feeds `R` rows' sums and each batch vector `JT`, so a tile does
+    /// `R·JT` multiply-adds per `R + JT` loads. A single row takes tiles of `J` weight rows.
+    ///
+    /// Every output is summed in the same order whatever the tile (8 lane sums over the
+    /// columns, the last partial 8 as one masked step, then the lanes), so a row's result
+    /// does not depend on the batch it came in.
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA; `x`, `w`, `y` hold `n·k`, `out·k`, `n·out` f32.
@@ -155,58 +176,111 @@ mod avx2 {
         out: usize,
         y: &mut [f32],
     ) {
-        let k8 = k / 8 * 8;
-        let groups = out / J;
-        let (xp, wp) = (x.as_ptr(), w.as_ptr());
-        for g in 0..groups {
-            let wg = unsafe { wp.add(g * J * k) };
-            for i in 0..n {
-                let xi = unsafe { xp.add(i * k) };
-                let mut acc = [_mm256_setzero_ps(); J];
-                let mut c = 0;
-                while c < k8 {
-                    // SAFETY: c + 8 <= k, so every load stays inside row i of x and rows
-                    // g·J..g·J+J of w.
-                    unsafe {
-                        let xv = _mm256_loadu_ps(xi.add(c));
-                        for (j, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wg.add(j * k + c)), *a);
-                        }
-                    }
-                    c += 8;
-                }
-                let mut v = [0f32; J];
-                for (j, s) in v.iter_mut().enumerate() {
-                    *s = hsum(acc[j]);
-                    for c in k8..k {
-                        *s += x[i * k + c] * w[(g * J + j) * k + c];
-                    }
-                }
-                y[i * out + g * J..i * out + (g + 1) * J].copy_from_slice(&v);
+        // SAFETY: forwarded contract.
+        unsafe {
+            if n == 1 {
+                columns::<1, J>(x, n, k, w, out, y);
+            } else {
+                columns::<R, JT>(x, n, k, w, out, y);
             }
         }
-        for o in groups * J..out {
-            let wo = unsafe { wp.add(o * k) };
-            for i in 0..n {
-                let xi = unsafe { xp.add(i * k) };
-                let mut acc = _mm256_setzero_ps();
-                let mut c = 0;
-                while c < k8 {
-                    // SAFETY: c + 8 <= k (rows i of x and o of w).
-                    unsafe {
-                        acc = _mm256_fmadd_ps(
-                            _mm256_loadu_ps(xi.add(c)),
-                            _mm256_loadu_ps(wo.add(c)),
-                            acc,
-                        );
+    }
+
+    /// Groups of `JW` weight rows outside (each read from memory once per batch), blocks
+    /// of up to `RB` (≤ 3) batch rows inside; the last `out % JW` weight rows one by one.
+    ///
+    /// # Safety
+    /// As [`row_dots`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn columns<const RB: usize, const JW: usize>(
+        x: &[f32],
+        n: usize,
+        k: usize,
+        w: &[f32],
+        out: usize,
+        y: &mut [f32],
+    ) {
+        let (xp, wp, yp) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
+        let full = out / JW * JW;
+        let mut o = 0;
+        while o < out {
+            let mut i = 0;
+            while i < n {
+                let rows = (n - i).min(RB);
+                // SAFETY: rows i..i+rows of x, weight rows o..o+JW (or o alone past
+                // `full`) and the matching outputs of y are in bounds.
+                unsafe {
+                    let (xi, wo, yi) = (xp.add(i * k), wp.add(o * k), yp.add(i * out + o));
+                    match (o < full, rows) {
+                        (true, 3) => tile::<3, JW>(xi, wo, k, yi, out),
+                        (true, 2) => tile::<2, JW>(xi, wo, k, yi, out),
+                        (true, _) => tile::<1, JW>(xi, wo, k, yi, out),
+                        (false, 3) => tile::<3, 1>(xi, wo, k, yi, out),
+                        (false, 2) => tile::<2, 1>(xi, wo, k, yi, out),
+                        (false, _) => tile::<1, 1>(xi, wo, k, yi, out),
                     }
-                    c += 8;
                 }
-                let mut s = hsum(acc);
-                for c in k8..k {
-                    s += x[i * k + c] * w[o * k + c];
+                i += rows;
+            }
+            o += if o < full { JW } else { 1 };
+        }
+    }
+
+    /// One tile: `y[r·out + j] = x[r] · w[j]` for `r < TR`, `j < TJ`.
+    ///
+    /// # Safety
+    /// AVX2 + FMA; `x` points at `TR` rows of `k` f32, `w` at `TJ` rows of `k`, `y` at
+    /// `TR` rows of stride `out` with `TJ` writable values each.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const TR: usize, const TJ: usize>(
+        x: *const f32,
+        w: *const f32,
+        k: usize,
+        y: *mut f32,
+        out: usize,
+    ) {
+        let k8 = k / 8 * 8;
+        let mut acc = [[_mm256_setzero_ps(); TJ]; TR];
+        let mut xv = [_mm256_setzero_ps(); TR];
+        let mut c = 0;
+        while c < k8 {
+            // SAFETY: c + 8 <= k: every load stays inside its row.
+            unsafe {
+                for r in 0..TR {
+                    xv[r] = _mm256_loadu_ps(x.add(r * k + c));
                 }
-                y[i * out + o] = s;
+                for j in 0..TJ {
+                    let wv = _mm256_loadu_ps(w.add(j * k + c));
+                    for r in 0..TR {
+                        acc[r][j] = _mm256_fmadd_ps(xv[r], wv, acc[r][j]);
+                    }
+                }
+            }
+            c += 8;
+        }
+        if k8 < k {
+            // The last k - k8 (< 8) columns as one masked step: lanes past k read nothing
+            // and count as 0.
+            let m = tail_mask(k - k8);
+            // SAFETY: masked loads touch only columns k8..k of each row.
+            unsafe {
+                for r in 0..TR {
+                    xv[r] = _mm256_maskload_ps(x.add(r * k + k8), m);
+                }
+                for j in 0..TJ {
+                    let wv = _mm256_maskload_ps(w.add(j * k + k8), m);
+                    for r in 0..TR {
+                        acc[r][j] = _mm256_fmadd_ps(xv[r], wv, acc[r][j]);
+                    }
+                }
+            }
+        }
+        for r in 0..TR {
+            for j in 0..TJ {
+                // SAFETY: y's slot (r, j) is writable by the contract.
+                unsafe { *y.add(r * out + j) = hsum(acc[r][j]) };
             }
         }
     }
