@@ -63,4 +63,7 @@ pub trait EmbeddingStore<O: Ops>: Send + Sync {
     fn bag_sum(&self, ops: &O, lane: &Lane, indices: &[i64], bag: usize) -> Result<O::Tensor>;
     /// Memory held and cache counters.
     fn memory(&self) -> TableMemory;
+    /// Hints that these rows will be pooled soon, so a store that can start fetching them
+    /// early may; indices outside the table are ignored. The default does nothing.
+    fn prefetch(&self, _indices: &[i64]) {}
 }

@@ -279,6 +279,22 @@ fn bag_sum_rejects_out_of_range_and_negative_indices() {
 }
 
 #[test]
+fn prefetch_ignores_rows_outside_the_table_and_changes_no_result() {
+    let ops = CpuOps::new();
+    let lane = Lane::cpu(0);
+    let data: Vec<f32> = (0..40).map(|v| v as f32).collect();
+    let table = ops.resident_table("t8", &data, 10, 4).unwrap();
+    let before = table.bag_sum(&ops, &lane, &[9, 0, 3], 1).unwrap();
+    table.prefetch(&[9, 0, 3, -1, 10, i64::MAX, i64::MIN]);
+    let after = table.bag_sum(&ops, &lane, &[9, 0, 3], 1).unwrap();
+    let want = [
+        36.0, 37.0, 38.0, 39.0, 0.0, 1.0, 2.0, 3.0, 12.0, 13.0, 14.0, 15.0,
+    ];
+    assert_eq!(ops.download(&lane, &before).unwrap(), want);
+    assert_eq!(ops.download(&lane, &after).unwrap(), want);
+}
+
+#[test]
 fn embedding_bag_sum_free_function_sums_bags() {
     // 3 rows of dim 2: r0 = (1, 2), r1 = (10, 20), r2 = (100, 200).
     let table = [1.0, 2.0, 10.0, 20.0, 100.0, 200.0];

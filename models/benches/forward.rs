@@ -66,6 +66,20 @@ fn dlrm_small_forward(c: &mut Criterion) {
         });
     }
     g.finish();
+    // Serving looks up different rows every batch: 66 MB of tables do not fit the cache,
+    // so these pay the embedding reads' misses that the same batch repeated above hides.
+    let mut g = c.benchmark_group("dlrm-small-10k/forward-fresh-rows");
+    for n in [1usize, 4, 16] {
+        let batches: Vec<Batch> = (0..2048)
+            .map(|_| random_batch(&*model, n, &mut rng))
+            .collect();
+        let mut next = batches.iter().cycle();
+        g.throughput(Throughput::Elements(model.flops_per_row() * n as u64));
+        g.bench_function(format!("batch-{n}"), |b| {
+            b.iter(|| black_box(model.forward(&lane, next.next().unwrap()).unwrap()))
+        });
+    }
+    g.finish();
 }
 
 /// The top MLP's first layer of dlrm-small (`[n, 415] · [512, 415]ᵀ`) four ways: candle
