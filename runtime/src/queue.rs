@@ -176,6 +176,20 @@ impl ModelQueue {
         }
     }
 
+    /// The refusal a request would get now because the queue is full, if it is: checked
+    /// before a request's payload is decoded, so a flood costs as little as possible.
+    pub fn full(&self) -> Option<Error> {
+        let s = self.state.lock();
+        (!s.closed && s.items.len() >= self.max_len).then(|| self.full_error())
+    }
+
+    fn full_error(&self) -> Error {
+        Error::overloaded(format!(
+            "model '{}' queue is full ({} requests waiting); retry later",
+            self.name, self.max_len
+        ))
+    }
+
     /// Admits a request, or refuses it when the queue is closed or full.
     pub fn enqueue(&self, p: Pending) -> Result<()> {
         let mut s = self.state.lock();
@@ -186,10 +200,7 @@ impl ModelQueue {
             )));
         }
         if s.items.len() >= self.max_len {
-            return Err(Error::overloaded(format!(
-                "model '{}' queue is full ({} requests waiting); retry later",
-                self.name, self.max_len
-            )));
+            return Err(self.full_error());
         }
         if let Some(last) = s.last_arrival {
             // Rate from a weighted mean of inter-arrival gaps (~the last 32 arrivals).

@@ -274,3 +274,49 @@ pub fn parse_load_header(value: &str) -> Option<(f64, f64)> {
     }
     Some((model?, host?))
 }
+
+/// Loads `name` into `runtime`: mlp-tiny whose static batcher holds requests 2 s and whose
+/// queue takes `queue_len`, then fills that queue from spawned requests (returned, each
+/// answering after the hold) and waits until they are all queued.
+pub async fn fill_a_held_queue(
+    runtime: &Runtime,
+    name: &str,
+    queue_len: usize,
+) -> (
+    ModelConfig,
+    Vec<tokio::task::JoinHandle<cohost_runtime::Result<()>>>,
+) {
+    let mut config = cohost_models::synth::preset("mlp-tiny").expect("preset");
+    config.batching.policy = cohost_models::BatchingPolicyKind::Static;
+    config.batching.max_queue_delay_us = 2_000_000;
+    config.max_queue_len = queue_len;
+    runtime
+        .load_model_from(
+            name,
+            1,
+            config.clone(),
+            &cohost_models::synth::random_weights(&config, 3),
+        )
+        .expect("load the held model");
+    let held = (0..queue_len as u64)
+        .map(|seed| {
+            let (runtime, name) = (runtime.clone(), name.to_string());
+            let request = cohost_runtime::InferRequest {
+                id: None,
+                inputs: sample_inputs(&config, 1, seed),
+                outputs: Vec::new(),
+                timeout: None,
+            };
+            tokio::spawn(async move { runtime.infer(&name, None, request).await.map(|_| ()) })
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    while runtime.load(name).expect("loaded").queued < queue_len {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the held requests did not all queue"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (config, held)
+}

@@ -165,3 +165,35 @@ async fn infer_errors_name_the_problem_and_the_server_keeps_serving() {
         .await
         .expect("serves after errors");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_with_resource_exhausted_before_the_tensors_are_read() {
+    let server = TestServer::start(|_| {}).await;
+    let runtime = &server.handle().runtime;
+    let mut c = client(&server).await;
+    let (config, held) = cohost_tests::fill_a_held_queue(runtime, "held", 2).await;
+    // No inputs at all: a queue with room answers InvalidArgument; a full one refuses first.
+    let empty = infer_request("held", &[], true);
+    assert_status(
+        &c.model_infer(empty.clone()).await.unwrap_err(),
+        Code::ResourceExhausted,
+        &["held", "queue is full"],
+    );
+    let good = infer_request("held", &sample_inputs(&config, 1, 4), true);
+    assert_status(
+        &c.model_infer(good.clone()).await.unwrap_err(),
+        Code::ResourceExhausted,
+        &["queue is full"],
+    );
+    for h in held {
+        h.await.unwrap().expect("the held requests are answered");
+    }
+    assert_eq!(
+        c.model_infer(empty).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    // Held by its batcher, then answered.
+    c.model_infer(good)
+        .await
+        .expect("served once there is room");
+}

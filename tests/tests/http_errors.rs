@@ -286,3 +286,27 @@ async fn out_of_range_embedding_index_and_timeouts() {
     still_serving(&s, &model, &good).await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_with_429_before_the_body_is_decoded() {
+    let s = TestServer::start(|_| {}).await;
+    let runtime = &s.handle().runtime;
+    let (config, held) = fill_a_held_queue(runtime, "held", 2).await;
+    let path = "/v2/models/held/infer";
+    // Not JSON at all: a queue with room would answer 400; a full one refuses it unread.
+    let (status, msg, headers) = post_raw(&s, path, b"{not json".to_vec(), None).await;
+    expect(status, &msg, 429, &["held", "queue is full"]);
+    assert!(headers.contains_key("endpoint-load-metrics"), "{headers:?}");
+    let good = json!({ "inputs": sample_inputs(&config, 1, 9).iter().map(json_input).collect::<Vec<_>>() });
+    let (status, out) = s.post_json(path, &good).await;
+    assert_eq!(status, 429, "{out}");
+    let stats = runtime.stats(Some("held"), None).unwrap();
+    assert_eq!(stats[0].fail.count, 2, "both refusals counted once");
+    for h in held {
+        h.await.unwrap().expect("the held requests are answered");
+    }
+    // Room again: the same bad body is now decoded and refused as malformed.
+    let (status, msg, _) = post_raw(&s, path, b"{not json".to_vec(), None).await;
+    expect(status, &msg, 400, &["json"]);
+    still_serving(&s, "held", &good).await;
+}

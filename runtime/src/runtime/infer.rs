@@ -59,6 +59,23 @@ impl Runtime {
         }
     }
 
+    /// Refuses a request to a model whose queue is full before the front end decodes
+    /// its payload (counted like the runtime's own refusals); `Ok` lets it be submitted,
+    /// and every other check, lookups included, is left to [`Runtime::infer`].
+    pub fn refuse_if_full(&self, name: &str, version: Option<u64>) -> Result<()> {
+        let Ok(q) = self.inner.registry.get(name, version) else {
+            return Ok(());
+        };
+        match q.full() {
+            None => Ok(()),
+            Some(e) => {
+                q.stats.request(false, 0, 0);
+                q.metrics.failure(e.kind.label());
+                Err(e)
+            }
+        }
+    }
+
     /// Runs one request through the model's queue, batcher and a lane.
     pub async fn infer(
         &self,

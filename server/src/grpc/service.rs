@@ -65,6 +65,13 @@ impl InferenceService {
         header_timeout: Option<std::time::Duration>,
     ) -> Result<(pb::ModelInferResponse, LoadReport), Status> {
         let name = req.model_name.clone();
+        // A full queue refuses before the tensors are converted; a bad version is
+        // reported by `decode_request`.
+        if let Ok(version) = parse_version(&name, &req.model_version) {
+            self.runtime
+                .refuse_if_full(&name, version)
+                .map_err(to_status)?;
+        }
         let decoded = decode_request(req, header_timeout)?;
         let resp = self
             .runtime

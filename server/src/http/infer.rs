@@ -68,6 +68,8 @@ async fn run(
     let bytes = read_body(headers, body, st.max_body_bytes)
         .await
         .map_err(edge)?;
+    // A full queue refuses before the payload is decoded, the costly part of a refusal.
+    st.runtime.refuse_if_full(name, version)?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
