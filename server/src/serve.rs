@@ -146,10 +146,26 @@ impl Drop for ServerHandle {
     }
 }
 
+/// Connections the kernel may hold for a listener before it is accepted (capped by
+/// `net.core.somaxconn`). Tokio's `TcpListener::bind` asks for 128: a burst of new client
+/// connections while the front end is busy overflowed it, and each dropped SYN cost its
+/// request a 1 s retransmission (docs/BATCHING.md, "Session 5").
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind((host, port))
-        .await
-        .with_context(|| format!("cannot bind the {what} listener to {host}:{port}"))
+    let addr = std::net::SocketAddr::new(host, port);
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        // As std's bind does on Unix: a restarted server can reuse a port in TIME_WAIT.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("cannot bind the {what} listener to {host}:{port}"))
 }
 
 fn set_nodelay(stream: &mut tokio::net::TcpStream) {
