@@ -188,6 +188,48 @@ async fn a_full_queue_refuses_with_overloaded_instead_of_growing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_before_the_inputs_are_checked() {
+    let rt = Runtime::new(RuntimeOptions {
+        lanes: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let config = slow_mlp(Duration::from_millis(1500), 2);
+    rt.load_model_from(
+        "slow",
+        1,
+        config.clone(),
+        &synth::random_weights(&config, 1),
+    )
+    .unwrap();
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let rt = rt.clone();
+            let req = random_request(&config, 1, &mut rng(i));
+            tokio::spawn(async move { rt.infer("slow", None, req).await })
+        })
+        .collect();
+    while rt.load("slow").unwrap().queued < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // No inputs at all: with room this is InvalidArgument; full, it is refused first.
+    let empty = || InferRequest {
+        id: None,
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        timeout: None,
+    };
+    let e = rt.infer("slow", None, empty()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Overloaded, "{e}");
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+    let e = rt.infer("slow", None, empty()).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::InvalidArgument, "{e}");
+    rt.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unloading_lets_queued_requests_finish_and_refuses_new_ones() {
     let rt = Runtime::new(RuntimeOptions {
         lanes: 1,

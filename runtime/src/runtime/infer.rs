@@ -137,6 +137,10 @@ impl Runtime {
         request: &InferRequest,
         arrived: Instant,
     ) -> std::result::Result<(Vec<Tensor>, f64), Submit> {
+        // A full queue refuses before the inputs are converted and checked.
+        if let Some(e) = q.full() {
+            return Err(Submit::Failed(e));
+        }
         let (rows, inputs, outputs) = crate::validate::prepare(q, request)?;
         let batch = Batch { rows, inputs };
         q.model
