@@ -234,6 +234,10 @@ mod avx2 {
     /// `TR` rows of stride `out` with `TJ` writable values each.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "r and j index the tile's registers and its rows alike; fixed-count loops unroll"
+    )]
     unsafe fn tile<const TR: usize, const TJ: usize>(
         x: *const f32,
         w: *const f32,
