@@ -2,9 +2,10 @@
 # What one request costs a server at a fixed offered load: two `cohost serve` set-ups (A and
 # B: binaries, repositories, models or schedules) up side by side, the same open-loop
 # Poisson rate sent to each in turn, ROUNDS times, so a slow stretch of a shared machine
-# hits both. Per window it prints the answered rate, p50/p99, the mean batch size (from
-# /v2/models/stats) and the server's CPU time and context switches per request
-# (`perf stat -p`, so Linux with perf installed).
+# hits both. Per window it prints the answered rate, p50/p99, the refused count, the mean
+# batch size (from /v2/models/stats), the server's CPU time and context switches per
+# answered row, and its CPU time per offered request (`perf stat -p`, so Linux with perf
+# installed). scripts/refusal-cost.sh runs it on a model that refuses nearly everything.
 #
 #   scripts/server-cost.sh                      # A = B = target/release/cohost, mlp-tiny
 #   BIN_A=old BIN_B=new REPO_A=r REPO_B=r MODELS_A=dlrm-small MODELS_B=dlrm-small \
@@ -18,6 +19,7 @@
 #   MODELS_A, MODELS_B  models sent to, space-separated NAME[:WEIGHT] [mlp-tiny]
 #   SCHED_A, SCHED_B    --schedule of each server [edf-fair]
 #   RATE                offered requests per second, all models together [2000]
+#   BATCH               rows per request [1]
 #   TARGET              http-json, http-binary or grpc [http-json]
 #   ROUNDS              interleaved rounds [3]
 #   WINDOW              measured seconds per window, after 1 s of warm-up [4]
@@ -29,6 +31,7 @@ OUT="${OUT:-$ROOT/target/server-cost}"
 BIN_A="${BIN_A:-$ROOT/target/release/cohost}"
 BIN_B="${BIN_B:-$BIN_A}"
 RATE="${RATE:-2000}"
+BATCH="${BATCH:-1}"
 TARGET="${TARGET:-http-json}"
 ROUNDS="${ROUNDS:-3}"
 WINDOW="${WINDOW:-4}"
@@ -72,7 +75,7 @@ for side in A B; do
   PORT_HTTP[$side]=$http
 done
 
-echo "rate $RATE req/s, $TARGET, $ROUNDS rounds; A: ${BIN_A} ${REPO_A} [$MODELS_A] ${SCHED_A:-edf-fair}; B: ${BIN_B} ${REPO_B} [$MODELS_B] ${SCHED_B:-edf-fair}"
+echo "rate $RATE req/s of $BATCH row(s), $TARGET, $ROUNDS rounds; A: ${BIN_A} ${REPO_A} [$MODELS_A] ${SCHED_A:-edf-fair}; B: ${BIN_B} ${REPO_B} [$MODELS_B] ${SCHED_B:-edf-fair}"
 for r in $(seq 1 "$ROUNDS"); do
   for side in A B; do
     repo_var="REPO_$side" models_var="MODELS_$side"
@@ -83,13 +86,15 @@ for r in $(seq 1 "$ROUNDS"); do
       -- sleep "$((WINDOW + 1))" >/dev/null 2>&1 &
     perf_pid=$!
     "$BIN_B" bench --target "$TARGET" --url "http://127.0.0.1:${PORT[$side]}" \
-      --model-repository "${!repo_var}" "${args[@]}" --rate "$RATE" --warmup 1 \
-      --duration "$WINDOW" --no-progress --json "$OUT/bench.json" >/dev/null 2>"$OUT/bench.err"
+      --model-repository "${!repo_var}" "${args[@]}" --batch-size "$BATCH" --rate "$RATE" \
+      --warmup 1 --duration "$WINDOW" --no-progress --json "$OUT/bench.json" \
+      >/dev/null 2>"$OUT/bench.err" || true
     wait "$perf_pid"
     curl -sf "127.0.0.1:${PORT_HTTP[$side]}/v2/models/stats" >"$OUT/stats-after.json"
-    python3 - "$OUT" "$r" "$side" <<'EOF'
+    python3 - "$OUT" "$r" "$side" "$RATE" "$WINDOW" <<'EOF'
 import json, re, sys
 out, r, side = sys.argv[1:4]
+offered = float(sys.argv[4]) * (float(sys.argv[5]) + 1)  # perf covers the warm-up second too
 def stats(f):
     return {m["name"]: m for m in json.load(open(f"{out}/{f}"))["model_stats"]}
 a, b = stats("stats-before.json"), stats("stats-after.json")
@@ -101,10 +106,11 @@ def counter(name):
     return float(m.group(1).replace(",", "")) if m else float("nan")
 cpu_ms, switches = counter("task-clock"), counter("context-switches")
 o = json.load(open(f"{out}/bench.json"))["overall"]
-n = max(rows, 1)  # every request is one row here; the server's own count covers the warm-up too
+n = max(rows, 1)  # the server's own count covers the warm-up too
 print(f"round {r} {side}: answered {o['throughput']:8.1f} req/s  p50 {o['p50_ms']:6.2f} ms  "
-      f"p99 {o['p99_ms']:7.2f} ms  mean batch {rows / max(batches, 1):5.2f}  "
-      f"server CPU {cpu_ms * 1000 / n:6.1f} us/req  switches {switches / n:5.2f}/req")
+      f"p99 {o['p99_ms']:7.2f} ms  refused {o['errors']:6d}  mean batch {rows / max(batches, 1):5.2f}  "
+      f"server CPU {cpu_ms * 1000 / n:6.1f} us/row  switches {switches / n:5.2f}/row  "
+      f"CPU {cpu_ms * 1000 / offered:6.1f} us/offered request")
 EOF
   done
 done
