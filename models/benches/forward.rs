@@ -151,5 +151,32 @@ fn interaction_and_bags(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dlrm_small_forward, gemm, interaction_and_bags);
+/// The same layer with its weights out of cache, as when many models take turns on a lane:
+/// 40 copies of the weights (34 MB, more than this machine's L3) used in turn. Compare with
+/// `gemm-415x512/row-dots` (one copy, in cache).
+fn gemm_cold_weights(c: &mut Criterion) {
+    let (k, m, copies) = (415usize, 512usize, 40usize);
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let ws: Vec<Vec<f32>> = (0..copies).map(|_| rand(m * k)).collect();
+    let mut g = c.benchmark_group("gemm-415x512-cold-weights");
+    for n in [1usize, 4, 8] {
+        let x = rand(n * k);
+        let mut y = vec![0f32; n * m];
+        let mut next = ws.iter().cycle();
+        g.throughput(Throughput::Elements((2 * n * k * m) as u64));
+        g.bench_function(format!("row-dots/batch-{n}"), |b| {
+            b.iter(|| row_dots(black_box(&x), n, k, next.next().unwrap(), m, &mut y))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    dlrm_small_forward,
+    gemm,
+    gemm_cold_weights,
+    interaction_and_bags
+);
 criterion_main!(benches);
