@@ -275,9 +275,10 @@ pub fn parse_load_header(value: &str) -> Option<(f64, f64)> {
     Some((model?, host?))
 }
 
-/// Loads `name` into `runtime`: mlp-tiny whose static batcher holds requests 2 s and whose
-/// queue takes `queue_len`, then fills that queue from spawned requests (returned, each
-/// answering after the hold) and waits until they are all queued.
+/// Loads `name` into `runtime`: mlp-tiny whose static batcher holds requests 4 s (time for
+/// a slow machine to send a few more while the queue is full) and whose queue takes
+/// `queue_len`, then fills that queue from spawned requests (returned, each answering
+/// after the hold) and waits until they are all queued.
 pub async fn fill_a_held_queue(
     runtime: &Runtime,
     name: &str,
@@ -288,7 +289,7 @@ pub async fn fill_a_held_queue(
 ) {
     let mut config = cohost_models::synth::preset("mlp-tiny").expect("preset");
     config.batching.policy = cohost_models::BatchingPolicyKind::Static;
-    config.batching.max_queue_delay_us = 2_000_000;
+    config.batching.max_queue_delay_us = 4_000_000;
     config.max_queue_len = queue_len;
     runtime
         .load_model_from(
