@@ -36,6 +36,8 @@
 #   REPEAT       interleaved repetitions of each comparison [3]; ratios are reported per
 #                repetition and as their median, so a slow stretch of a shared machine
 #                hits both sides of a comparison instead of one
+#   CONNECTIONS  HTTP searches and windows: cohost bench --connections (most connections
+#                the client opens; 0 = one per request in flight) [0]
 #   SCHEDULES    (c) cross-model policies compared [edf-fair edf-fair-work-conserving]
 #   NOISY_WINDOW (c) seconds of each measured window [5]
 set -euo pipefail
@@ -153,7 +155,7 @@ target_args() {
   if [ "${TARGET:-http-json}" = in-process ]; then
     echo --target in-process --lanes "$LANES" --schedule "${SCHEDULE:-edf-fair}"
   else
-    echo --target http-json --url "$1"
+    echo --target http-json --url "$1" --connections "${CONNECTIONS:-0}"
   fi
 }
 

@@ -99,6 +99,10 @@ pub struct BenchArgs {
     /// In-process: cross-model scheduling policy (edf-fair, edf-fair-work-conserving, fifo).
     #[arg(long, default_value = "edf-fair")]
     pub schedule: cohost_runtime::ScheduleKind,
+    /// HTTP: most connections open at once; a request finding all busy waits for one (the
+    /// wait counts in its latency). 0 = a connection per request in flight.
+    #[arg(long, default_value_t = 0)]
+    pub connections: usize,
     /// Client-side timeout per request, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -186,15 +190,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     match args.target {
         TargetKind::HttpJson => {
-            run_with(
-                HttpTarget::new(&url(8000), false, timeout)?,
-                &args,
-                workload,
-            )
-            .await
+            let target =
+                HttpTarget::new(&url(8000), false, timeout)?.with_max_connections(args.connections);
+            run_with(target, &args, workload).await
         }
         TargetKind::HttpBinary => {
-            run_with(HttpTarget::new(&url(8000), true, timeout)?, &args, workload).await
+            let target =
+                HttpTarget::new(&url(8000), true, timeout)?.with_max_connections(args.connections);
+            run_with(target, &args, workload).await
         }
         TargetKind::Grpc => {
             let connections = 4;

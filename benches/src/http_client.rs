@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 /// Keep-alive HTTP/1.1 connections to one server, opened on demand and reused.
 pub struct HttpPool {
@@ -30,6 +31,9 @@ pub struct HttpPool {
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// Longest one request (connecting, sending, reading the answer) may take.
     timeout: Duration,
+    /// Most connections open at once (a permit per request in flight); `None`: one per
+    /// request in flight.
+    cap: Option<Semaphore>,
 }
 
 /// One request's answer: status and complete body.
@@ -71,7 +75,15 @@ impl HttpPool {
             authority: HeaderValue::from_str(authority.as_str())?,
             idle: Mutex::new(Vec::new()),
             timeout,
+            cap: None,
         })
+    }
+
+    /// Opens at most `n` connections (0: no cap); a request finding them all busy waits
+    /// for one, and that wait counts in its latency.
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.cap = (n > 0).then(|| Semaphore::new(n));
+        self
     }
 
     /// An idle connection that can take a request, or a new one.
@@ -108,6 +120,11 @@ impl HttpPool {
         body: Bytes,
     ) -> Result<Answer, FailKind> {
         let exchange = async {
+            // Held until the answer is in: a connection is busy exactly that long.
+            let _permit = match &self.cap {
+                Some(cap) => Some(cap.acquire().await.map_err(|_| FailKind::Transport)?),
+                None => None,
+            };
             let mut conn = self.connection().await?;
             let len = body.len();
             let mut req = Request::builder()
@@ -231,6 +248,35 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn a_connection_cap_makes_concurrent_posts_wait_and_share() {
+        let (base, conns) = echo_server().await;
+        let pool = std::sync::Arc::new(
+            HttpPool::new(&base, Duration::from_secs(5))
+                .unwrap()
+                .with_max_connections(2),
+        );
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let body = Bytes::from(format!("request {i}"));
+                    let a = pool
+                        .post("/p", "application/json", None, body.clone())
+                        .await;
+                    assert_eq!(a.unwrap().body, body);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // All 16 answered over at most 2 connections (uncapped, each would open its own).
+        let opened = conns.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=2).contains(&opened), "{opened} connections");
+        assert_eq!(pool.idle_connections(), opened);
     }
 
     #[tokio::test]

@@ -91,6 +91,12 @@ impl HttpTarget {
             binary,
         })
     }
+
+    /// Opens at most `n` connections (0: one per request in flight).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.pool = self.pool.with_max_connections(n);
+        self
+    }
 }
 
 /// The JSON body of a KServe v2 request with JSON tensors.
