@@ -69,8 +69,7 @@ impl Runtime {
         match q.full() {
             None => Ok(()),
             Some(e) => {
-                q.stats.request(false, 0, 0);
-                q.metrics.failure(e.kind.label());
+                count_failure(&q, &e, 0);
                 Err(e)
             }
         }
@@ -124,8 +123,7 @@ impl Runtime {
                 })
             }
             Err(e) => {
-                q.stats.request(false, total_ns, 0);
-                q.metrics.failure(e.kind.label());
+                count_failure(&q, &e, total_ns);
                 Err(e)
             }
         }
@@ -195,4 +193,10 @@ impl Runtime {
             reply.map_err(|_| Error::unavailable("the runtime shut down before answering"))??;
         Ok((reply.outputs, reply.queue_seconds))
     }
+}
+
+/// Counts a failed request in the model's statistics and metrics.
+fn count_failure(q: &ModelQueue, e: &Error, total_ns: u64) {
+    q.stats.request(false, total_ns, 0);
+    q.metrics.failure(e.kind.label());
 }
