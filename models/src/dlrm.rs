@@ -201,19 +201,16 @@ impl<O: Ops> Model for Dlrm<O> {
         let ahead = if idx.len() <= PREFETCH_ALL_ROWS {
             self.tables.len()
         } else {
-            1
+            self.tables.len().min(1)
         };
-        for (table, r) in self.tables.iter().zip(&ranges).take(ahead) {
-            table.prefetch(&idx[r.clone()]);
-        }
+        let prefetch = |t: usize| self.tables[t].prefetch(&idx[ranges[t].clone()]);
+        (0..ahead).for_each(prefetch);
         let x = ops.upload(lane, dense, n, self.dense)?;
         let x = self.bottom.forward(ops, lane, x)?;
         let mut pooled = Vec::with_capacity(self.tables.len());
         for (t, (&(_, bag), table)) in self.bags.iter().zip(&self.tables).enumerate() {
-            if let (true, Some(next), Some(r)) =
-                (t + 1 >= ahead, self.tables.get(t + 1), ranges.get(t + 1))
-            {
-                next.prefetch(&idx[r.clone()]);
+            if t + 1 >= ahead && t + 1 < self.tables.len() {
+                prefetch(t + 1);
             }
             pooled.push(table.bag_sum(ops, lane, &idx[ranges[t].clone()], bag)?);
         }
