@@ -152,7 +152,7 @@ impl Drop for ServerHandle {
 /// request a 1 s retransmission (docs/BATCHING.md, "Session 5").
 const LISTEN_BACKLOG: u32 = 4096;
 
-async fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
+fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
     let addr = std::net::SocketAddr::new(host, port);
     let listen = || -> std::io::Result<TcpListener> {
         let socket = match addr {
@@ -213,10 +213,10 @@ pub async fn serve(
         tracing::info!(model = %m.name, version = m.version, state = m.state.as_str(), "model");
     }
 
-    let http_listener = bind(options.host, options.http_port, "HTTP").await?;
-    let grpc_listener = bind(options.host, options.grpc_port, "gRPC").await?;
+    let http_listener = bind(options.host, options.http_port, "HTTP")?;
+    let grpc_listener = bind(options.host, options.grpc_port, "gRPC")?;
     let metrics_listener = match options.metrics_port {
-        Some(port) => Some(bind(options.host, port, "metrics").await?),
+        Some(port) => Some(bind(options.host, port, "metrics")?),
         None => None,
     };
     let http_addr = http_listener.local_addr()?;
