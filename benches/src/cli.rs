@@ -189,14 +189,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return crate::oracle::run(&args, workload).await;
     }
     match args.target {
-        TargetKind::HttpJson => {
-            let target =
-                HttpTarget::new(&url(8000), false, timeout)?.with_max_connections(args.connections);
-            run_with(target, &args, workload).await
-        }
-        TargetKind::HttpBinary => {
-            let target =
-                HttpTarget::new(&url(8000), true, timeout)?.with_max_connections(args.connections);
+        TargetKind::HttpJson | TargetKind::HttpBinary => {
+            let binary = matches!(args.target, TargetKind::HttpBinary);
+            let target = HttpTarget::new(&url(8000), binary, timeout)?
+                .with_max_connections(args.connections);
             run_with(target, &args, workload).await
         }
         TargetKind::Grpc => {

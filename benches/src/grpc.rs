@@ -37,7 +37,7 @@ pub struct GrpcTarget {
 
 /// One HTTP/2 connection as a tower service (what tonic's generated client calls).
 #[derive(Clone)]
-pub struct H2Connection(SendRequest<tonic::body::Body>);
+struct H2Connection(SendRequest<tonic::body::Body>);
 
 impl tower::Service<hyper::Request<tonic::body::Body>> for H2Connection {
     type Response = hyper::Response<hyper::body::Incoming>;
