@@ -250,40 +250,15 @@ mod tests {
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
-    #[tokio::test]
-    async fn a_connection_cap_makes_concurrent_posts_wait_and_share() {
-        let (base, conns) = echo_server().await;
-        let pool = std::sync::Arc::new(
-            HttpPool::new(&base, Duration::from_secs(5))
-                .unwrap()
-                .with_max_connections(2),
-        );
-        let tasks: Vec<_> = (0..16)
-            .map(|i| {
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    let body = Bytes::from(format!("request {i}"));
-                    let a = pool
-                        .post("/p", "application/json", None, body.clone())
-                        .await;
-                    assert_eq!(a.unwrap().body, body);
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.unwrap();
-        }
-        // All 16 answered over at most 2 connections (uncapped, each would open its own).
-        let opened = conns.load(std::sync::atomic::Ordering::SeqCst);
-        assert!((1..=2).contains(&opened), "{opened} connections");
-        assert_eq!(pool.idle_connections(), opened);
-    }
-
-    #[tokio::test]
-    async fn concurrent_posts_open_one_connection_each_and_keep_them() {
-        let (base, conns) = echo_server().await;
-        let pool = std::sync::Arc::new(HttpPool::new(&base, Duration::from_secs(5)).unwrap());
-        let tasks: Vec<_> = (0..8)
+    /// Posts `n` distinct 10 kB bodies at once through `pool`, each checked echoed back;
+    /// the connections the echo server accepted.
+    async fn post_concurrently(
+        pool: HttpPool,
+        n: usize,
+        conns: &std::sync::atomic::AtomicUsize,
+    ) -> (usize, std::sync::Arc<HttpPool>) {
+        let pool = std::sync::Arc::new(pool);
+        let tasks: Vec<_> = (0..n)
             .map(|i| {
                 let pool = pool.clone();
                 tokio::spawn(async move {
@@ -299,7 +274,26 @@ mod tests {
         for t in tasks {
             t.await.unwrap();
         }
-        let opened = conns.load(std::sync::atomic::Ordering::SeqCst);
+        (conns.load(std::sync::atomic::Ordering::SeqCst), pool)
+    }
+
+    #[tokio::test]
+    async fn a_connection_cap_makes_concurrent_posts_wait_and_share() {
+        let (base, conns) = echo_server().await;
+        let pool = HttpPool::new(&base, Duration::from_secs(5))
+            .unwrap()
+            .with_max_connections(2);
+        let (opened, pool) = post_concurrently(pool, 16, &conns).await;
+        // All 16 answered over at most 2 connections (uncapped, each would open its own).
+        assert!((1..=2).contains(&opened), "{opened} connections");
+        assert_eq!(pool.idle_connections(), opened);
+    }
+
+    #[tokio::test]
+    async fn concurrent_posts_open_one_connection_each_and_keep_them() {
+        let (base, conns) = echo_server().await;
+        let pool = HttpPool::new(&base, Duration::from_secs(5)).unwrap();
+        let (opened, pool) = post_concurrently(pool, 8, &conns).await;
         assert!((1..=8).contains(&opened), "{opened} connections");
         assert_eq!(pool.idle_connections(), opened);
     }
