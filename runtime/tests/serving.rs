@@ -110,15 +110,9 @@ async fn several_rows_in_one_request_equal_the_rows_run_alone() {
 /// finished batch woke the other lane, two without that wake-up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_batch_does_not_wake_an_idle_lane() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 2,
-        ..Default::default()
-    })
-    .unwrap();
     let mut config = synth::preset("mlp-tiny").unwrap();
     config.batching.policy = BatchingPolicyKind::None;
-    rt.load_model_from("m", 1, config.clone(), &synth::random_weights(&config, 1))
-        .unwrap();
+    let rt = runtime_serving(2, "m", &config, 1);
     // Let both lanes reach their first wait before counting.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let before = rt.scheduler_passes();
@@ -151,19 +145,8 @@ fn slow_mlp(delay: Duration, queue: usize) -> cohost_runtime::ModelConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_with_overloaded_instead_of_growing() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        ..Default::default()
-    })
-    .unwrap();
     let config = slow_mlp(Duration::from_millis(1500), 4);
-    rt.load_model_from(
-        "slow",
-        1,
-        config.clone(),
-        &synth::random_weights(&config, 1),
-    )
-    .unwrap();
+    let rt = runtime_serving(1, "slow", &config, 1);
     let mut tasks = Vec::new();
     for i in 0..10 {
         let rt = rt.clone();
@@ -189,19 +172,8 @@ async fn a_full_queue_refuses_with_overloaded_instead_of_growing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_before_the_inputs_are_checked() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        ..Default::default()
-    })
-    .unwrap();
     let config = slow_mlp(Duration::from_millis(1500), 2);
-    rt.load_model_from(
-        "slow",
-        1,
-        config.clone(),
-        &synth::random_weights(&config, 1),
-    )
-    .unwrap();
+    let rt = runtime_serving(1, "slow", &config, 1);
     let held: Vec<_> = (0..2)
         .map(|i| {
             let rt = rt.clone();
@@ -231,14 +203,8 @@ async fn a_full_queue_refuses_before_the_inputs_are_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unloading_lets_queued_requests_finish_and_refuses_new_ones() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        ..Default::default()
-    })
-    .unwrap();
     let config = slow_mlp(Duration::from_millis(300), 1024);
-    rt.load_model_from("m", 1, config.clone(), &synth::random_weights(&config, 2))
-        .unwrap();
+    let rt = runtime_serving(1, "m", &config, 2);
     let mut tasks = Vec::new();
     for i in 0..50 {
         let rt = rt.clone();
@@ -409,19 +375,8 @@ async fn bad_requests_get_errors_that_name_the_problem() {
 
 #[tokio::test]
 async fn a_request_past_its_timeout_gets_deadline_exceeded() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        ..Default::default()
-    })
-    .unwrap();
     let config = slow_mlp(Duration::from_millis(1000), 16);
-    rt.load_model_from(
-        "slow",
-        1,
-        config.clone(),
-        &synth::random_weights(&config, 1),
-    )
-    .unwrap();
+    let rt = runtime_serving(1, "slow", &config, 1);
     let mut req = random_request(&config, 1, &mut rng(1));
     req.timeout = Some(Duration::from_millis(50));
     let e = rt.infer("slow", None, req).await.unwrap_err();

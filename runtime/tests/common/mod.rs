@@ -4,7 +4,9 @@
 use cohost_kernels::Lane;
 use cohost_kernels::cpu::CpuOps;
 use cohost_models::{BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource};
-use cohost_runtime::{DataType, InferRequest, ModelConfig, Tensor, TensorData};
+use cohost_runtime::{
+    DataType, InferRequest, ModelConfig, Runtime, RuntimeOptions, Tensor, TensorData,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use std::path::Path;
 use std::sync::Arc;
@@ -115,4 +117,22 @@ pub fn f32s(t: &Tensor) -> &[f32] {
         TensorData::F32(v) => v,
         other => panic!("expected FP32 output, got {:?}", other.datatype()),
     }
+}
+
+/// A CPU runtime with `lanes` lanes serving `config` as `name` version 1, with random
+/// weights from `seed`.
+pub fn runtime_serving(lanes: usize, name: &str, config: &ModelConfig, seed: u64) -> Runtime {
+    let rt = Runtime::new(RuntimeOptions {
+        lanes,
+        ..Default::default()
+    })
+    .unwrap();
+    rt.load_model_from(
+        name,
+        1,
+        config.clone(),
+        &cohost_models::synth::random_weights(config, seed),
+    )
+    .unwrap();
+    rt
 }
