@@ -95,6 +95,10 @@ pub struct BenchArgs {
     /// In-process: lanes of the runtime (0 = derive from the machine).
     #[arg(long, default_value_t = 0)]
     pub lanes: usize,
+    /// In-process: microseconds an idle lane spins for new work before it sleeps (as
+    /// `cohost serve --lane-spin-us`).
+    #[arg(long, default_value_t = 0)]
+    pub lane_spin_us: u64,
 
     /// In-process: cross-model scheduling policy (edf-fair, edf-fair-work-conserving, fifo).
     #[arg(long, default_value = "edf-fair")]
@@ -211,6 +215,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let runtime = Runtime::new(RuntimeOptions {
                 repository: Some(repo),
                 lanes: args.lanes,
+                lane_spin: std::time::Duration::from_micros(args.lane_spin_us),
                 schedule: args.schedule,
                 ..Default::default()
             })

@@ -9,11 +9,11 @@ use crate::Error;
 use crate::batcher::Decision;
 use crate::lane::panic_message;
 use crate::queue::{Batch, ModelQueue, SliceShare};
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// A model whose queue has a batch ready, as a scheduling policy sees it.
@@ -219,6 +219,12 @@ pub struct Scheduler {
     lanes: usize,
     /// Looks at the queues so far (see [`Scheduler::passes`]).
     passes: AtomicU64,
+    /// How long an idle lane spins for new work before it sleeps (zero: it sleeps at once).
+    spin: Duration,
+    /// Bumped by every wake-up; a spinning lane watches it instead of the condition variable.
+    signals: AtomicU64,
+    /// Lanes spinning right now; while any is, a wake-up needs no system call.
+    spinning: AtomicUsize,
 }
 
 impl Scheduler {
@@ -233,6 +239,46 @@ impl Scheduler {
             policy,
             lanes: lanes.max(1),
             passes: AtomicU64::new(0),
+            spin: Duration::ZERO,
+            signals: AtomicU64::new(0),
+            spinning: AtomicUsize::new(0),
+        }
+    }
+
+    /// Lets an idle lane spin up to `spin` for new work before it sleeps: a request that
+    /// arrives meanwhile starts without waking a sleeping thread, at the price of that CPU.
+    pub fn with_spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Lanes spinning for work right now: a request queued now starts at once.
+    pub fn lanes_spinning(&self) -> usize {
+        self.spinning.load(Ordering::Acquire)
+    }
+
+    /// Wakes one lane; the caller holds the state lock. A spinning lane sees the signal by
+    /// itself, so a sleeping one is woken only when none spins.
+    fn wake_one(&self) {
+        self.signals.fetch_add(1, Ordering::AcqRel);
+        if self.spinning.load(Ordering::Acquire) == 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Spins (yielding the CPU to any thread that wants it) until a wake-up after `seen`
+    /// or until `until`.
+    fn spin_until(&self, seen: u64, until: Instant) {
+        let mut turns = 0u32;
+        while self.signals.load(Ordering::Acquire) == seen {
+            std::hint::spin_loop();
+            turns = turns.wrapping_add(1);
+            if turns.is_multiple_of(64) {
+                if Instant::now() >= until {
+                    return;
+                }
+                std::thread::yield_now();
+            }
         }
     }
 
@@ -314,13 +360,14 @@ impl Scheduler {
     /// looks for the next one itself).
     pub fn notify(&self) {
         let _g = self.state.lock();
-        self.wake.notify_one();
+        self.wake_one();
     }
 
     /// Stops waiting for new work: lanes drain what is queued, then [`Scheduler::next`]
     /// returns None.
     pub fn shutdown(&self) {
         self.state.lock().shutdown = true;
+        self.signals.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_all();
     }
 
@@ -342,6 +389,7 @@ impl Scheduler {
     /// A panicking (or out-of-range) cross-model pick falls back to oldest-first.
     pub fn next(&self) -> Option<Work> {
         let mut state = self.state.lock();
+        let mut spin_end: Option<Instant> = None;
         loop {
             self.passes.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
@@ -389,7 +437,7 @@ impl Scheduler {
                 let q = state.queues[qi].clone();
                 if let Some(batch) = q.take(limit, now) {
                     if ready.len() > 1 || failed || q.has_queued() {
-                        self.wake.notify_one();
+                        self.wake_one();
                     }
                     return Some(Work { queue: q, batch });
                 }
@@ -400,8 +448,18 @@ impl Scheduler {
                 continue;
             }
             if state.shutdown && state.queues.iter().all(|q| !q.has_queued()) {
+                self.signals.fetch_add(1, Ordering::AcqRel);
                 self.wake.notify_all();
                 return None;
+            }
+            let spin_end = *spin_end.get_or_insert(now + self.spin);
+            if now < spin_end {
+                let seen = self.signals.load(Ordering::Acquire);
+                let until = wake_at.map_or(spin_end, |t| t.min(spin_end));
+                self.spinning.fetch_add(1, Ordering::AcqRel);
+                MutexGuard::unlocked(&mut state, || self.spin_until(seen, until));
+                self.spinning.fetch_sub(1, Ordering::AcqRel);
+                continue;
             }
             match wake_at {
                 Some(t) => {

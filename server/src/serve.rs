@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub poll_interval: Duration,
     /// Lanes (0 = derive from the device).
     pub lanes: usize,
+    /// How long an idle lane spins for new work before it sleeps.
+    pub lane_spin: Duration,
     /// Cross-model scheduling policy.
     pub schedule: cohost_runtime::ScheduleKind,
     /// Device memory budget in bytes.
@@ -79,6 +81,7 @@ impl Default for ServeOptions {
             model_control: ModelControlMode::None,
             poll_interval: Duration::from_secs(5),
             lanes: 0,
+            lane_spin: Duration::ZERO,
             schedule: cohost_runtime::ScheduleKind::default(),
             memory_budget: None,
             device: Device::Auto,
@@ -187,6 +190,7 @@ pub async fn serve(
     crate::metrics::install();
     let runtime_options = RuntimeOptions {
         lanes: options.lanes,
+        lane_spin: options.lane_spin,
         schedule: options.schedule,
         memory_budget: options.memory_budget,
         device: options.device,

@@ -40,6 +40,7 @@ pub fn test_options(repository: &Path) -> ServeOptions {
         model_control: ModelControlMode::None,
         poll_interval: Duration::from_millis(200),
         lanes: 2,
+        lane_spin: Duration::ZERO,
         schedule: Default::default(),
         memory_budget: None,
         device: Device::Cpu,

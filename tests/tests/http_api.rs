@@ -291,6 +291,55 @@ async fn json_infer_matches_runtime_with_nested_and_flat_data() {
     s.stop().await;
 }
 
+/// Lanes that spin for work (`--lane-spin-us`) and the front end that then spins for
+/// their answers change nothing in the answers: one request at a time (each taken by a
+/// spinning lane) and a concurrent burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_lanes_answer_like_the_runtime() {
+    let mut s = TestServer::start(|o| o.lane_spin = std::time::Duration::from_millis(2)).await;
+    let runtime = reference_runtime(s.repo.path());
+    for family in [Family::Mlp, Family::Dlrm] {
+        let model = s.model_of(family);
+        let (_, config) = s.handle().runtime.config(&model, None).unwrap();
+        let path = format!("/v2/models/{model}/infer");
+        let mut cases = Vec::new();
+        for seed in 0..40u64 {
+            let inputs = sample_inputs(&config, 1 + (seed % 3) as usize, seed);
+            let request = InferRequest {
+                inputs: inputs.clone(),
+                ..Default::default()
+            };
+            let want = runtime.infer(&model, None, request).await.unwrap().outputs;
+            let body = json!({ "inputs": inputs.iter().map(json_input).collect::<Vec<_>>() });
+            cases.push((body, want));
+        }
+        for (i, (body, want)) in cases.iter().enumerate() {
+            let (status, out) = s.post_json(&path, body).await;
+            assert_eq!(status, 200, "{out}");
+            let got = json_f32(&out["outputs"][0]["data"]);
+            assert_close(&got, &as_f32(&want[0]), &format!("{model} sequential #{i}"));
+        }
+        let burst: Vec<_> = cases
+            .iter()
+            .map(|(body, _)| {
+                let post = s.client.post(s.url(&path)).json(body).send();
+                tokio::spawn(async move {
+                    let res = post.await.unwrap();
+                    (res.status().as_u16(), res.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        for (i, (task, (_, want))) in burst.into_iter().zip(&cases).enumerate() {
+            let (status, out) = task.await.unwrap();
+            assert_eq!(status, 200, "{out}");
+            let got = json_f32(&out["outputs"][0]["data"]);
+            assert_close(&got, &as_f32(&want[0]), &format!("{model} burst #{i}"));
+        }
+    }
+    runtime.shutdown();
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_tensors_in_and_out_match_runtime() {
     let mut s = TestServer::start(|_| {}).await;

@@ -6,7 +6,12 @@ use crate::queue::{ModelQueue, Pending};
 use crate::{Error, ErrorKind, InferRequest, InferResponse, LoadReport, Result, Tensor};
 use cohost_models::Batch;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Slack on top of twice the predicted batch time that a front-end thread spins for a
+/// quick answer (see [`spin_for_reply`]).
+const REPLY_SPIN_SLACK: Duration = Duration::from_micros(20);
 
 /// Why a submission failed: refused at admission because its version closed (nothing
 /// ran, so it may go to the successor), or anything else.
@@ -173,12 +178,21 @@ impl Runtime {
                 Submit::Failed(e)
             }
         })?;
+        // A spinning lane takes this request at once: when its batch is predicted to take
+        // microseconds, spin for the answer too instead of sleeping and being woken for it.
+        let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
         self.inner.scheduler.notify();
-        let reply = match deadline {
-            Some(d) => {
+        let mut rx = rx;
+        let early = match reply_spin(self.inner.options.lane_spin, q, rows) {
+            Some(limit) if lane_waiting => spin_for_reply(&mut rx, limit),
+            _ => None,
+        };
+        let reply = match (early, deadline) {
+            (Some(reply), _) => reply,
+            (None, Some(d)) => {
                 let wait = d.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(wait, rx).await {
-                    Ok(r) => r,
+                    Ok(r) => r.ok(),
                     Err(_) => {
                         return Err(Submit::Failed(Error::new(
                             ErrorKind::DeadlineExceeded,
@@ -187,11 +201,41 @@ impl Runtime {
                     }
                 }
             }
-            None => rx.await,
+            (None, None) => rx.await.ok(),
         };
         let reply =
-            reply.map_err(|_| Error::unavailable("the runtime shut down before answering"))??;
+            reply.ok_or_else(|| Error::unavailable("the runtime shut down before answering"))??;
         Ok((reply.outputs, reply.queue_seconds))
+    }
+}
+
+/// How long to spin for the answer to a request of `rows` rows that a spinning lane takes
+/// at once: twice its predicted batch time and some slack, if that is within the lanes'
+/// own spin; None when the lanes do not spin, the model's times are not learnt yet, or
+/// its batches take too long to be worth a spinning front-end thread.
+fn reply_spin(lane_spin: Duration, q: &ModelQueue, rows: usize) -> Option<Duration> {
+    if lane_spin.is_zero() || !q.latency.is_calibrated() {
+        return None;
+    }
+    let expected = Duration::try_from_secs_f64(q.latency.predict(rows).max(0.0)).ok()?;
+    Some(expected * 2 + REPLY_SPIN_SLACK).filter(|limit| *limit <= lane_spin)
+}
+
+/// The answer, if it arrives (or the lane drops it) within `limit`; spins meanwhile.
+/// `Some(None)`: the sender was dropped unanswered.
+fn spin_for_reply<T>(rx: &mut oneshot::Receiver<T>, limit: Duration) -> Option<Option<T>> {
+    let until = Instant::now() + limit;
+    loop {
+        for _ in 0..64 {
+            match rx.try_recv() {
+                Ok(reply) => return Some(Some(reply)),
+                Err(oneshot::error::TryRecvError::Closed) => return Some(None),
+                Err(oneshot::error::TryRecvError::Empty) => std::hint::spin_loop(),
+            }
+        }
+        if Instant::now() >= until {
+            return None;
+        }
     }
 }
 
@@ -199,4 +243,39 @@ impl Runtime {
 fn count_failure(q: &ModelQueue, e: &Error, total_ns: u64) {
     q.stats.request(false, total_ns, 0);
     q.metrics.failure(e.kind.label());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_spin_returns_the_answer_sent_meanwhile() {
+        let (tx, mut rx) = oneshot::channel();
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            tx.send(7u32).unwrap();
+        });
+        // Generous limit: the answer comes long before it.
+        assert_eq!(
+            spin_for_reply(&mut rx, Duration::from_secs(30)),
+            Some(Some(7))
+        );
+        sender.join().unwrap();
+    }
+
+    #[test]
+    fn a_reply_spin_reports_a_dropped_sender() {
+        let (tx, mut rx) = oneshot::channel::<u32>();
+        drop(tx);
+        assert_eq!(spin_for_reply(&mut rx, Duration::from_secs(30)), Some(None));
+    }
+
+    #[tokio::test]
+    async fn a_reply_spin_gives_up_at_its_limit_and_the_answer_can_still_be_awaited() {
+        let (tx, mut rx) = oneshot::channel();
+        assert_eq!(spin_for_reply(&mut rx, Duration::from_micros(200)), None);
+        tx.send(3u32).unwrap();
+        assert_eq!(rx.await.unwrap(), 3);
+    }
 }

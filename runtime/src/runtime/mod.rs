@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// Which backend executes models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +43,10 @@ pub struct RuntimeOptions {
     pub repository: Option<PathBuf>,
     /// Cross-model scheduling policy.
     pub schedule: ScheduleKind,
+    /// How long an idle lane spins for new work before it sleeps (zero: sleeps at once).
+    /// Spinning saves a sleeping thread's wake-up per request at low load, and costs the
+    /// CPU it spins on.
+    pub lane_spin: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -53,6 +58,7 @@ impl Default for RuntimeOptions {
             device: Device::Auto,
             repository: None,
             schedule: ScheduleKind::default(),
+            lane_spin: Duration::ZERO,
         }
     }
 }
@@ -102,7 +108,9 @@ impl Runtime {
                 .free_memory
                 .map(|free| (free as f64 * (1.0 - CUDA_HEADROOM)) as u64);
         }
-        let scheduler = Arc::new(Scheduler::new(options.schedule.policy(), lanes.len()));
+        let scheduler = Arc::new(
+            Scheduler::new(options.schedule.policy(), lanes.len()).with_spin(options.lane_spin),
+        );
         let handles = spawn_lanes(lanes, scheduler.clone());
         crate::metrics::device(&device, options.lanes, options.memory_budget);
         tracing::info!(
@@ -112,6 +120,7 @@ impl Runtime {
             memory_budget = options.memory_budget.unwrap_or(0),
             lanes = options.lanes,
             policy = scheduler.policy_name(),
+            lane_spin_us = options.lane_spin.as_micros() as u64,
             "runtime started"
         );
         Ok(Runtime {
@@ -147,6 +156,11 @@ impl Runtime {
     /// How many times a lane looked at the queues for work (see [`Scheduler::passes`]).
     pub fn scheduler_passes(&self) -> u64 {
         self.inner.scheduler.passes()
+    }
+
+    /// Lanes spinning for new work right now (see [`RuntimeOptions::lane_spin`]).
+    pub fn lanes_spinning(&self) -> usize {
+        self.inner.scheduler.lanes_spinning()
     }
 
     /// Number of lanes.

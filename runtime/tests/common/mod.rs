@@ -25,6 +25,20 @@ pub fn reference_model(dir: &Path) -> Arc<dyn Model> {
     .unwrap()
 }
 
+/// The model `config` describes with `synth::random_weights(config, seed)`, built outside
+/// the runtime, as a reference for [`runtime_serving`] with the same seed.
+#[allow(clippy::default_constructed_unit_structs)]
+pub fn reference_model_of(config: &ModelConfig, seed: u64) -> Arc<dyn Model> {
+    let weights = cohost_models::synth::random_weights(config, seed);
+    cohost_models::build_model(
+        config,
+        WeightSource::Bytes(&weights),
+        &BackendHandle::Cpu(Arc::new(CpuOps::default())),
+        &PlacementOptions::default(),
+    )
+    .unwrap()
+}
+
 /// A random valid request of `rows` rows for `config`.
 pub fn random_request(config: &ModelConfig, rows: usize, rng: &mut StdRng) -> InferRequest {
     let inputs = config

@@ -1,0 +1,107 @@
+//! Lanes that spin for work before sleeping (`RuntimeOptions::lane_spin`): same answers,
+//! they do go to sleep, and shutdown does not wait for a spin to run out.
+
+mod common;
+
+use cohost_models::BatchingPolicyKind;
+use cohost_models::synth;
+use cohost_runtime::{Runtime, RuntimeOptions};
+use common::{assert_close, f32s, random_request, reference_model_of, reference_outputs, rng};
+use std::time::{Duration, Instant};
+
+/// A CPU runtime with `lanes` lanes spinning `spin` when idle, serving `config` as "m".
+fn spinning_runtime(lanes: usize, spin: Duration, config: &cohost_runtime::ModelConfig) -> Runtime {
+    let rt = Runtime::new(RuntimeOptions {
+        lanes,
+        lane_spin: spin,
+        ..Default::default()
+    })
+    .unwrap();
+    rt.load_model_from("m", 1, config.clone(), &synth::random_weights(config, 5))
+        .unwrap();
+    rt
+}
+
+/// Sequential requests (each taken by a spinning lane, answered to a spinning caller) and
+/// a concurrent burst (batched) get the reference model's outputs, for a policy that
+/// runs at once and one that waits for company.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_lanes_answer_like_the_model() {
+    for policy in [BatchingPolicyKind::None, BatchingPolicyKind::Static] {
+        let mut config = synth::preset("mlp-tiny").unwrap();
+        config.batching.policy = policy;
+        config.batching.max_queue_delay_us = 300;
+        let reference = reference_model_of(&config, 5);
+        let rt = spinning_runtime(2, Duration::from_millis(2), &config);
+        for i in 0..300 {
+            let req = random_request(&config, 1 + (i % 3) as usize, &mut rng(i));
+            let want = reference_outputs(reference.as_ref(), &req);
+            let got = rt.infer("m", None, req).await.unwrap();
+            assert_close(f32s(&got.outputs[0]), &want[0], 1e-6);
+        }
+        let burst: Vec<_> = (0..64)
+            .map(|i| {
+                let req = random_request(&config, 2, &mut rng(1000 + i));
+                let want = reference_outputs(reference.as_ref(), &req);
+                let rt = rt.clone();
+                tokio::spawn(async move { (rt.infer("m", None, req).await.unwrap(), want) })
+            })
+            .collect();
+        for task in burst {
+            let (got, want) = task.await.unwrap();
+            assert_close(f32s(&got.outputs[0]), &want[0], 1e-6);
+        }
+        rt.shutdown();
+    }
+}
+
+/// An idle lane spins after its batch, then sleeps once its spin is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_lane_spins_then_sleeps() {
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.batching.policy = BatchingPolicyKind::None;
+    let spin = Duration::from_millis(1500);
+    let rt = spinning_runtime(1, spin, &config);
+    rt.infer("m", None, random_request(&config, 1, &mut rng(1)))
+        .await
+        .unwrap();
+    // The lane spins for 1.5 s from the end of the batch: seen well within that.
+    let seen = wait_for(Duration::from_millis(1200), || rt.lanes_spinning() == 1).await;
+    assert!(seen, "the lane never spun after its batch");
+    // And sleeps after it (10 s: far past the spin, however loaded the machine).
+    let slept = wait_for(Duration::from_secs(10), || rt.lanes_spinning() == 0).await;
+    assert!(slept, "the lane still spins long after its {spin:?} spin");
+    rt.shutdown();
+}
+
+/// Shutdown stops a spinning lane at once instead of waiting for its spin to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_interrupts_a_spinning_lane() {
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.batching.policy = BatchingPolicyKind::None;
+    let rt = spinning_runtime(2, Duration::from_secs(60), &config);
+    rt.infer("m", None, random_request(&config, 1, &mut rng(2)))
+        .await
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(10), || rt.lanes_spinning() > 0).await);
+    let started = Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || rt.shutdown());
+    // Lanes spin for 60 s: a shutdown that waited for them would miss this by far.
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .expect("shutdown waited for the spinning lanes")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+/// Polls `done` every millisecond until it holds (true) or `limit` passes (false).
+async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    done()
+}
