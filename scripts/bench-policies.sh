@@ -27,7 +27,7 @@
 #   SEARCH_RETRIES  times a failing search step is measured again before it counts [1]
 #   CAPACITY     (c) total req/s of the 4-model slice; skips its capacity search [unset]
 #   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
-#   OLD_CLIENT_BIN  another cohost binary whose bench client is also measured in (d) [unset]
+#   LANE_SPINS   (d) cohost serve --lane-spin-us settings measured side by side [0 200]
 #   FINALS       (a) skip the grid and run only the interleaved finals of adaptive against
 #                these grid settings, e.g. "a-static-500us-256 a-static-500us-64" [unset]
 #   NOISY_TARGET (c) http-json, or in-process: the bench process runs the runtime itself
@@ -50,6 +50,7 @@ P99="${P99:-10}"
 WARMUP="${WARMUP:-0.5}"
 DURATION="${DURATION:-2}"
 LANES="${LANES:-0}"
+LANE_SPINS="${LANE_SPINS:-0 200}"
 PORT="${PORT:-18080}"
 GPORT=$((PORT + 1))
 DELAYS="${DELAYS:-100 500 2000}"
@@ -417,41 +418,48 @@ EOF2
 }
 
 overhead() {
-  echo "== (d) overhead: mlp-tiny, policy none, concurrency 1" | tee -a "$OUT/summary.txt"
+  echo "== (d) overhead: mlp-tiny, policy none, concurrency 1, lane spin ${LANE_SPINS} us" | tee -a "$OUT/summary.txt"
   REPO="$OUT/repo-tiny"
   gen "$REPO" mlp-tiny 1
   set_config "$REPO/mlp-tiny/config.toml" policy='"none"'
-  start_server "$REPO" "$OUT/d.server.log"
+  # One server per lane-spin setting, side by side, so each repetition measures them all
+  # within the same minute.
+  local port=$PORT
+  declare -A ports
+  for spin in $LANE_SPINS; do
+    ports[$spin]=$port
+    start_on "$port" "$REPO" "$OUT/d-spin-$spin.server.log" --lane-spin-us "$spin"
+    port=$((port + 10))
+  done
   for r in $(seq 1 "$REPEAT"); do
-    "$BIN" bench --target in-process --model-repository "$REPO" --model mlp-tiny --lanes "$LANES" \
-      --concurrency 1 --warmup 1 --duration 5 --no-progress --json "$OUT/d-in-process-r$r.json" >/dev/null 2>&1
-    for t in http-json http-binary grpc; do
-      local url="$URL"
-      [ "$t" = grpc ] && url="http://127.0.0.1:$GPORT"
-      "$BIN" bench --target "$t" --url "$url" --model-repository "$REPO" --model mlp-tiny \
-        --concurrency 1 --warmup 1 --duration 5 --no-progress --json "$OUT/d-$t-r$r.json" >/dev/null 2>&1
-      if [ -n "${OLD_CLIENT_BIN:-}" ] && [ "$t" != grpc ]; then
-        "$OLD_CLIENT_BIN" bench --target "$t" --url "$url" --model-repository "$REPO" --model mlp-tiny \
-          --concurrency 1 --warmup 1 --duration 5 --no-progress --json "$OUT/d-$t-old-client-r$r.json" >/dev/null 2>&1
-      fi
+    for spin in $LANE_SPINS; do
+      "$BIN" bench --target in-process --model-repository "$REPO" --model mlp-tiny --lanes "$LANES" \
+        --lane-spin-us "$spin" --concurrency 1 --warmup 1 --duration 5 --no-progress \
+        --json "$OUT/d-spin-$spin-in-process-r$r.json" >/dev/null 2>&1
+      for t in http-json http-binary grpc; do
+        local url="http://127.0.0.1:${ports[$spin]}"
+        [ "$t" = grpc ] && url="http://127.0.0.1:$((ports[$spin] + 1))"
+        "$BIN" bench --target "$t" --url "$url" --model-repository "$REPO" --model mlp-tiny \
+          --concurrency 1 --warmup 1 --duration 5 --no-progress --json "$OUT/d-spin-$spin-$t-r$r.json" >/dev/null 2>&1
+      done
     done
   done
   stop_server
-  python3 - "$OUT" "$REPEAT" <<'EOF2' | tee -a "$OUT/summary.txt"
+  python3 - "$OUT" "$REPEAT" $LANE_SPINS <<'EOF2' | tee -a "$OUT/summary.txt"
 import json, statistics, sys
-out, repeat = sys.argv[1], int(sys.argv[2])
-p50 = lambda t, i: json.load(open(f"{out}/d-{t}-r{i}.json"))["overall"]["p50_ms"] * 1000
-for i in range(1, repeat + 1):
-    print(f"repetition {i}: " + ", ".join(f"{t} {p50(t, i):.0f} us" for t in ["in-process", "http-json", "http-binary", "grpc"]))
-base = statistics.median(p50("in-process", i) for i in range(1, repeat + 1))
-print(f"in-process median p50 {base:.0f} us")
-import os
-targets = ["http-json", "http-binary", "grpc"]
-if os.path.exists(f"{out}/d-http-json-old-client-r1.json"):
-    targets += ["http-json-old-client", "http-binary-old-client"]
-for t in targets:
-    diffs = [p50(t, i) - p50("in-process", i) for i in range(1, repeat + 1)]
-    print(f"{t:<12} median p50 minus in-process (same repetition): {statistics.median(diffs):.0f} us (goal <= 30 us)")
+out, repeat, spins = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+targets = ["in-process", "http-json", "http-binary", "grpc"]
+p50 = lambda s, t, i: json.load(open(f"{out}/d-spin-{s}-{t}-r{i}.json"))["overall"]["p50_ms"] * 1000
+for s in spins:
+    print(f"lane spin {s} us")
+    for i in range(1, repeat + 1):
+        print(f"  repetition {i}: " + ", ".join(f"{t} {p50(s, t, i):.0f} us" for t in targets))
+    base = statistics.median(p50(s, "in-process", i) for i in range(1, repeat + 1))
+    print(f"  in-process median p50 {base:.0f} us")
+    for t in targets[1:]:
+        med = statistics.median(p50(s, t, i) for i in range(1, repeat + 1))
+        diffs = [p50(s, t, i) - p50(s, "in-process", i) for i in range(1, repeat + 1)]
+        print(f"  {t:<12} median p50 {med:.0f} us, minus in-process (same repetition): {statistics.median(diffs):.0f} us (goal <= 30 us)")
 EOF2
 }
 
