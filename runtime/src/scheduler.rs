@@ -453,7 +453,9 @@ impl Scheduler {
                 return None;
             }
             let spin_end = *spin_end.get_or_insert(now + self.spin);
-            if now < spin_end {
+            // One spinning lane is enough to take the next arrival at once (and it wakes
+            // another when more is queued); the others sleep instead of burning a core each.
+            if now < spin_end && self.spinning.load(Ordering::Acquire) == 0 {
                 let seen = self.signals.load(Ordering::Acquire);
                 let until = wake_at.map_or(spin_end, |t| t.min(spin_end));
                 self.spinning.fetch_add(1, Ordering::AcqRel);

@@ -74,6 +74,35 @@ async fn an_idle_lane_spins_then_sleeps() {
     rt.shutdown();
 }
 
+/// After a burst that kept both lanes busy, one lane spins and the other sleeps: one
+/// spinner takes the next arrival at once, a second would only burn a core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_one_idle_lane_spins() {
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.batching.policy = BatchingPolicyKind::None;
+    let rt = spinning_runtime(2, Duration::from_millis(300), &config);
+    let mut most = 0;
+    for round in 0..5u64 {
+        let burst: Vec<_> = (0..32)
+            .map(|i| {
+                let req = random_request(&config, 1, &mut rng(round * 100 + i));
+                let rt = rt.clone();
+                tokio::spawn(async move { rt.infer("m", None, req).await.unwrap() })
+            })
+            .collect();
+        for task in burst {
+            task.await.unwrap();
+        }
+        // Both lanes are idle within the 300 ms spin: sample who spins meanwhile.
+        for _ in 0..100 {
+            most = most.max(rt.lanes_spinning());
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+    assert_eq!(most, 1, "lanes spinning at once, at most");
+    rt.shutdown();
+}
+
 /// Shutdown stops a spinning lane at once instead of waiting for its spin to run out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_interrupts_a_spinning_lane() {
