@@ -1,70 +1,73 @@
 //! KServe v2 over gRPC (Triton's `inference.GRPCInferenceService`), tensors sent as
-//! `raw_input_contents`.
+//! `raw_input_contents`, on the `h2` crate directly.
+//!
+//! A generated tonic client over hyper sends a call's HEADERS and its DATA frame in two
+//! socket writes (hyper polls the body from a separate task), so the server is woken twice
+//! per call; one write per call is what a gRPC client that sends its whole message at once
+//! costs the server. Here a request is encoded and framed once before measuring, sent as
+//! HEADERS and one DATA frame queued together, and the answer is read and decoded fully.
 
 use crate::http_client::server_address;
 use crate::target::{FailKind, Target};
 use crate::workload::GenRequest;
-use cohost_protocol::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use bytes::{BufMut, Bytes, BytesMut};
 use cohost_protocol::inference::{
     ModelInferRequest, ModelInferResponse, model_infer_request::InferInputTensor,
 };
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::future::Future;
-use std::pin::Pin;
+use h2::client::SendRequest;
+use hyper::http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use prost::Message;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
+/// The `ModelInfer` method's path.
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+
 /// A gRPC target over a few HTTP/2 connections, used round-robin; one the server closed
 /// is opened again on its next call.
-///
-/// Each call goes straight to its connection's hyper `SendRequest`; tonic's `Channel`
-/// would put a buffer task (one more task hand-off per call) in between, which a load
-/// generator on the server's cores pays for in latency and CPU.
 pub struct GrpcTarget {
     /// `host:port` to connect to.
     addr: String,
-    /// The `http://host:port` the requests name.
-    origin: hyper::Uri,
+    /// `http://host:port/inference.GRPCInferenceService/ModelInfer`.
+    uri: Uri,
     /// The connections, one per slot.
-    slots: Vec<Mutex<H2Connection>>,
+    slots: Vec<Mutex<SendRequest<Bytes>>>,
     next: AtomicUsize,
     timeout: Duration,
 }
 
-/// One HTTP/2 connection as a tower service (what tonic's generated client calls).
-#[derive(Clone)]
-struct H2Connection(SendRequest<tonic::body::Body>);
+/// Why a call failed before a gRPC status was read.
+#[derive(Debug)]
+enum CallError {
+    /// The connection broke or could not be opened.
+    Transport,
+    /// The server answered with a non-OK gRPC status (its code).
+    Status(tonic::Code),
+    /// The answer was not a well-formed gRPC response.
+    Protocol(&'static str),
+}
 
-impl tower::Service<hyper::Request<tonic::body::Body>> for H2Connection {
-    type Response = hyper::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: hyper::Request<tonic::body::Body>) -> Self::Future {
-        Box::pin(self.0.send_request(req))
+/// An HTTP/2 error (a broken connection, or a stream reset): the call got no gRPC status.
+impl From<h2::Error> for CallError {
+    fn from(_: h2::Error) -> Self {
+        CallError::Transport
     }
 }
 
 /// Opens one HTTP/2 connection to `addr`.
-async fn open(addr: &str) -> std::io::Result<H2Connection> {
+async fn open(addr: &str) -> std::io::Result<SendRequest<Bytes>> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    let (sender, conn) = h2::client::handshake(stream)
         .await
         .map_err(std::io::Error::other)?;
     // The connection task ends when every sender is dropped or the server closes it.
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(H2Connection(sender))
+    Ok(sender)
 }
 
 impl GrpcTarget {
@@ -72,10 +75,10 @@ impl GrpcTarget {
     /// each call times out after `timeout`.
     pub async fn connect(url: &str, connections: usize, timeout: Duration) -> anyhow::Result<Self> {
         let (addr, authority) = server_address(url)?;
-        let origin = hyper::Uri::builder()
+        let uri = Uri::builder()
             .scheme("http")
             .authority(authority)
-            .path_and_query("/")
+            .path_and_query(MODEL_INFER)
             .build()?;
         let mut slots = Vec::new();
         for _ in 0..connections.max(1) {
@@ -86,36 +89,93 @@ impl GrpcTarget {
         }
         Ok(GrpcTarget {
             addr,
-            origin,
+            uri,
             slots,
             next: AtomicUsize::new(0),
             timeout,
         })
     }
 
-    /// Slot `i`'s connection, opened again first if the server closed it.
-    async fn connection(&self, i: usize) -> Result<H2Connection, FailKind> {
+    /// Slot `i`'s connection, ready for a new stream; opened again first if the server
+    /// closed it.
+    async fn connection(&self, i: usize) -> Result<SendRequest<Bytes>, CallError> {
         let conn = self.slots[i].lock().expect("slot lock").clone();
-        if !conn.0.is_closed() {
-            return Ok(conn);
+        if let Ok(ready) = conn.ready().await {
+            return Ok(ready);
         }
-        let fresh = open(&self.addr).await.map_err(|_| FailKind::Transport)?;
+        let fresh = open(&self.addr).await.map_err(|_| CallError::Transport)?;
         *self.slots[i].lock().expect("slot lock") = fresh.clone();
-        Ok(fresh)
+        Ok(fresh.ready().await?)
     }
 
-    /// One `ModelInfer` call on slot `i`.
-    async fn call(
-        &self,
-        i: usize,
-        request: &ModelInferRequest,
-    ) -> Result<Result<tonic::Response<ModelInferResponse>, tonic::Status>, FailKind> {
-        let conn = self.connection(i).await?;
-        let mut client = GrpcInferenceServiceClient::with_origin(conn, self.origin.clone())
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
-        Ok(client.model_infer(request.clone()).await)
+    /// One `ModelInfer` call on slot `i` with a framed request; the decoded answer.
+    async fn call(&self, i: usize, framed: &Bytes) -> Result<ModelInferResponse, CallError> {
+        let mut conn = self.connection(i).await?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(self.uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("static request parts");
+        let (answer, mut send) = conn.send_request(request, false)?;
+        // Queued with the HEADERS: the connection task writes both in one go.
+        send.send_data(framed.clone(), true)?;
+        let (head, mut body) = answer.await?.into_parts();
+        if head.status != hyper::http::StatusCode::OK {
+            return Err(CallError::Protocol("http_status"));
+        }
+        // A trailers-only answer carries its status in the headers.
+        if let Some(code) = grpc_status(&head.headers).filter(|c| *c != tonic::Code::Ok) {
+            return Err(CallError::Status(code));
+        }
+        let mut message = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            message.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await?.unwrap_or_default();
+        match grpc_status(&trailers).or_else(|| grpc_status(&head.headers)) {
+            Some(tonic::Code::Ok) => {}
+            Some(code) => return Err(CallError::Status(code)),
+            None => return Err(CallError::Protocol("missing_status")),
+        }
+        decode_framed(&message)
     }
+}
+
+/// The `grpc-status` in `headers`, if any.
+fn grpc_status(headers: &HeaderMap<HeaderValue>) -> Option<tonic::Code> {
+    let value = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(tonic::Code::from_i32(value))
+}
+
+/// A message in gRPC framing: no compression, 4-byte big-endian length, the message.
+pub fn frame(message: &impl Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut out = BytesMut::with_capacity(5 + len);
+    out.put_u8(0);
+    out.put_u32(len as u32);
+    message.encode(&mut out).expect("capacity reserved");
+    out.freeze()
+}
+
+/// The one `ModelInferResponse` in a gRPC-framed body.
+fn decode_framed(body: &[u8]) -> Result<ModelInferResponse, CallError> {
+    let Some((&[compressed, a, b, c, d], rest)) = body.split_first_chunk::<5>() else {
+        return Err(CallError::Protocol("short_body"));
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if compressed != 0 || rest.len() != len {
+        return Err(CallError::Protocol("bad_frame"));
+    }
+    ModelInferResponse::decode(rest).map_err(|_| CallError::Protocol("bad_message"))
 }
 
 /// A `ModelInferRequest` with raw little-endian input contents.
@@ -154,34 +214,29 @@ pub fn code_name(code: tonic::Code) -> String {
 }
 
 impl Target for GrpcTarget {
-    type Encoded = ModelInferRequest;
+    /// The `ModelInferRequest`, encoded and gRPC-framed.
+    type Encoded = Bytes;
 
     fn name(&self) -> &'static str {
         "grpc"
     }
 
-    fn encode(&self, model: &str, request: &GenRequest) -> anyhow::Result<ModelInferRequest> {
-        Ok(infer_request(model, request))
+    fn encode(&self, model: &str, request: &GenRequest) -> anyhow::Result<Bytes> {
+        Ok(frame(&infer_request(model, request)))
     }
 
-    async fn infer(&self, _model: &str, request: &ModelInferRequest) -> Result<(), FailKind> {
+    async fn infer(&self, _model: &str, request: &Bytes) -> Result<(), FailKind> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let Ok(answer) = tokio::time::timeout(self.timeout, self.call(i, request)).await else {
             return Err(FailKind::Timeout);
         };
-        match answer? {
-            Ok(resp) if !resp.get_ref().outputs.is_empty() => Ok(()),
+        match answer {
+            Ok(resp) if !resp.outputs.is_empty() => Ok(()),
             Ok(_) => Err(FailKind::Grpc("empty_response".into())),
-            Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(FailKind::Timeout),
-            Err(s) if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Internal => {
-                // tonic reports broken connections as Unknown/Internal with a transport source.
-                if std::error::Error::source(&s).is_some() {
-                    Err(FailKind::Transport)
-                } else {
-                    Err(FailKind::Grpc(code_name(s.code())))
-                }
-            }
-            Err(s) => Err(FailKind::Grpc(code_name(s.code()))),
+            Err(CallError::Transport) => Err(FailKind::Transport),
+            Err(CallError::Status(tonic::Code::DeadlineExceeded)) => Err(FailKind::Timeout),
+            Err(CallError::Status(code)) => Err(FailKind::Grpc(code_name(code))),
+            Err(CallError::Protocol(what)) => Err(FailKind::Grpc(what.into())),
         }
     }
 }
@@ -189,6 +244,50 @@ impl Target for GrpcTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_framed_message_decodes_back_and_bad_frames_are_refused() {
+        let response = ModelInferResponse {
+            model_name: "m".into(),
+            id: "7".into(),
+            raw_output_contents: vec![vec![1, 2, 3]],
+            ..Default::default()
+        };
+        let framed = frame(&response);
+        assert_eq!(framed[0], 0, "uncompressed");
+        assert_eq!(
+            u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize,
+            framed.len() - 5
+        );
+        assert_eq!(decode_framed(&framed).unwrap(), response);
+        let short = decode_framed(&framed[..3]);
+        assert!(
+            matches!(short, Err(CallError::Protocol("short_body"))),
+            "{short:?}"
+        );
+        let cut = decode_framed(&framed[..framed.len() - 1]);
+        assert!(
+            matches!(cut, Err(CallError::Protocol("bad_frame"))),
+            "{cut:?}"
+        );
+        let mut compressed = framed.to_vec();
+        compressed[0] = 1;
+        let refused = decode_framed(&compressed);
+        assert!(
+            matches!(refused, Err(CallError::Protocol("bad_frame"))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn grpc_status_reads_the_code_and_ignores_garbage() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(grpc_status(&headers), None);
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        assert_eq!(grpc_status(&headers), Some(tonic::Code::ResourceExhausted));
+        headers.insert("grpc-status", HeaderValue::from_static("x"));
+        assert_eq!(grpc_status(&headers), None);
+    }
 
     #[test]
     fn code_names_are_snake_case() {

@@ -98,6 +98,47 @@ async fn http_refusals_are_counted_by_status_and_the_connection_survives() {
     server.stop().await;
 }
 
+/// The gRPC target reports the server's status codes by name, and its connection serves
+/// the next call after a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_refusals_are_counted_by_status_code() {
+    use cohost_protocol::inference::ModelInferRequest;
+    use cohost_protocol::inference::model_infer_request::InferInputTensor;
+    let mut server = TestServer::start(|_| {}).await;
+    let target = GrpcTarget::connect(&server.grpc_url(), 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let prepared = prepare(&target, &workload(server.repo.path())).unwrap();
+    let good = prepared.models[0].pool[0].0.clone();
+    assert_eq!(target.infer("mlp-tiny", &good).await, Ok(()));
+    let missing = cohost_bench::grpc::frame(&ModelInferRequest {
+        model_name: "no-such-model".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        target.infer("no-such-model", &missing).await,
+        Err(FailKind::Grpc("not_found".into()))
+    );
+    // Three FP32 values where mlp-tiny takes rows of 8.
+    let misshapen = cohost_bench::grpc::frame(&ModelInferRequest {
+        model_name: "mlp-tiny".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 3],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![0; 12]],
+        ..Default::default()
+    });
+    assert_eq!(
+        target.infer("mlp-tiny", &misshapen).await,
+        Err(FailKind::Grpc("invalid_argument".into()))
+    );
+    assert_eq!(target.infer("mlp-tiny", &good).await, Ok(()));
+    server.stop().await;
+}
+
 /// A gRPC connection the server closed is opened again on the next call: calls fail as
 /// transport errors while nothing listens, and succeed once a server is back on the port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
