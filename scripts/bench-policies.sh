@@ -28,6 +28,8 @@
 #   CAPACITY     (c) total req/s of the 4-model slice; skips its capacity search [unset]
 #   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
 #   LANE_SPINS   (d) cohost serve --lane-spin-us settings measured side by side [0 200]
+#   COHOST_LANE_SPIN_US  lane spin of every other server started here, and of the
+#                in-process target (cohost serve --lane-spin-us) [0]
 #   FINALS       (a) skip the grid and run only the interleaved finals of adaptive against
 #                these grid settings, e.g. "a-static-500us-256 a-static-500us-64" [unset]
 #   NOISY_TARGET (c) http-json, or in-process: the bench process runs the runtime itself
@@ -154,7 +156,8 @@ EOF
 # bench process with LANES lanes and the SCHEDULE cross-model policy.
 target_args() {
   if [ "${TARGET:-http-json}" = in-process ]; then
-    echo --target in-process --lanes "$LANES" --schedule "${SCHEDULE:-edf-fair}"
+    echo --target in-process --lanes "$LANES" --schedule "${SCHEDULE:-edf-fair}" \
+      --lane-spin-us "${COHOST_LANE_SPIN_US:-0}"
   else
     echo --target http-json --url "$1" --connections "${CONNECTIONS:-0}"
   fi
