@@ -201,6 +201,42 @@ pub fn share_caps(
 struct State {
     queues: Vec<Arc<ModelQueue>>,
     shutdown: bool,
+    gate: SpinGate,
+    /// When a lane last found nothing to do and no batch has started since.
+    idle_since: Option<Instant>,
+}
+
+/// Whether idle lanes have lately found work soon enough for a spin to pay. An idle period
+/// (from a lane finding nothing to do to the next batch starting, on whichever lane) that
+/// ends within twice the spin counts as a hit, whether a lane spun or slept meanwhile (so
+/// arrivals a little further apart than the spin, which spinning would bring closer, still
+/// count); once fewer than a quarter of recent idle periods are hits, lanes sleep at once
+/// until arrivals pick up again.
+#[derive(Debug, Clone, Copy)]
+struct SpinGate {
+    /// Share of recent idle periods that ended in work within twice the spin, decaying.
+    hit_rate: f64,
+}
+
+impl SpinGate {
+    /// Below this share of hits, lanes stop spinning.
+    const MIN_HIT_RATE: f64 = 0.25;
+    /// Weight of the past in `hit_rate` (about the last 8 idle periods count).
+    const KEEP: f64 = 0.875;
+
+    fn new() -> Self {
+        SpinGate { hit_rate: 1.0 }
+    }
+
+    /// Whether a lane going idle now should spin.
+    fn admit(&self) -> bool {
+        self.hit_rate >= Self::MIN_HIT_RATE
+    }
+
+    /// Learns whether an idle period ended in work soon enough (`hit`).
+    fn record(&mut self, hit: bool) {
+        self.hit_rate = Self::KEEP * self.hit_rate + (1.0 - Self::KEEP) * f64::from(u8::from(hit));
+    }
 }
 
 /// Work handed to a lane: a batch of one model.
@@ -234,6 +270,8 @@ impl Scheduler {
             state: Mutex::new(State {
                 queues: Vec::new(),
                 shutdown: false,
+                gate: SpinGate::new(),
+                idle_since: None,
             }),
             wake: Condvar::new(),
             policy,
@@ -439,6 +477,9 @@ impl Scheduler {
                     if ready.len() > 1 || failed || q.has_queued() {
                         self.wake_one();
                     }
+                    if let Some(idle) = state.idle_since.take() {
+                        state.gate.record(now.duration_since(idle) <= self.spin * 2);
+                    }
                     return Some(Work { queue: q, batch });
                 }
                 continue;
@@ -452,9 +493,19 @@ impl Scheduler {
                 self.wake.notify_all();
                 return None;
             }
-            let spin_end = *spin_end.get_or_insert(now + self.spin);
             // One spinning lane is enough to take the next arrival at once (and it wakes
             // another when more is queued); the others sleep instead of burning a core each.
+            if spin_end.is_none() {
+                // This lane just found nothing to do: an idle period starts.
+                state.idle_since = Some(now);
+            }
+            let spin_end = *spin_end.get_or_insert_with(|| {
+                if !self.spin.is_zero() && state.gate.admit() {
+                    now + self.spin
+                } else {
+                    now
+                }
+            });
             if now < spin_end && self.spinning.load(Ordering::Acquire) == 0 {
                 let seen = self.signals.load(Ordering::Acquire);
                 let until = wake_at.map_or(spin_end, |t| t.min(spin_end));
@@ -575,6 +626,33 @@ mod tests {
             weight,
             usage,
         }
+    }
+
+    #[test]
+    fn lanes_stop_spinning_when_work_comes_late_and_start_again_when_it_comes_soon() {
+        let mut gate = SpinGate::new();
+        // Fresh: spin.
+        assert!(gate.admit());
+        // Ten idle periods in a row end late: 0.875^10 = 0.26, still over the bar.
+        for _ in 0..10 {
+            gate.record(false);
+        }
+        assert!(gate.admit());
+        // The eleventh: 0.23, under it.
+        gate.record(false);
+        assert!(!gate.admit());
+        // One idle period that ends soon (observed while sleeping) lifts it back over.
+        gate.record(true);
+        assert!(gate.admit());
+    }
+
+    #[test]
+    fn idle_periods_that_end_soon_a_third_of_the_time_keep_lanes_spinning() {
+        let mut gate = SpinGate::new();
+        for i in 0..300 {
+            gate.record(i % 3 == 0);
+        }
+        assert!(gate.admit(), "hit rate {}", gate.hit_rate);
     }
 
     #[test]

@@ -103,6 +103,34 @@ async fn at_most_one_idle_lane_spins() {
     rt.shutdown();
 }
 
+/// Requests further apart than the spin: after a few spins that catch nothing, an idle
+/// lane sleeps at once (but for a probe now and then) instead of spinning after each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lanes_stop_spinning_when_arrivals_are_further_apart_than_the_spin() {
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.batching.policy = BatchingPolicyKind::None;
+    let rt = spinning_runtime(1, Duration::from_millis(5), &config);
+    let mut seen_spinning = Vec::new();
+    for i in 0..40u64 {
+        rt.infer("m", None, random_request(&config, 1, &mut rng(i)))
+            .await
+            .unwrap();
+        // A lane that spins after this batch does so for 5 ms: look 1 ms in.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        seen_spinning.push(rt.lanes_spinning() > 0);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    // The first spins run (and miss); from the 20th request on only probes spin.
+    let early = seen_spinning[..5].iter().filter(|s| **s).count();
+    let late = seen_spinning[20..].iter().filter(|s| **s).count();
+    assert!(early >= 3, "first idle periods spun {early} of 5 times");
+    assert!(
+        late <= 5,
+        "lanes spun after {late} of the last 20 sparse requests"
+    );
+    rt.shutdown();
+}
+
 /// Shutdown stops a spinning lane at once instead of waiting for its spin to run out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_interrupts_a_spinning_lane() {
