@@ -221,7 +221,8 @@ fn reply_spin(lane_spin: Duration, q: &ModelQueue, rows: usize) -> Option<Durati
     Some(expected * 2 + REPLY_SPIN_SLACK).filter(|limit| *limit <= lane_spin)
 }
 
-/// The answer, if it arrives (or the lane drops it) within `limit`; spins meanwhile.
+/// The answer, if it arrives (or the lane drops it) within `limit`; spins meanwhile,
+/// yielding the CPU now and then (the lane computing the answer may be waiting for it).
 /// `Some(None)`: the sender was dropped unanswered.
 fn spin_for_reply<T>(rx: &mut oneshot::Receiver<T>, limit: Duration) -> Option<Option<T>> {
     let until = Instant::now() + limit;
@@ -236,6 +237,7 @@ fn spin_for_reply<T>(rx: &mut oneshot::Receiver<T>, limit: Duration) -> Option<O
         if Instant::now() >= until {
             return None;
         }
+        std::thread::yield_now();
     }
 }
 
