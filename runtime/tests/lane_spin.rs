@@ -22,15 +22,21 @@ fn spinning_runtime(lanes: usize, spin: Duration, config: &cohost_runtime::Model
     rt
 }
 
+/// mlp-tiny batched by `policy` (a static batcher waits 300 µs for company).
+fn mlp_tiny(policy: BatchingPolicyKind) -> cohost_runtime::ModelConfig {
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.batching.policy = policy;
+    config.batching.max_queue_delay_us = 300;
+    config
+}
+
 /// Sequential requests (each taken by a spinning lane, answered to a spinning caller) and
 /// a concurrent burst (batched) get the reference model's outputs, for a policy that
 /// runs at once and one that waits for company.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spinning_lanes_answer_like_the_model() {
     for policy in [BatchingPolicyKind::None, BatchingPolicyKind::Static] {
-        let mut config = synth::preset("mlp-tiny").unwrap();
-        config.batching.policy = policy;
-        config.batching.max_queue_delay_us = 300;
+        let config = mlp_tiny(policy);
         let reference = reference_model_of(&config, 5);
         let rt = spinning_runtime(2, Duration::from_millis(2), &config);
         for i in 0..300 {
@@ -58,8 +64,7 @@ async fn spinning_lanes_answer_like_the_model() {
 /// An idle lane spins after its batch, then sleeps once its spin is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_lane_spins_then_sleeps() {
-    let mut config = synth::preset("mlp-tiny").unwrap();
-    config.batching.policy = BatchingPolicyKind::None;
+    let config = mlp_tiny(BatchingPolicyKind::None);
     let spin = Duration::from_millis(1500);
     let rt = spinning_runtime(1, spin, &config);
     rt.infer("m", None, random_request(&config, 1, &mut rng(1)))
@@ -78,8 +83,7 @@ async fn an_idle_lane_spins_then_sleeps() {
 /// spinner takes the next arrival at once, a second would only burn a core.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_one_idle_lane_spins() {
-    let mut config = synth::preset("mlp-tiny").unwrap();
-    config.batching.policy = BatchingPolicyKind::None;
+    let config = mlp_tiny(BatchingPolicyKind::None);
     let rt = spinning_runtime(2, Duration::from_millis(300), &config);
     let mut most = 0;
     for round in 0..5u64 {
@@ -107,8 +111,7 @@ async fn at_most_one_idle_lane_spins() {
 /// lane sleeps at once (but for a probe now and then) instead of spinning after each one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lanes_stop_spinning_when_arrivals_are_further_apart_than_the_spin() {
-    let mut config = synth::preset("mlp-tiny").unwrap();
-    config.batching.policy = BatchingPolicyKind::None;
+    let config = mlp_tiny(BatchingPolicyKind::None);
     let rt = spinning_runtime(1, Duration::from_millis(5), &config);
     let mut seen_spinning = Vec::new();
     for i in 0..40u64 {
@@ -134,8 +137,7 @@ async fn lanes_stop_spinning_when_arrivals_are_further_apart_than_the_spin() {
 /// Shutdown stops a spinning lane at once instead of waiting for its spin to run out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_interrupts_a_spinning_lane() {
-    let mut config = synth::preset("mlp-tiny").unwrap();
-    config.batching.policy = BatchingPolicyKind::None;
+    let config = mlp_tiny(BatchingPolicyKind::None);
     let rt = spinning_runtime(2, Duration::from_secs(60), &config);
     rt.infer("m", None, random_request(&config, 1, &mut rng(2)))
         .await
