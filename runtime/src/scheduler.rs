@@ -304,6 +304,12 @@ impl Scheduler {
         }
     }
 
+    /// Wakes every lane, spinning or sleeping.
+    fn wake_all(&self) {
+        self.signals.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_all();
+    }
+
     /// Spins (yielding the CPU to any thread that wants it) until a wake-up after `seen`
     /// or until `until`.
     fn spin_until(&self, seen: u64, until: Instant) {
@@ -405,8 +411,7 @@ impl Scheduler {
     /// returns None.
     pub fn shutdown(&self) {
         self.state.lock().shutdown = true;
-        self.signals.fetch_add(1, Ordering::AcqRel);
-        self.wake.notify_all();
+        self.wake_all();
     }
 
     /// Every scheduled queue (open or draining).
@@ -489,12 +494,9 @@ impl Scheduler {
                 continue;
             }
             if state.shutdown && state.queues.iter().all(|q| !q.has_queued()) {
-                self.signals.fetch_add(1, Ordering::AcqRel);
-                self.wake.notify_all();
+                self.wake_all();
                 return None;
             }
-            // One spinning lane is enough to take the next arrival at once (and it wakes
-            // another when more is queued); the others sleep instead of burning a core each.
             if spin_end.is_none() {
                 // This lane just found nothing to do: an idle period starts.
                 state.idle_since = Some(now);
@@ -506,6 +508,8 @@ impl Scheduler {
                     now
                 }
             });
+            // One spinning lane is enough to take the next arrival at once (and it wakes
+            // another when more is queued); the others sleep instead of burning a core each.
             if now < spin_end && self.spinning.load(Ordering::Acquire) == 0 {
                 let seen = self.signals.load(Ordering::Acquire);
                 let until = wake_at.map_or(spin_end, |t| t.min(spin_end));

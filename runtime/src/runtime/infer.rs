@@ -162,7 +162,7 @@ impl Runtime {
                 ))));
             }
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         q.enqueue(Pending {
             rows,
             inputs: batch.inputs,
@@ -182,7 +182,6 @@ impl Runtime {
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
         self.inner.scheduler.notify();
-        let mut rx = rx;
         let early = match reply_spin(self.inner.options.lane_spin, q, rows) {
             Some(limit) if lane_waiting => spin_for_reply(&mut rx, limit),
             _ => None,
