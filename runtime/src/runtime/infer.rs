@@ -182,10 +182,11 @@ impl Runtime {
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
         self.inner.scheduler.notify();
-        let early = match reply_spin(self.inner.options.lane_spin, q, rows) {
-            Some(limit) if lane_waiting => spin_for_reply(&mut rx, limit),
-            _ => None,
-        };
+        // Only then look at the model's latency (two lock round trips).
+        let early = lane_waiting
+            .then(|| reply_spin(self.inner.options.lane_spin, q, rows))
+            .flatten()
+            .and_then(|limit| spin_for_reply(&mut rx, limit));
         let reply = match (early, deadline) {
             (Some(reply), _) => reply,
             (None, Some(d)) => {
