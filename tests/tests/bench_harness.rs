@@ -98,6 +98,18 @@ async fn http_refusals_are_counted_by_status_and_the_connection_survives() {
     server.stop().await;
 }
 
+/// A one-connection gRPC target on `server` and an encoded mlp-tiny request it has
+/// already answered once.
+async fn grpc_target_on(server: &TestServer) -> (GrpcTarget, bytes::Bytes) {
+    let target = GrpcTarget::connect(&server.grpc_url(), 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let prepared = prepare(&target, &workload(server.repo.path())).unwrap();
+    let request = prepared.models[0].pool[0].0.clone();
+    assert_eq!(target.infer("mlp-tiny", &request).await, Ok(()));
+    (target, request)
+}
+
 /// The gRPC target reports the server's status codes by name, and its connection serves
 /// the next call after a refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,12 +117,7 @@ async fn grpc_refusals_are_counted_by_status_code() {
     use cohost_protocol::inference::ModelInferRequest;
     use cohost_protocol::inference::model_infer_request::InferInputTensor;
     let mut server = TestServer::start(|_| {}).await;
-    let target = GrpcTarget::connect(&server.grpc_url(), 1, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let prepared = prepare(&target, &workload(server.repo.path())).unwrap();
-    let good = prepared.models[0].pool[0].0.clone();
-    assert_eq!(target.infer("mlp-tiny", &good).await, Ok(()));
+    let (target, good) = grpc_target_on(&server).await;
     let missing = cohost_bench::grpc::frame(&ModelInferRequest {
         model_name: "no-such-model".into(),
         ..Default::default()
@@ -145,12 +152,7 @@ async fn grpc_refusals_are_counted_by_status_code() {
 async fn grpc_target_reconnects_after_the_server_restarts() {
     let mut first = TestServer::start(|_| {}).await;
     let port = first.handle().grpc_addr.port();
-    let target = GrpcTarget::connect(&first.grpc_url(), 1, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let prepared = prepare(&target, &workload(first.repo.path())).unwrap();
-    let request = prepared.models[0].pool[0].0.clone();
-    assert_eq!(target.infer("mlp-tiny", &request).await, Ok(()));
+    let (target, request) = grpc_target_on(&first).await;
     first.stop().await;
     // Nothing listens: the closed connection is noticed and reopening it fails.
     let mut failed = None;
