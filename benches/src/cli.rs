@@ -410,7 +410,12 @@ async fn run_with<T: Target>(
         let json = serde_json::json!({ "p99_target_ms": p99, "search": result });
         (reports, json)
     } else {
-        let report = measure(target, prepared, &load).await;
+        let before = target.server_stats().await;
+        let report = measure(target.clone(), prepared, &load).await;
+        let server = match (before, target.server_stats().await) {
+            (Some(b), Some(a)) => crate::server_stats::window(&b, &a, &models),
+            _ => Vec::new(),
+        };
         if let Some(l) = &report.send_lateness {
             println!(
                 "send lateness ({} pacer, scheduled -> sent): p50 {:.1} us, p99 {:.1} us, max {:.1} us",
@@ -420,7 +425,14 @@ async fn run_with<T: Target>(
         if report.overall.errors > 0 {
             println!("errors: {}", report::errors_line(&report.overall));
         }
-        let json = serde_json::to_value(&report)?;
+        let mut json = serde_json::to_value(&report)?;
+        if !server.is_empty() {
+            println!(
+                "\nserver side (its statistics over warm-up and window):\n{}",
+                crate::server_stats::markdown(&server)
+            );
+            json["server"] = serde_json::to_value(&server)?;
+        }
         (vec![report], json)
     };
     println!("\n{}", report::markdown(&reports));

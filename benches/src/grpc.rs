@@ -12,8 +12,10 @@ use crate::target::{FailKind, Target};
 use crate::workload::GenRequest;
 use bytes::{BufMut, Bytes, BytesMut};
 use cohost_protocol::inference::{
-    ModelInferRequest, ModelInferResponse, model_infer_request::InferInputTensor,
+    ModelInferRequest, ModelInferResponse, ModelStatisticsRequest, ModelStatisticsResponse,
+    StatisticDuration, model_infer_request::InferInputTensor,
 };
+use cohost_runtime::{ModelStats, StatDuration};
 use h2::client::SendRequest;
 use hyper::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use prost::Message;
@@ -24,6 +26,8 @@ use tokio::net::TcpStream;
 
 /// The `ModelInfer` method's path.
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+/// The `ModelStatistics` method's path.
+const MODEL_STATISTICS: &str = "/inference.GRPCInferenceService/ModelStatistics";
 
 /// A gRPC target over a few HTTP/2 connections, used round-robin; one the server closed
 /// is opened again on its next call.
@@ -32,6 +36,8 @@ pub struct GrpcTarget {
     addr: String,
     /// `http://host:port/inference.GRPCInferenceService/ModelInfer`.
     uri: Uri,
+    /// The same server's `ModelStatistics` method.
+    stats_uri: Uri,
     /// The connections, one per slot.
     slots: Vec<Mutex<SendRequest<Bytes>>>,
     next: AtomicUsize,
@@ -75,11 +81,14 @@ impl GrpcTarget {
     /// each call times out after `timeout`.
     pub async fn connect(url: &str, connections: usize, timeout: Duration) -> anyhow::Result<Self> {
         let (addr, authority) = server_address(url)?;
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(authority)
-            .path_and_query(MODEL_INFER)
-            .build()?;
+        let method = |path: &str| {
+            Uri::builder()
+                .scheme("http")
+                .authority(authority.clone())
+                .path_and_query(path)
+                .build()
+        };
+        let (uri, stats_uri) = (method(MODEL_INFER)?, method(MODEL_STATISTICS)?);
         let mut slots = Vec::new();
         for _ in 0..connections.max(1) {
             let conn = open(&addr)
@@ -90,6 +99,7 @@ impl GrpcTarget {
         Ok(GrpcTarget {
             addr,
             uri,
+            stats_uri,
             slots,
             next: AtomicUsize::new(0),
             timeout,
@@ -108,12 +118,18 @@ impl GrpcTarget {
         Ok(fresh.ready().await?)
     }
 
-    /// One `ModelInfer` call on slot `i` with a framed request; the decoded answer.
-    async fn call(&self, i: usize, framed: &Bytes) -> Result<ModelInferResponse, CallError> {
+    /// One unary call of the method at `uri` on slot `i` with a framed request; the
+    /// decoded answer.
+    async fn call<M: Message + Default>(
+        &self,
+        i: usize,
+        uri: &Uri,
+        framed: &Bytes,
+    ) -> Result<M, CallError> {
         let mut conn = self.connection(i).await?;
         let request = Request::builder()
             .method(Method::POST)
-            .uri(self.uri.clone())
+            .uri(uri.clone())
             .header("content-type", "application/grpc")
             .header("te", "trailers")
             .body(())
@@ -166,8 +182,8 @@ pub fn frame(message: &impl Message) -> Bytes {
     out.freeze()
 }
 
-/// The one `ModelInferResponse` in a gRPC-framed body.
-fn decode_framed(body: &[u8]) -> Result<ModelInferResponse, CallError> {
+/// The one message in a gRPC-framed body.
+fn decode_framed<M: Message + Default>(body: &[u8]) -> Result<M, CallError> {
     let Some((&[compressed, a, b, c, d], rest)) = body.split_first_chunk::<5>() else {
         return Err(CallError::Protocol("short_body"));
     };
@@ -175,7 +191,38 @@ fn decode_framed(body: &[u8]) -> Result<ModelInferResponse, CallError> {
     if compressed != 0 || rest.len() != len {
         return Err(CallError::Protocol("bad_frame"));
     }
-    ModelInferResponse::decode(rest).map_err(|_| CallError::Protocol("bad_message"))
+    M::decode(rest).map_err(|_| CallError::Protocol("bad_message"))
+}
+
+/// Every model's statistics from a `ModelStatisticsResponse`.
+fn model_stats(response: ModelStatisticsResponse) -> Vec<ModelStats> {
+    let dur = |d: Option<StatisticDuration>| {
+        let d = d.unwrap_or_default();
+        StatDuration {
+            count: d.count,
+            ns: d.ns,
+        }
+    };
+    response
+        .model_stats
+        .into_iter()
+        .map(|m| {
+            let i = m.inference_stats.unwrap_or_default();
+            ModelStats {
+                name: m.name,
+                version: m.version.parse().unwrap_or(0),
+                inference_count: m.inference_count,
+                execution_count: m.execution_count,
+                success: dur(i.success),
+                fail: dur(i.fail),
+                queue: dur(i.queue),
+                compute_input: dur(i.compute_input),
+                compute_infer: dur(i.compute_infer),
+                compute_output: dur(i.compute_output),
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 /// A `ModelInferRequest` with raw little-endian input contents.
@@ -225,9 +272,17 @@ impl Target for GrpcTarget {
         Ok(frame(&infer_request(model, request)))
     }
 
+    async fn server_stats(&self) -> Option<Vec<ModelStats>> {
+        let framed = frame(&ModelStatisticsRequest::default());
+        let call = self.call::<ModelStatisticsResponse>(0, &self.stats_uri, &framed);
+        let answer = tokio::time::timeout(self.timeout, call).await.ok()?.ok()?;
+        Some(model_stats(answer))
+    }
+
     async fn infer(&self, _model: &str, request: &Bytes) -> Result<(), FailKind> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let Ok(answer) = tokio::time::timeout(self.timeout, self.call(i, request)).await else {
+        let call = self.call::<ModelInferResponse>(i, &self.uri, request);
+        let Ok(answer) = tokio::time::timeout(self.timeout, call).await else {
             return Err(FailKind::Timeout);
         };
         match answer {
@@ -259,20 +314,20 @@ mod tests {
             u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize,
             framed.len() - 5
         );
-        assert_eq!(decode_framed(&framed).unwrap(), response);
-        let short = decode_framed(&framed[..3]);
+        assert_eq!(decode_framed::<ModelInferResponse>(&framed).unwrap(), response);
+        let short = decode_framed::<ModelInferResponse>(&framed[..3]);
         assert!(
             matches!(short, Err(CallError::Protocol("short_body"))),
             "{short:?}"
         );
-        let cut = decode_framed(&framed[..framed.len() - 1]);
+        let cut = decode_framed::<ModelInferResponse>(&framed[..framed.len() - 1]);
         assert!(
             matches!(cut, Err(CallError::Protocol("bad_frame"))),
             "{cut:?}"
         );
         let mut compressed = framed.to_vec();
         compressed[0] = 1;
-        let refused = decode_framed(&compressed);
+        let refused = decode_framed::<ModelInferResponse>(&compressed);
         assert!(
             matches!(refused, Err(CallError::Protocol("bad_frame"))),
             "{refused:?}"

@@ -15,6 +15,7 @@ pub mod oracle;
 pub mod plot;
 pub mod report;
 pub mod search;
+pub mod server_stats;
 #[cfg(test)]
 mod smoke_tests;
 pub mod target;

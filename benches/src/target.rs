@@ -4,7 +4,7 @@
 
 use crate::http_client::HttpPool;
 use crate::workload::GenRequest;
-use cohost_runtime::{InferRequest, Runtime};
+use cohost_runtime::{InferRequest, ModelStats, Runtime};
 use hyper::header::{HeaderName, HeaderValue};
 use std::fmt;
 use std::future::Future;
@@ -64,6 +64,11 @@ pub trait Target: Send + Sync + 'static {
         model: &str,
         request: &Self::Encoded,
     ) -> impl Future<Output = Result<(), FailKind>> + Send;
+
+    /// The server's per-model statistics now, where this target can read them.
+    fn server_stats(&self) -> impl Future<Output = Option<Vec<ModelStats>>> + Send {
+        async { None }
+    }
 }
 
 /// A pre-encoded HTTP request: its body and, for the binary extension, the JSON length.
@@ -81,6 +86,7 @@ pub struct HttpEncoded {
 pub struct HttpTarget {
     pool: HttpPool,
     binary: bool,
+    base: String,
 }
 
 impl HttpTarget {
@@ -89,6 +95,7 @@ impl HttpTarget {
         Ok(HttpTarget {
             pool: HttpPool::new(base, timeout)?,
             binary,
+            base: base.trim_end_matches('/').to_string(),
         })
     }
 
@@ -181,6 +188,12 @@ impl Target for HttpTarget {
         }
     }
 
+    async fn server_stats(&self) -> Option<Vec<ModelStats>> {
+        let url = format!("{}/v2/models/stats", self.base);
+        let json: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        crate::server_stats::from_triton_json(&json)
+    }
+
     async fn infer(&self, _model: &str, request: &HttpEncoded) -> Result<(), FailKind> {
         let (content_type, extra) = match request.header_len {
             Some(n) => (
@@ -236,6 +249,10 @@ impl Target for InProcessTarget {
             inputs: request.inputs.clone(),
             ..InferRequest::default()
         })
+    }
+
+    async fn server_stats(&self) -> Option<Vec<ModelStats>> {
+        self.runtime.stats(None, None).ok()
     }
 
     async fn infer(&self, model: &str, request: &InferRequest) -> Result<(), FailKind> {

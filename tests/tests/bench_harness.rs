@@ -171,3 +171,57 @@ async fn grpc_target_reconnects_after_the_server_restarts() {
     assert_eq!(target.infer("mlp-tiny", &request).await, Ok(()));
     second.stop().await;
 }
+
+/// The server's statistics over a run (`cohost bench`'s server-side table) count exactly
+/// the requests and rows the client had answered, over HTTP, gRPC and in-process alike.
+async fn server_window_matches_the_client<T: Target>(target: T, repo: &std::path::Path) {
+    let name = target.name();
+    let target = Arc::new(target);
+    let prepared = Arc::new(prepare(target.as_ref(), &workload(repo)).unwrap());
+    let before = target.server_stats().await.expect("statistics readable");
+    // No warm-up: every request sent is one the report counts.
+    let spec = LoadSpec::new(
+        LoadMode::Closed { concurrency: 3 },
+        Duration::ZERO,
+        Duration::from_millis(500),
+    );
+    let report = measure(target.clone(), prepared, &spec).await;
+    let after = target.server_stats().await.expect("statistics readable");
+    let names = ["mlp-tiny", "dlrm-tiny"];
+    let windows = cohost_bench::server_stats::window(&before, &after, &names);
+    assert_eq!(windows.len(), 2, "{name}: {windows:?}");
+    for w in &windows {
+        let model = &w.model;
+        let (_, s) = report.models.iter().find(|(m, _)| m == model).unwrap();
+        assert_eq!(s.errors, 0, "{name} {model}");
+        assert_eq!(w.requests, s.ok, "{name} {model}: server vs client requests");
+        // Requests of 1 or 4 rows: more rows than requests, at least one row per batch.
+        assert!(w.rows > w.requests, "{name} {model}: {w:?}");
+        assert!(w.batches >= 1 && w.batches <= w.rows, "{name} {model}: {w:?}");
+        assert!(w.rows_per_batch >= 1.0, "{name} {model}: {w:?}");
+        assert!(w.compute_us_per_batch > 0.0, "{name} {model}: {w:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_window_counts_what_the_client_saw() {
+    let mut server = TestServer::start(|_| {}).await;
+    let repo = server.repo.path().to_path_buf();
+    let http = HttpTarget::new(&server.base, false, Duration::from_secs(10)).unwrap();
+    server_window_matches_the_client(http, &repo).await;
+    let grpc = GrpcTarget::connect(&server.grpc_url(), 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    server_window_matches_the_client(grpc, &repo).await;
+    server.stop().await;
+    let runtime = cohost_runtime::Runtime::new(cohost_runtime::RuntimeOptions {
+        repository: Some(repo.clone()),
+        lanes: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(runtime.load_all().is_empty());
+    server_window_matches_the_client(cohost_bench::InProcessTarget::new(runtime.clone()), &repo)
+        .await;
+    runtime.shutdown();
+}

@@ -1,0 +1,191 @@
+//! What the server did during a measured run, from its statistics before and after (as
+//! `perf_analyzer` prints it): batches, rows per batch, queue and forward time.
+
+use cohost_runtime::{ModelStats, StatDuration};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// One model's server-side counters over a run (the difference of two snapshots).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerWindow {
+    /// Model name.
+    pub model: String,
+    /// Successful requests.
+    pub requests: u64,
+    /// Rows inferred.
+    pub rows: u64,
+    /// Batches executed.
+    pub batches: u64,
+    /// Mean rows per batch.
+    pub rows_per_batch: f64,
+    /// Mean µs a successful request waited in the queue.
+    pub queue_us: f64,
+    /// Mean µs of a batch's input gathering, forward and output splitting.
+    pub compute_us_per_batch: f64,
+    /// The same per row.
+    pub compute_us_per_row: f64,
+}
+
+/// The per-model differences `after - before` for `models` (missing or idle models skipped).
+pub fn window(before: &[ModelStats], after: &[ModelStats], models: &[&str]) -> Vec<ServerWindow> {
+    let find = |s: &[ModelStats], m: &str| s.iter().find(|x| x.name == m).cloned();
+    models
+        .iter()
+        .filter_map(|&m| {
+            let a = find(after, m)?;
+            let b = find(before, m).unwrap_or_default();
+            let rows = a.inference_count.saturating_sub(b.inference_count);
+            let batches = a.execution_count.saturating_sub(b.execution_count);
+            let requests = a.success.count.saturating_sub(b.success.count);
+            if batches == 0 {
+                return None;
+            }
+            let ns = |f: fn(&ModelStats) -> u64| f(&a).saturating_sub(f(&b)) as f64;
+            let compute = ns(|s| s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns);
+            Some(ServerWindow {
+                model: m.to_string(),
+                requests,
+                rows,
+                batches,
+                rows_per_batch: rows as f64 / batches as f64,
+                queue_us: ns(|s| s.queue.ns) / 1e3 / requests.max(1) as f64,
+                compute_us_per_batch: compute / 1e3 / batches as f64,
+                compute_us_per_row: compute / 1e3 / rows.max(1) as f64,
+            })
+        })
+        .collect()
+}
+
+/// Parses `GET /v2/models/stats` (Triton's statistics JSON) into [`ModelStats`].
+pub fn from_triton_json(json: &serde_json::Value) -> Option<Vec<ModelStats>> {
+    let num = |v: &serde_json::Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
+    };
+    let dur = |v: &serde_json::Value| StatDuration {
+        count: num(&v["count"]),
+        ns: num(&v["ns"]),
+    };
+    let models = json["model_stats"].as_array()?;
+    Some(
+        models
+            .iter()
+            .map(|m| {
+                let i = &m["inference_stats"];
+                ModelStats {
+                    name: m["name"].as_str().unwrap_or_default().to_string(),
+                    version: num(&m["version"]),
+                    inference_count: num(&m["inference_count"]),
+                    execution_count: num(&m["execution_count"]),
+                    success: dur(&i["success"]),
+                    fail: dur(&i["fail"]),
+                    queue: dur(&i["queue"]),
+                    compute_input: dur(&i["compute_input"]),
+                    compute_infer: dur(&i["compute_infer"]),
+                    compute_output: dur(&i["compute_output"]),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A markdown table of [`ServerWindow`]s.
+pub fn markdown(windows: &[ServerWindow]) -> String {
+    let mut s = String::from(
+        "| model | requests | rows | batches | rows/batch | queue us/request | compute us/batch | compute us/row |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for w in windows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.1} |",
+            w.model,
+            w.requests,
+            w.rows,
+            w.batches,
+            w.rows_per_batch,
+            w.queue_us,
+            w.compute_us_per_batch,
+            w.compute_us_per_row
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(name: &str, rows: u64, batches: u64, requests: u64, queue_ns: u64) -> ModelStats {
+        ModelStats {
+            name: name.into(),
+            inference_count: rows,
+            execution_count: batches,
+            success: StatDuration {
+                count: requests,
+                ns: 0,
+            },
+            queue: StatDuration {
+                count: requests,
+                ns: queue_ns,
+            },
+            compute_input: StatDuration {
+                count: batches,
+                ns: batches * 1_000,
+            },
+            compute_infer: StatDuration {
+                count: batches,
+                ns: batches * 100_000,
+            },
+            compute_output: StatDuration {
+                count: batches,
+                ns: batches * 9_000,
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn window_is_the_difference_of_two_snapshots() {
+        let before = [stats("a", 10, 5, 10, 1_000_000), stats("b", 4, 4, 4, 0)];
+        let after = [stats("a", 40, 10, 40, 7_000_000), stats("b", 4, 4, 4, 0)];
+        let w = window(&before, &after, &["a", "b", "missing"]);
+        // b did nothing in the window, and "missing" is not served: both left out.
+        assert_eq!(w.len(), 1);
+        let a = &w[0];
+        assert_eq!((a.requests, a.rows, a.batches), (30, 30, 5));
+        assert!((a.rows_per_batch - 6.0).abs() < 1e-12);
+        // 6 ms of queueing over 30 requests.
+        assert!((a.queue_us - 200.0).abs() < 1e-9);
+        // 110 µs per batch (1 + 100 + 9), 5 batches over 30 rows.
+        assert!((a.compute_us_per_batch - 110.0).abs() < 1e-9);
+        assert!((a.compute_us_per_row - 110.0 * 5.0 / 30.0).abs() < 1e-9);
+        let table = markdown(&w);
+        assert!(table.contains("| a | 30 | 30 | 5 | 6.00 | 200.0 | 110.0 | 18.3 |"), "{table}");
+    }
+
+    #[test]
+    fn triton_json_parses_counts_given_as_numbers_or_strings() {
+        let json = serde_json::json!({"model_stats": [{
+            "name": "a", "version": "3", "inference_count": 40, "execution_count": "10",
+            "inference_stats": {
+                "success": {"count": 40, "ns": 5}, "queue": {"count": 40, "ns": 7_000_000},
+                "compute_infer": {"count": 10, "ns": "1000000"}
+            }
+        }]});
+        let s = from_triton_json(&json).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].version, s[0].inference_count, s[0].execution_count), (3, 40, 10));
+        assert_eq!(s[0].queue.ns, 7_000_000);
+        assert_eq!(s[0].compute_infer.ns, 1_000_000);
+        assert_eq!(s[0].compute_input, StatDuration::default());
+        assert!(from_triton_json(&serde_json::json!({"error": "x"})).is_none());
+    }
+
+    #[test]
+    fn a_model_absent_before_counts_from_zero() {
+        let w = window(&[], &[stats("a", 8, 2, 8, 0)], &["a"]);
+        assert_eq!((w[0].rows, w[0].batches), (8, 2));
+    }
+}
