@@ -314,7 +314,10 @@ mod tests {
             u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize,
             framed.len() - 5
         );
-        assert_eq!(decode_framed::<ModelInferResponse>(&framed).unwrap(), response);
+        assert_eq!(
+            decode_framed::<ModelInferResponse>(&framed).unwrap(),
+            response
+        );
         let short = decode_framed::<ModelInferResponse>(&framed[..3]);
         assert!(
             matches!(short, Err(CallError::Protocol("short_body"))),

@@ -24,6 +24,12 @@ pub struct ServerWindow {
     pub compute_us_per_batch: f64,
     /// The same per row.
     pub compute_us_per_row: f64,
+    /// Of `compute_us_per_batch`: gathering the requests' inputs into the batch.
+    pub input_us_per_batch: f64,
+    /// Of `compute_us_per_batch`: the model's forward.
+    pub infer_us_per_batch: f64,
+    /// Of `compute_us_per_batch`: splitting the outputs back to the requests.
+    pub output_us_per_batch: f64,
 }
 
 /// The per-model differences `after - before` for `models` (missing or idle models skipped).
@@ -41,7 +47,13 @@ pub fn window(before: &[ModelStats], after: &[ModelStats], models: &[&str]) -> V
                 return None;
             }
             let ns = |f: fn(&ModelStats) -> u64| f(&a).saturating_sub(f(&b)) as f64;
-            let compute = ns(|s| s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns);
+            let per_batch = |ns: f64| ns / 1e3 / batches as f64;
+            let (input, infer, output) = (
+                ns(|s| s.compute_input.ns),
+                ns(|s| s.compute_infer.ns),
+                ns(|s| s.compute_output.ns),
+            );
+            let compute = input + infer + output;
             Some(ServerWindow {
                 model: m.to_string(),
                 requests,
@@ -49,8 +61,11 @@ pub fn window(before: &[ModelStats], after: &[ModelStats], models: &[&str]) -> V
                 batches,
                 rows_per_batch: rows as f64 / batches as f64,
                 queue_us: ns(|s| s.queue.ns) / 1e3 / requests.max(1) as f64,
-                compute_us_per_batch: compute / 1e3 / batches as f64,
+                compute_us_per_batch: per_batch(compute),
                 compute_us_per_row: compute / 1e3 / rows.max(1) as f64,
+                input_us_per_batch: per_batch(input),
+                infer_us_per_batch: per_batch(infer),
+                output_us_per_batch: per_batch(output),
             })
         })
         .collect()
@@ -161,8 +176,17 @@ mod tests {
         // 110 µs per batch (1 + 100 + 9), 5 batches over 30 rows.
         assert!((a.compute_us_per_batch - 110.0).abs() < 1e-9);
         assert!((a.compute_us_per_row - 110.0 * 5.0 / 30.0).abs() < 1e-9);
+        let parts = (
+            a.input_us_per_batch,
+            a.infer_us_per_batch,
+            a.output_us_per_batch,
+        );
+        assert_eq!(parts, (1.0, 100.0, 9.0));
         let table = markdown(&w);
-        assert!(table.contains("| a | 30 | 30 | 5 | 6.00 | 200.0 | 110.0 | 18.3 |"), "{table}");
+        assert!(
+            table.contains("| a | 30 | 30 | 5 | 6.00 | 200.0 | 110.0 | 18.3 |"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -176,7 +200,10 @@ mod tests {
         }]});
         let s = from_triton_json(&json).unwrap();
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].version, s[0].inference_count, s[0].execution_count), (3, 40, 10));
+        assert_eq!(
+            (s[0].version, s[0].inference_count, s[0].execution_count),
+            (3, 40, 10)
+        );
         assert_eq!(s[0].queue.ns, 7_000_000);
         assert_eq!(s[0].compute_infer.ns, 1_000_000);
         assert_eq!(s[0].compute_input, StatDuration::default());

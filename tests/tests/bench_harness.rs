@@ -194,10 +194,16 @@ async fn server_window_matches_the_client<T: Target>(target: T, repo: &std::path
         let model = &w.model;
         let (_, s) = report.models.iter().find(|(m, _)| m == model).unwrap();
         assert_eq!(s.errors, 0, "{name} {model}");
-        assert_eq!(w.requests, s.ok, "{name} {model}: server vs client requests");
+        assert_eq!(
+            w.requests, s.ok,
+            "{name} {model}: server vs client requests"
+        );
         // Requests of 1 or 4 rows: more rows than requests, at least one row per batch.
         assert!(w.rows > w.requests, "{name} {model}: {w:?}");
-        assert!(w.batches >= 1 && w.batches <= w.rows, "{name} {model}: {w:?}");
+        assert!(
+            w.batches >= 1 && w.batches <= w.rows,
+            "{name} {model}: {w:?}"
+        );
         assert!(w.rows_per_batch >= 1.0, "{name} {model}: {w:?}");
         assert!(w.compute_us_per_batch > 0.0, "{name} {model}: {w:?}");
     }
