@@ -28,6 +28,8 @@
 #   CAPACITY     (c) total req/s of the 4-model slice; skips its capacity search [unset]
 #   OLD_BIN      another cohost binary whose adaptive policy is also measured in (a) [unset]
 #   LANE_SPINS   (d) cohost serve --lane-spin-us settings measured side by side [0 200]
+#   NULL_BIN     (d) the null server (benches/examples/null_server.rs): the same HTTP stack
+#                answering without work, the floor under the HTTP figures [built if missing]
 #   COHOST_LANE_SPIN_US  lane spin of every other server started here, and of the
 #                in-process target (cohost serve --lane-spin-us) [0]
 #   FINALS       (a) skip the grid and run only the interleaved finals of adaptive against
@@ -434,7 +436,19 @@ overhead() {
     start_on "$port" "$REPO" "$OUT/d-spin-$spin.server.log" --lane-spin-us "$spin"
     port=$((port + 10))
   done
+  # The floor: a server on the same HTTP stack that answers without doing any work.
+  local null_bin="${NULL_BIN:-$ROOT/target/release/examples/null_server}" null_port=$((PORT + 50))
+  [ -x "$null_bin" ] || (cd "$ROOT" && cargo build --release -p cohost-bench --example null_server)
+  "$null_bin" "127.0.0.1:$null_port" >"$OUT/d-null.server.log" 2>&1 &
+  SERVERS[$null_port]=$!
+  for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$null_port/v2/health/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
   for r in $(seq 1 "$REPEAT"); do
+    "$BIN" bench --target http-json --url "http://127.0.0.1:$null_port" --model-repository "$REPO" \
+      --model mlp-tiny --concurrency 1 --warmup 1 --duration 5 --no-progress \
+      --json "$OUT/d-null-http-json-r$r.json" >/dev/null 2>&1
     for spin in $LANE_SPINS; do
       "$BIN" bench --target in-process --model-repository "$REPO" --model mlp-tiny --lanes "$LANES" \
         --lane-spin-us "$spin" --concurrency 1 --warmup 1 --duration 5 --no-progress \
@@ -453,6 +467,10 @@ import json, statistics, sys
 out, repeat, spins = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 targets = ["in-process", "http-json", "http-binary", "grpc"]
 p50 = lambda s, t, i: json.load(open(f"{out}/d-spin-{s}-{t}-r{i}.json"))["overall"]["p50_ms"] * 1000
+null = lambda i: json.load(open(f"{out}/d-null-http-json-r{i}.json"))["overall"]["p50_ms"] * 1000
+floor = statistics.median(null(i) for i in range(1, repeat + 1))
+print(f"null server (same HTTP stack, answers without work): median p50 {floor:.0f} us "
+      f"({', '.join(f'{null(i):.0f}' for i in range(1, repeat + 1))})")
 for s in spins:
     print(f"lane spin {s} us")
     for i in range(1, repeat + 1):
@@ -463,6 +481,8 @@ for s in spins:
         med = statistics.median(p50(s, t, i) for i in range(1, repeat + 1))
         diffs = [p50(s, t, i) - p50(s, "in-process", i) for i in range(1, repeat + 1)]
         print(f"  {t:<12} median p50 {med:.0f} us, minus in-process (same repetition): {statistics.median(diffs):.0f} us (goal <= 30 us)")
+    above = [p50(s, "http-json", i) - null(i) for i in range(1, repeat + 1)]
+    print(f"  http-json minus the null server (same repetition): {statistics.median(above):.0f} us")
 EOF2
 }
 
