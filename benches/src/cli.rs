@@ -327,6 +327,7 @@ async fn config_from_metadata(base: &str, name: &str) -> anyhow::Result<ModelCon
         max_lanes: None,
         memory_budget: None,
         version_policy: VersionPolicy::default(),
+        weight_precision: Default::default(),
         mlp: None,
         dlrm: None,
     })

@@ -64,6 +64,12 @@ pub trait Ops: Send + Sync + 'static {
     /// Allocates a `rows x cols` weight matrix once, shared by every lane.
     fn weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
 
+    /// Allocates a `rows x cols` weight matrix stored as f16 where this backend can, read as
+    /// f32 by [`Ops::linear`]; the default keeps f32.
+    fn weight_f16(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor> {
+        self.weight(data, rows, cols)
+    }
+
     /// Copies a `rows x cols` host matrix to the device on `lane`.
     fn upload(&self, lane: &Lane, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
 

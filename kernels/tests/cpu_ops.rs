@@ -3,9 +3,10 @@
 //! Tolerance: `|got - ref| <= 1e-5 * max(|ref|, 1)` — f32 accumulation over at most a
 //! few hundred terms of O(1) values stays well inside it.
 
-use cohost_kernels::cpu::gemm::row_dots;
+use cohost_kernels::cpu::gemm::{matmul_wt_f16, row_dots, row_dots_f16};
 use cohost_kernels::cpu::{CpuOps, embedding_bag_sum};
 use cohost_kernels::{Activation, KernelError, Lane, Ops};
+use half::f16;
 mod common;
 
 use common::{act64, random};
@@ -47,20 +48,49 @@ fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
         (64, 70, 129),
     ];
     for ops in [CpuOps::new(), CpuOps::with_threads(2)] {
-        linear_against_f64(&ops, &sizes);
+        linear_against_f64(&ops, &sizes, false);
     }
 }
 
-fn linear_against_f64(ops: &CpuOps, sizes: &[(usize, usize, usize)]) {
+#[test]
+fn linear_with_f16_weights_matches_f64_loops_over_the_rounded_weights() {
+    // The same shapes with weights stored as f16: the reference multiplies by each weight
+    // rounded to f16 (what the layer holds), so the tolerance is the f32 one.
+    let sizes = [
+        (1, 13, 7),
+        (1, 16, 19),
+        (3, 9, 3),
+        (4, 33, 17),
+        (7, 70, 9),
+        (32, 33, 21),
+        (33, 9, 4),
+        (64, 70, 129),
+    ];
+    for ops in [CpuOps::new(), CpuOps::with_threads(2)] {
+        linear_against_f64(&ops, &sizes, true);
+    }
+}
+
+fn linear_against_f64(ops: &CpuOps, sizes: &[(usize, usize, usize)], half: bool) {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(1);
     for &(n, k, m) in sizes {
         let x = random(&mut rng, n * k);
         let w = random(&mut rng, m * k);
         let b = random(&mut rng, m);
+        // The weights as the layer holds them.
+        let held: Vec<f32> = if half {
+            w.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
+        } else {
+            w.clone()
+        };
         for act in [Activation::None, Activation::Relu, Activation::Sigmoid] {
             let xt = ops.upload(&lane, &x, n, k).unwrap();
-            let wt = ops.weight(&w, m, k).unwrap();
+            let wt = if half {
+                ops.weight_f16(&w, m, k).unwrap()
+            } else {
+                ops.weight(&w, m, k).unwrap()
+            };
             let bt = ops.weight(&b, 1, m).unwrap();
             let y = ops.linear(&lane, &xt, &wt, &bt, act).unwrap();
             assert_eq!(ops.shape(&y), (n, m));
@@ -70,12 +100,15 @@ fn linear_against_f64(ops: &CpuOps, sizes: &[(usize, usize, usize)]) {
                 for o in 0..m {
                     let mut s = b[o] as f64;
                     for i in 0..k {
-                        s += x[r * k + i] as f64 * w[o * k + i] as f64;
+                        s += x[r * k + i] as f64 * held[o * k + i] as f64;
                     }
                     want[r * m + o] = act64(s, act);
                 }
             }
-            let what = format!("linear {n}x{k}x{m} {act:?}, {} threads", ops.threads());
+            let what = format!(
+                "linear {n}x{k}x{m} {act:?}, {} threads, f16 weights {half}",
+                ops.threads()
+            );
             assert_close(&got, &want, &what);
         }
     }
@@ -106,6 +139,36 @@ fn row_dot_results_do_not_depend_on_the_batch_a_row_came_in() {
                 "row {r} of a batch of {n}"
             );
         }
+    }
+}
+
+#[test]
+fn f16_weights_give_exactly_the_f32_kernel_on_the_widened_weights() {
+    // Widening f16 to f32 is exact and the sums run in the same order, so the f16 kernel's
+    // result is bit-identical to the f32 kernel's on the widened weights, for every tile
+    // shape (1..=32 rows; k with and without an 8-wide tail; out with single rows left).
+    let mut rng = StdRng::seed_from_u64(11);
+    for (k, m) in [(37, 13), (415, 9), (8, 4)] {
+        let x = random(&mut rng, 40 * k);
+        let w16: Vec<f16> = random(&mut rng, m * k)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let wide: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+        for n in [1, 2, 3, 4, 7, 32] {
+            let mut a = vec![0f32; n * m];
+            let mut b = vec![0f32; n * m];
+            row_dots_f16(&x[..n * k], n, k, &w16, m, &mut a);
+            row_dots(&x[..n * k], n, k, &wide, m, &mut b);
+            assert_eq!(a, b, "k {k} m {m} n {n}");
+        }
+        // Past 32 rows the weights are widened once and go to the gemm crate.
+        let n = 40;
+        let mut a = vec![0f32; n * m];
+        matmul_wt_f16(&x, n, k, &w16, m, &mut a, 1);
+        let mut b = vec![0f32; n * m];
+        cohost_kernels::cpu::matmul_wt(&x, n, k, &wide, m, &mut b, 1);
+        assert_eq!(a, b, "k {k} m {m} n {n}");
     }
 }
 

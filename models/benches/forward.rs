@@ -6,12 +6,13 @@
 //! (not 100,000) so it loads in seconds; per-row work does not depend on the row count.
 
 use cohost_kernels::cpu::CpuOps;
-use cohost_kernels::cpu::gemm::{gemm_crate, row_dots};
+use cohost_kernels::cpu::gemm::{gemm_crate, row_dots, row_dots_f16};
 use cohost_kernels::{Activation, Lane, Ops};
 use cohost_models::{
     BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource, build_model, synth,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
@@ -172,11 +173,43 @@ fn gemm_cold_weights(c: &mut Criterion) {
     g.finish();
 }
 
+/// The same layer's weights stored as f32 and as f16, over 1, 8 and 20 copies used in
+/// turn: 20 copies are 17 MB in f32 (8.5 MB in f16), about the dense weights of 8
+/// dlrm-small models taking turns on the lanes.
+fn gemm_weights_in_turn_f32_f16(c: &mut Criterion) {
+    let (k, m) = (415usize, 512usize);
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let ws: Vec<Vec<f32>> = (0..20).map(|_| rand(m * k)).collect();
+    let hs: Vec<Vec<f16>> = ws
+        .iter()
+        .map(|w| w.iter().map(|&v| f16::from_f32(v)).collect())
+        .collect();
+    let mut g = c.benchmark_group("gemm-415x512-in-turn");
+    for copies in [1usize, 8, 20] {
+        for n in [1usize, 4, 8] {
+            let x = rand(n * k);
+            let mut y = vec![0f32; n * m];
+            g.throughput(Throughput::Elements((2 * n * k * m) as u64));
+            let mut next = ws[..copies].iter().cycle();
+            g.bench_function(format!("f32/copies-{copies}/batch-{n}"), |b| {
+                b.iter(|| row_dots(black_box(&x), n, k, next.next().unwrap(), m, &mut y))
+            });
+            let mut next = hs[..copies].iter().cycle();
+            g.bench_function(format!("f16/copies-{copies}/batch-{n}"), |b| {
+                b.iter(|| row_dots_f16(black_box(&x), n, k, next.next().unwrap(), m, &mut y))
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     dlrm_small_forward,
     gemm,
     gemm_cold_weights,
+    gemm_weights_in_turn_f32_f16,
     interaction_and_bags
 );
 criterion_main!(benches);

@@ -225,6 +225,29 @@ pub struct DlrmParams {
     pub cache_policy: CachePolicyKind,
 }
 
+/// Storage precision of the dense layers' weight matrices (`weight_precision`); biases,
+/// activations and sums stay f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightPrecision {
+    /// IEEE f32, as the weights file stores them.
+    #[default]
+    Fp32,
+    /// IEEE f16, rounded to nearest at load and widened to f32 in the products: half the
+    /// bytes each batch streams (CPU backend; the CUDA backend keeps f32).
+    Fp16,
+}
+
+impl WeightPrecision {
+    /// Bytes of one stored weight.
+    pub fn bytes(self) -> u64 {
+        match self {
+            WeightPrecision::Fp32 => 4,
+            WeightPrecision::Fp16 => 2,
+        }
+    }
+}
+
 /// Eviction policy of an offloaded table's hot-row cache (`dlrm.cache_policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -273,6 +296,9 @@ pub struct ModelConfig {
     /// Which versions are served.
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// Storage precision of the dense layers' weights (default f32).
+    #[serde(default)]
+    pub weight_precision: WeightPrecision,
     /// MLP hyper-parameters, when `family = "mlp"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlp: Option<MlpParams>,

@@ -16,7 +16,7 @@
 
 mod placement;
 
-use crate::config::{DlrmParams, ModelConfig};
+use crate::config::{DlrmParams, ModelConfig, WeightPrecision};
 use crate::layers::{DenseStack, f32_input, i64_input, input_name};
 use crate::model::{Batch, MemoryReport, Model, ModelError, PlacementOptions};
 use crate::weights::Weights;
@@ -61,11 +61,15 @@ pub(crate) fn interaction_width(p: &DlrmParams) -> usize {
 }
 
 /// Bytes the model's dense layers take (weights and biases, f32).
-pub(crate) fn dense_bytes(p: &DlrmParams) -> u64 {
+pub(crate) fn dense_bytes(p: &DlrmParams, precision: WeightPrecision) -> u64 {
     let bottom = std::iter::once(p.dense_features).chain(p.bottom.iter().copied());
     let top = std::iter::once(interaction_width(p)).chain(p.top.iter().copied());
-    let stack = |w: Vec<usize>| -> u64 { w.windows(2).map(|p| (p[0] * p[1] + p[1]) as u64).sum() };
-    4 * (stack(bottom.collect()) + stack(top.collect()))
+    let stack = |w: Vec<usize>| -> u64 {
+        w.windows(2)
+            .map(|p| (p[0] * p[1]) as u64 * precision.bytes() + 4 * p[1] as u64)
+            .sum()
+    };
+    stack(bottom.collect()) + stack(top.collect())
 }
 
 /// Bytes of every embedding table (f32).
@@ -103,9 +107,12 @@ impl<O: Ops> Dlrm<O> {
         let top_w: Vec<usize> = std::iter::once(interaction_width(p))
             .chain(p.top.iter().copied())
             .collect();
-        let bottom = DenseStack::load(&*ops, weights, "bottom", &bottom_w, |_| Activation::Relu)?;
+        let precision = config.weight_precision;
+        let bottom = DenseStack::load(&*ops, weights, "bottom", &bottom_w, precision, |_| {
+            Activation::Relu
+        })?;
         let last = p.top.len() - 1;
-        let top = DenseStack::load(&*ops, weights, "top", &top_w, |i| {
+        let top = DenseStack::load(&*ops, weights, "top", &top_w, precision, |i| {
             if i == last {
                 Activation::Sigmoid
             } else {

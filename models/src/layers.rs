@@ -1,10 +1,13 @@
 //! A stack of linear layers (weights allocated once through [`Ops::weight`]) and the
 //! batch-input accessors shared by the families.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, WeightPrecision};
 use crate::model::{Batch, InputData, ModelError};
 use crate::weights::Weights;
 use cohost_kernels::{Activation, Lane, Ops};
+
+/// The largest finite f16.
+const F16_MAX: f32 = 65504.0;
 
 /// One `act(x · wᵀ + b)` layer.
 struct Linear<O: Ops> {
@@ -13,6 +16,7 @@ struct Linear<O: Ops> {
     act: Activation,
     inp: usize,
     out: usize,
+    precision: WeightPrecision,
 }
 
 /// Linear layers applied in order: `{prefix}.{i}.weight` `[out, in]`, `{prefix}.{i}.bias`.
@@ -21,25 +25,40 @@ pub(crate) struct DenseStack<O: Ops> {
 }
 
 impl<O: Ops> DenseStack<O> {
-    /// Loads `widths.len() - 1` layers; `act(i)` is layer `i`'s activation.
+    /// Loads `widths.len() - 1` layers, weight matrices stored in `precision`; `act(i)` is
+    /// layer `i`'s activation.
     pub(crate) fn load(
         ops: &O,
         weights: &Weights<'_>,
         prefix: &str,
         widths: &[usize],
+        precision: WeightPrecision,
         act: impl Fn(usize) -> Activation,
     ) -> Result<Self, ModelError> {
         let mut layers = Vec::with_capacity(widths.len().saturating_sub(1));
         for (i, pair) in widths.windows(2).enumerate() {
             let (inp, out) = (pair[0], pair[1]);
-            let w = weights.matrix(&format!("{prefix}.{i}.weight"), &[out, inp])?;
+            let name = format!("{prefix}.{i}.weight");
+            let w = weights.matrix(&name, &[out, inp])?;
+            let w = match precision {
+                WeightPrecision::Fp32 => ops.weight(&w, out, inp)?,
+                WeightPrecision::Fp16 => {
+                    if let Some(v) = w.iter().find(|v| !v.is_finite() || v.abs() > F16_MAX) {
+                        return Err(ModelError::Weights(format!(
+                            "'{name}' holds {v}, outside f16's range (±{F16_MAX}): use weight_precision = \"fp32\""
+                        )));
+                    }
+                    ops.weight_f16(&w, out, inp)?
+                }
+            };
             let b = weights.matrix(&format!("{prefix}.{i}.bias"), &[out])?;
             layers.push(Linear {
-                w: ops.weight(&w, out, inp)?,
+                w,
                 b: ops.weight(&b, 1, out)?,
                 act: act(i),
                 inp,
                 out,
+                precision,
             });
         }
         Ok(DenseStack { layers })
@@ -59,11 +78,11 @@ impl<O: Ops> DenseStack<O> {
         Ok(x)
     }
 
-    /// Bytes of weights and biases held.
+    /// Bytes of weights (in their precision) and biases (f32) held.
     pub(crate) fn bytes(&self) -> u64 {
         self.layers
             .iter()
-            .map(|l| ((l.inp * l.out + l.out) * std::mem::size_of::<f32>()) as u64)
+            .map(|l| (l.inp * l.out) as u64 * l.precision.bytes() + 4 * l.out as u64)
             .sum()
     }
 

@@ -14,7 +14,7 @@ pub mod weights;
 
 pub use config::{
     BatchingConfig, BatchingPolicyKind, ConfigError, DataType, DlrmParams, Family, MlpParams,
-    ModelConfig, TensorSpec, VersionPolicy,
+    ModelConfig, TensorSpec, VersionPolicy, WeightPrecision,
 };
 pub use model::{
     BackendHandle, Batch, InputData, MemoryReport, Model, ModelError, PlacementOptions,

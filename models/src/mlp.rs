@@ -36,9 +36,16 @@ impl<O: Ops> Mlp<O> {
         } else {
             Activation::None
         };
-        let stack = DenseStack::load(&*ops, weights, "layers", &params.layers, |i| {
-            if i == last { out_act } else { Activation::Relu }
-        })?;
+        let stack = DenseStack::load(
+            &*ops,
+            weights,
+            "layers",
+            &params.layers,
+            config.weight_precision,
+            |i| {
+                if i == last { out_act } else { Activation::Relu }
+            },
+        )?;
         Ok(Mlp {
             ops,
             config: config.clone(),

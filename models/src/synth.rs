@@ -8,7 +8,7 @@
 
 use crate::config::{
     BatchingConfig, BatchingPolicyKind, DataType, DlrmParams, Family, MlpParams, ModelConfig,
-    TensorSpec, VersionPolicy,
+    TensorSpec, VersionPolicy, WeightPrecision,
 };
 use crate::dlrm::interaction_width;
 use crate::st_writer::{self, PlannedTensor};
@@ -99,6 +99,7 @@ fn base(
         max_lanes: None,
         memory_budget: None,
         version_policy: VersionPolicy::Latest(1),
+        weight_precision: WeightPrecision::Fp32,
         mlp: None,
         dlrm: None,
     }

@@ -145,3 +145,23 @@ fn toml_parse_errors_name_the_file() {
     let e = ModelConfig::from_toml(&text, Path::new(FILE)).unwrap_err();
     assert_eq!(e.key, "max_batch_size");
 }
+
+#[test]
+fn weight_precision_parses_fp16_defaults_to_fp32_and_refuses_others() {
+    use cohost_models::WeightPrecision;
+    let text = mlp().to_toml();
+    assert!(text.contains("weight_precision = \"fp32\""), "{text}");
+    let absent = text.replace("weight_precision = \"fp32\"\n", "");
+    let c = ModelConfig::from_toml(&absent, Path::new(FILE)).unwrap();
+    assert_eq!(c.weight_precision, WeightPrecision::Fp32);
+    let fp16 = text.replace("\"fp32\"", "\"fp16\"");
+    let c = ModelConfig::from_toml(&fp16, Path::new(FILE)).unwrap();
+    assert_eq!(c.weight_precision, WeightPrecision::Fp16);
+    let e =
+        ModelConfig::from_toml(&text.replace("\"fp32\"", "\"fp8\""), Path::new(FILE)).unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.contains(FILE) && shown.contains("fp8") && shown.contains("fp16"),
+        "{shown}"
+    );
+}

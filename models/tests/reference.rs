@@ -11,8 +11,8 @@ mod common;
 use cohost_kernels::Lane;
 use cohost_kernels::cpu::CpuOps;
 use cohost_models::{
-    BackendHandle, Batch, InputData, Model, ModelConfig, PlacementOptions, WeightSource,
-    build_model, synth,
+    BackendHandle, Batch, InputData, Model, ModelConfig, PlacementOptions, WeightPrecision,
+    WeightSource, build_model, synth,
 };
 use common::{Store, Tensors, random_batch, random_tensors, slice_rows, to_safetensors};
 use rand::SeedableRng;
@@ -165,13 +165,23 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) -> f64 {
     worst
 }
 
-fn every_batch_size(
-    config: &ModelConfig,
-    seed: u64,
-    reference: fn(&ModelConfig, &Tensors, &Batch) -> Vec<f64>,
-) {
+type Reference = fn(&ModelConfig, &Tensors, &Batch) -> Vec<f64>;
+
+fn every_batch_size(config: &ModelConfig, seed: u64, reference: Reference) {
     let t = random_tensors(config, seed);
-    let model = build(config, &t);
+    every_batch_size_against(config, &t, &t, seed, reference);
+}
+
+/// The model built from `t` against `reference` computed on `held` (the weights as the
+/// model holds them), for every batch size.
+fn every_batch_size_against(
+    config: &ModelConfig,
+    t: &Tensors,
+    held: &Tensors,
+    seed: u64,
+    reference: Reference,
+) {
+    let model = build(config, t);
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(seed + 1);
     let mut worst = 0f64;
@@ -180,7 +190,7 @@ fn every_batch_size(
         model.check(&batch).unwrap();
         let got = model.forward(&lane, &batch).unwrap();
         assert_eq!(got.len(), 1);
-        let want = reference(config, &t, &batch);
+        let want = reference(config, held, &batch);
         worst = worst.max(assert_close(&got[0], &want, &format!("batch {n}")));
     }
     eprintln!("worst scaled error: {worst:e}");
@@ -223,6 +233,75 @@ fn dlrm_single_multi_hot_value_applies_to_every_table() {
     config.inputs[1].dims = vec![-1, width];
     config.max_batch_size = 8;
     every_batch_size(&config, 40, dlrm_reference);
+}
+
+#[test]
+fn fp16_weights_match_the_f64_reference_over_the_rounded_weights() {
+    // `weight_precision = "fp16"` rounds each dense weight matrix to f16 at load (biases and
+    // tables stay f32) and computes in f32: against a reference over those rounded weights
+    // the f32 tolerance holds; against the exact weights it would not need to.
+    let cases: [(&str, u64, Reference); 2] = [
+        ("mlp-tiny", 70, mlp_reference),
+        ("dlrm-tiny", 80, dlrm_reference),
+    ];
+    for (preset, seed, reference) in cases {
+        let mut config = synth::preset(preset).unwrap();
+        config.weight_precision = WeightPrecision::Fp16;
+        let t = random_tensors(&config, seed);
+        let held: Tensors = t
+            .iter()
+            .map(|(name, (shape, v))| {
+                let matrix = name.ends_with(".weight") && !name.starts_with("embeddings.");
+                let v = if matrix {
+                    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+                } else {
+                    v.clone()
+                };
+                (name.clone(), (shape.clone(), v))
+            })
+            .collect();
+        assert_ne!(held, t, "{preset}: rounding changed nothing");
+        every_batch_size_against(&config, &t, &held, seed, reference);
+        // Half the bytes for the matrices, f32 biases.
+        let fp32 = build(&synth::preset(preset).unwrap(), &t)
+            .memory()
+            .weight_bytes;
+        let fp16 = build(&config, &t).memory().weight_bytes;
+        let (matrices, biases) = t.iter().fold((0u64, 0u64), |(m, b), (name, (_, v))| {
+            if name.starts_with("embeddings.") {
+                (m, b)
+            } else if name.ends_with(".weight") {
+                (m + v.len() as u64, b)
+            } else {
+                (m, b + v.len() as u64)
+            }
+        });
+        assert_eq!(fp32, 4 * (matrices + biases), "{preset}");
+        assert_eq!(fp16, 2 * matrices + 4 * biases, "{preset}");
+    }
+}
+
+#[test]
+fn fp16_weights_outside_the_f16_range_are_refused_at_load() {
+    let mut config = synth::preset("mlp-tiny").unwrap();
+    config.weight_precision = WeightPrecision::Fp16;
+    let mut t = random_tensors(&config, 90);
+    t.get_mut("layers.0.weight").unwrap().1[3] = 1e6;
+    let bytes = to_safetensors(&t, Store::F32);
+    let backend = BackendHandle::Cpu(Arc::new(CpuOps::new()));
+    let err = build_model(
+        &config,
+        WeightSource::Bytes(&bytes),
+        &backend,
+        &PlacementOptions::default(),
+    )
+    .err()
+    .expect("a weight of 1e6 cannot be f16");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("layers.0.weight") && msg.contains("1000000") && msg.contains("fp32"),
+        "{msg}"
+    );
 }
 
 fn assert_batch_invariant(config: &ModelConfig, seed: u64) {

@@ -7,8 +7,12 @@
 //! row from memory once per batch (the weights need no repacking); larger ones go to the
 //! `gemm` crate (candle's own GEMM) directly, which skips candle's per-call thread-count
 //! probe and its hand-off to the rayon pool.
+//!
+//! Weights may also be stored as IEEE f16 ([`matmul_wt_f16`]): half the bytes to stream,
+//! widened to f32 as they are loaded, products and sums in f32.
 
 use super::dot::dots;
+use half::f16;
 
 /// Batches of at most this many rows use the row-dot kernel (on one thread it beats the
 /// `gemm` crate up to here: `docs/results/session-5/kernel-tiles.txt`).
@@ -93,17 +97,72 @@ pub fn gemm_crate(
     }
 }
 
+/// [`matmul_wt`] with the weights stored as f16: each weight is widened to f32 exactly,
+/// so the result is `x · f32(w)ᵀ` summed in f32 (same contract otherwise).
+pub fn matmul_wt_f16(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &[f16],
+    out: usize,
+    y: &mut [f32],
+    threads: usize,
+) {
+    assert_eq!(w.len(), out * k, "matmul_wt_f16: w is not out x k");
+    if n == 0 || out == 0 {
+        assert_eq!(y.len(), n * out, "matmul_wt_f16: y is not n x out");
+        return;
+    }
+    if n <= DOT_ROWS && has_avx2() {
+        row_dots_f16(x, n, k, w, out, y);
+    } else {
+        // Many rows (or no AVX2): widen once, then the f32 path; the widening is one pass
+        // over the weights, shared by every row.
+        let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        matmul_wt(x, n, k, &wide, out, y, threads);
+    }
+}
+
+/// Whether the AVX2 kernels can run here (AVX2, FMA and F16C, which every AVX2 x86 has).
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The small-batch path alone: `x · wᵀ` by row-dot products (same contract as
 /// [`matmul_wt`], one thread), with AVX2 + FMA code when the CPU has them.
 pub fn row_dots(x: &[f32], n: usize, k: usize, w: &[f32], out: usize, y: &mut [f32]) {
     check_sizes("row_dots", x, n, k, w, out, y);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above); sizes checked above.
-        unsafe { avx2::row_dots(x, n, k, w, out, y) };
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above); sizes checked
+        // above; `w` holds `out·k` f32.
+        unsafe { avx2::row_dots::<false>(x, n, k, w.as_ptr().cast(), out, y) };
         return;
     }
     row_dots_portable(x, n, k, w, out, y);
+}
+
+/// [`row_dots`] with f16 weights (AVX2 + FMA + F16C, else widened first).
+pub fn row_dots_f16(x: &[f32], n: usize, k: usize, w: &[f16], out: usize, y: &mut [f32]) {
+    assert_eq!(x.len(), n * k, "row_dots_f16: x is not n x k");
+    assert_eq!(w.len(), out * k, "row_dots_f16: w is not out x k");
+    assert_eq!(y.len(), n * out, "row_dots_f16: y is not n x out");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above); sizes checked
+        // above; `w` holds `out·k` f16 (`half::f16` is a transparent u16).
+        unsafe { avx2::row_dots::<true>(x, n, k, w.as_ptr().cast(), out, y) };
+        return;
+    }
+    let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+    row_dots_portable(x, n, k, &wide, out, y);
 }
 
 /// Weight rows dotted together with one batch row (independent add chains, one load of
@@ -165,23 +224,67 @@ mod avx2 {
     /// columns, the last partial 8 as one masked step, then the lanes), so a row's result
     /// does not depend on the batch it came in.
     ///
+    /// The weights are f32, or f16 when `H` (widened to f32 as they are loaded).
+    ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA; `x`, `w`, `y` hold `n·k`, `out·k`, `n·out` f32.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn row_dots(
+    /// The CPU must support AVX2, FMA and F16C; `x`, `y` hold `n·k`, `n·out` f32 and `w`
+    /// points at `out·k` weights (f16 when `H`, else f32).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn row_dots<const H: bool>(
         x: &[f32],
         n: usize,
         k: usize,
-        w: &[f32],
+        w: *const u8,
         out: usize,
         y: &mut [f32],
     ) {
         // SAFETY: forwarded contract.
         unsafe {
             if n == 1 {
-                columns::<1, J>(x, n, k, w, out, y);
+                columns::<1, J, H>(x, n, k, w, out, y);
             } else {
-                columns::<R, JT>(x, n, k, w, out, y);
+                columns::<R, JT, H>(x, n, k, w, out, y);
+            }
+        }
+    }
+
+    /// Bytes of one weight.
+    const fn width<const H: bool>() -> usize {
+        if H { 2 } else { 4 }
+    }
+
+    /// Weights `c..c + 8` of the row at `w` (element offset `at`), as f32.
+    ///
+    /// # Safety
+    /// AVX2 + F16C; the 8 weights are in bounds.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8<const H: bool>(w: *const u8, at: usize) -> __m256 {
+        // SAFETY: the caller keeps `at..at + 8` inside the weights.
+        unsafe {
+            if H {
+                _mm256_cvtph_ps(_mm_loadu_si128(w.cast::<u16>().add(at).cast()))
+            } else {
+                _mm256_loadu_ps(w.cast::<f32>().add(at))
+            }
+        }
+    }
+
+    /// The first `t` (< 8) weights from element offset `at`, as f32, the other lanes 0.
+    ///
+    /// # Safety
+    /// AVX2 + F16C; the `t` weights are in bounds.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load_tail<const H: bool>(w: *const u8, at: usize, t: usize) -> __m256 {
+        // SAFETY: only `at..at + t` is read.
+        unsafe {
+            if H {
+                let mut buf = [0u16; 8];
+                std::ptr::copy_nonoverlapping(w.cast::<u16>().add(at), buf.as_mut_ptr(), t);
+                _mm256_cvtph_ps(_mm_loadu_si128(buf.as_ptr().cast()))
+            } else {
+                _mm256_maskload_ps(w.cast::<f32>().add(at), tail_mask(t))
             }
         }
     }
@@ -192,55 +295,126 @@ mod avx2 {
     /// # Safety
     /// As [`row_dots`].
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn columns<const RB: usize, const JW: usize>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn columns<const RB: usize, const JW: usize, const H: bool>(
         x: &[f32],
         n: usize,
         k: usize,
-        w: &[f32],
+        w: *const u8,
         out: usize,
         y: &mut [f32],
     ) {
-        let (xp, wp, yp) = (x.as_ptr(), w.as_ptr(), y.as_mut_ptr());
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let full = out / JW * JW;
+        // f16 weights feeding more than one batch row are widened a group at a time into
+        // an f32 scratch that stays in L1 and read from there by the f32 tiles: each weight
+        // is converted once per batch instead of once per tile of rows (and the tiles keep
+        // the f32 path's registers).
+        let widen = H && n > 1;
+        let mut scratch = if widen {
+            vec![0f32; JW * k]
+        } else {
+            Vec::new()
+        };
         let mut o = 0;
         while o < out {
+            let group = if o < full { JW } else { 1 };
+            // SAFETY: weight rows o..o+group are in bounds; the scratch holds JW·k f32.
+            let wg = unsafe {
+                let wo = w.add(o * k * width::<H>());
+                if widen {
+                    widen_f16(wo, group * k, scratch.as_mut_ptr());
+                    scratch.as_ptr().cast::<u8>()
+                } else {
+                    wo
+                }
+            };
             let mut i = 0;
             while i < n {
                 let rows = (n - i).min(RB);
-                // SAFETY: rows i..i+rows of x, weight rows o..o+JW (or o alone past
-                // `full`) and the matching outputs of y are in bounds.
+                // SAFETY: rows i..i+rows of x, the group's weights at `wg` (f32 when
+                // widened) and the matching outputs of y are in bounds.
                 unsafe {
-                    let (xi, wo, yi) = (xp.add(i * k), wp.add(o * k), yp.add(i * out + o));
-                    match (o < full, rows) {
-                        (true, 3) => tile::<3, JW>(xi, wo, k, yi, out),
-                        (true, 2) => tile::<2, JW>(xi, wo, k, yi, out),
-                        (true, _) => tile::<1, JW>(xi, wo, k, yi, out),
-                        (false, 3) => tile::<3, 1>(xi, wo, k, yi, out),
-                        (false, 2) => tile::<2, 1>(xi, wo, k, yi, out),
-                        (false, _) => tile::<1, 1>(xi, wo, k, yi, out),
+                    let (xi, yi) = (xp.add(i * k), yp.add(i * out + o));
+                    if widen {
+                        group_tile::<JW, false>(o < full, rows, xi, wg, k, yi, out);
+                    } else {
+                        group_tile::<JW, H>(o < full, rows, xi, wg, k, yi, out);
                     }
                 }
                 i += rows;
             }
-            o += if o < full { JW } else { 1 };
+            o += group;
+        }
+    }
+
+    /// The tile for `rows` (≤ 3) batch rows and a whole group of `JW` weight rows, or a
+    /// single weight row when `!whole`.
+    ///
+    /// # Safety
+    /// As [`tile`] for the chosen shape.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn group_tile<const JW: usize, const H: bool>(
+        whole: bool,
+        rows: usize,
+        xi: *const f32,
+        w: *const u8,
+        k: usize,
+        yi: *mut f32,
+        out: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            match (whole, rows) {
+                (true, 3) => tile::<3, JW, H>(xi, w, k, yi, out),
+                (true, 2) => tile::<2, JW, H>(xi, w, k, yi, out),
+                (true, _) => tile::<1, JW, H>(xi, w, k, yi, out),
+                (false, 3) => tile::<3, 1, H>(xi, w, k, yi, out),
+                (false, 2) => tile::<2, 1, H>(xi, w, k, yi, out),
+                (false, _) => tile::<1, 1, H>(xi, w, k, yi, out),
+            }
+        }
+    }
+
+    /// Writes `len` f16 values from `src` to `dst` as f32 (exact).
+    ///
+    /// # Safety
+    /// AVX2 + F16C; `src` holds `len` f16 and `dst` room for `len` f32.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn widen_f16(src: *const u8, len: usize, dst: *mut f32) {
+        let full = len / 8 * 8;
+        let mut c = 0;
+        // SAFETY: every read is inside `src[..len]`, every write inside `dst[..len]`.
+        unsafe {
+            while c < full {
+                _mm256_storeu_ps(dst.add(c), load8::<true>(src, c));
+                c += 8;
+            }
+            if full < len {
+                let mut tail = [0f32; 8];
+                _mm256_storeu_ps(tail.as_mut_ptr(), load_tail::<true>(src, full, len - full));
+                std::ptr::copy_nonoverlapping(tail.as_ptr(), dst.add(full), len - full);
+            }
         }
     }
 
     /// One tile: `y[r·out + j] = x[r] · w[j]` for `r < TR`, `j < TJ`.
     ///
     /// # Safety
-    /// AVX2 + FMA; `x` points at `TR` rows of `k` f32, `w` at `TJ` rows of `k`, `y` at
-    /// `TR` rows of stride `out` with `TJ` writable values each.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2 + FMA + F16C; `x` points at `TR` rows of `k` f32, `w` at `TJ` rows of `k`
+    /// weights (f16 when `H`), `y` at `TR` rows of stride `out` with `TJ` writable values
+    /// each.
     #[allow(
         clippy::needless_range_loop,
         reason = "r and j index the tile's registers and its rows alike; fixed-count loops unroll"
     )]
-    unsafe fn tile<const TR: usize, const TJ: usize>(
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const TR: usize, const TJ: usize, const H: bool>(
         x: *const f32,
-        w: *const f32,
+        w: *const u8,
         k: usize,
         y: *mut f32,
         out: usize,
@@ -256,7 +430,7 @@ mod avx2 {
                     xv[r] = _mm256_loadu_ps(x.add(r * k + c));
                 }
                 for j in 0..TJ {
-                    let wv = _mm256_loadu_ps(w.add(j * k + c));
+                    let wv = load8::<H>(w, j * k + c);
                     for r in 0..TR {
                         acc[r][j] = _mm256_fmadd_ps(xv[r], wv, acc[r][j]);
                     }
@@ -274,7 +448,7 @@ mod avx2 {
                     xv[r] = _mm256_maskload_ps(x.add(r * k + k8), m);
                 }
                 for j in 0..TJ {
-                    let wv = _mm256_maskload_ps(w.add(j * k + k8), m);
+                    let wv = load_tail::<H>(w, j * k + k8, k - k8);
                     for r in 0..TR {
                         acc[r][j] = _mm256_fmadd_ps(xv[r], wv, acc[r][j]);
                     }

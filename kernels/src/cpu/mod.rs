@@ -11,7 +11,7 @@ mod interaction;
 mod table;
 mod view;
 
-pub use gemm::matmul_wt;
+pub use gemm::{matmul_wt, matmul_wt_f16};
 pub use interaction::dot_interaction_rows;
 pub use table::{CpuTable, embedding_bag_sum};
 
@@ -124,6 +124,12 @@ impl Ops for CpuOps {
         host_matrix(data, rows, cols)
     }
 
+    /// Stores the matrix as f16 (candle's `F16` dtype): half the bytes a batch streams.
+    fn weight_f16(&self, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
+        let m = host_matrix(data, rows, cols)?;
+        Ok(m.to_dtype(candle_core::DType::F16)?)
+    }
+
     fn upload(&self, _lane: &Lane, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
         host_matrix(data, rows, cols)
     }
@@ -163,15 +169,18 @@ impl Ops for CpuOps {
         let b = b.contiguous()?;
         let (xv, wv, bv) = (View::of(&x)?, View::of(&w)?, View::of(&b)?);
         let mut y = vec![0f32; n * out];
-        matmul_wt(
-            xv.as_slice(),
-            n,
-            k,
-            wv.as_slice(),
-            out,
-            &mut y,
-            self.threads,
-        );
+        match wv.halves() {
+            Some(w16) => matmul_wt_f16(xv.as_slice(), n, k, w16, out, &mut y, self.threads),
+            None => matmul_wt(
+                xv.as_slice(),
+                n,
+                k,
+                wv.as_slice(),
+                out,
+                &mut y,
+                self.threads,
+            ),
+        }
         bias_act_in_place(&mut y, bv.as_slice(), act);
         Ok(Tensor::from_vec(y, (n, out), &Device::Cpu)?)
     }

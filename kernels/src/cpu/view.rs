@@ -1,7 +1,8 @@
-//! Borrowing the f32 data of a contiguous CPU tensor without copying it.
+//! Borrowing the f32 (or f16) data of a contiguous CPU tensor without copying it.
 
 use crate::{KernelError, Result};
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
+use half::f16;
 
 /// A read-locked, contiguous f32 slice of a CPU tensor.
 pub(crate) struct View<'a> {
@@ -17,9 +18,12 @@ impl<'a> View<'a> {
         let Some((start, end)) = layout.contiguous_offsets() else {
             return Err(KernelError::Shape("expected a contiguous matrix".into()));
         };
-        if !matches!(&*guard, Storage::Cpu(CpuStorage::F32(_))) {
+        if !matches!(
+            &*guard,
+            Storage::Cpu(CpuStorage::F32(_) | CpuStorage::F16(_))
+        ) {
             return Err(KernelError::Cpu(format!(
-                "expected an f32 CPU tensor, got {:?} on {:?}",
+                "expected an f32 or f16 CPU tensor, got {:?} on {:?}",
                 t.dtype(),
                 t.device()
             )));
@@ -27,11 +31,19 @@ impl<'a> View<'a> {
         Ok(View { guard, start, end })
     }
 
-    /// The tensor's values, row-major.
+    /// The tensor's values, row-major; panics on an f16 tensor (see [`View::halves`]).
     pub(crate) fn as_slice(&self) -> &[f32] {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
-            _ => unreachable!("checked in View::of"),
+            _ => panic!("View::as_slice on an f16 tensor"),
+        }
+    }
+
+    /// The values of an f16 tensor, row-major; `None` for f32.
+    pub(crate) fn halves(&self) -> Option<&[f16]> {
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::F16(v)) => Some(&v[self.start..self.end]),
+            _ => None,
         }
     }
 }

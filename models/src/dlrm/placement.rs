@@ -77,7 +77,7 @@ pub(crate) fn plan(
     };
     let mut tiers = vec![Tier::Resident; n];
     if let Some(budget) = device_budget(config, placement) {
-        let dense = dense_bytes(p);
+        let dense = dense_bytes(p, config.weight_precision);
         let tables = table_bytes(p);
         if dense > budget {
             return Err(ModelError::Memory(format!(
