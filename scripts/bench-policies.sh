@@ -30,6 +30,7 @@
 #   LANE_SPINS   (d) cohost serve --lane-spin-us settings measured side by side [0 200]
 #   NULL_BIN     (d) the null server (benches/examples/null_server.rs): the same HTTP stack
 #                answering without work, the floor under the HTTP figures [built if missing]
+#   WEIGHT_PRECISION  (b) weight_precision of every model, fp32 or fp16 [fp32]
 #   COHOST_LANE_SPIN_US  lane spin of every other server started here, and of the
 #                in-process target (cohost serve --lane-spin-us) [0]
 #   FINALS       (a) skip the grid and run only the interleaved finals of adaptive against
@@ -301,10 +302,11 @@ for n, v in ratios.items():
 EOF2
 }
 
-# Adaptive policy on every model of REPO.
+# Adaptive policy (and WEIGHT_PRECISION) on every model of REPO.
 adaptive_all() {
   for c in "$1"/*/config.toml; do
-    set_config "$c" policy='"adaptive"' p99_target_ms="$P99"
+    set_config "$c" policy='"adaptive"' p99_target_ms="$P99" \
+      weight_precision="\"${WEIGHT_PRECISION:-fp32}\""
   done
 }
 
