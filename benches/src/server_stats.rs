@@ -34,12 +34,11 @@ pub struct ServerWindow {
 
 /// The per-model differences `after - before` for `models` (missing or idle models skipped).
 pub fn window(before: &[ModelStats], after: &[ModelStats], models: &[&str]) -> Vec<ServerWindow> {
-    let find = |s: &[ModelStats], m: &str| s.iter().find(|x| x.name == m).cloned();
     models
         .iter()
         .filter_map(|&m| {
-            let a = find(after, m)?;
-            let b = find(before, m).unwrap_or_default();
+            let a = total(after, m)?;
+            let b = total(before, m).unwrap_or_default();
             let rows = a.inference_count.saturating_sub(b.inference_count);
             let batches = a.execution_count.saturating_sub(b.execution_count);
             let requests = a.success.count.saturating_sub(b.success.count);
@@ -69,6 +68,29 @@ pub fn window(before: &[ModelStats], after: &[ModelStats], models: &[&str]) -> V
             })
         })
         .collect()
+}
+
+/// Model `m`'s counters summed over every version listed (`None` when none is).
+fn total(stats: &[ModelStats], m: &str) -> Option<ModelStats> {
+    let add = |a: StatDuration, b: StatDuration| StatDuration {
+        count: a.count + b.count,
+        ns: a.ns + b.ns,
+    };
+    stats
+        .iter()
+        .filter(|s| s.name == m)
+        .cloned()
+        .reduce(|a, b| ModelStats {
+            inference_count: a.inference_count + b.inference_count,
+            execution_count: a.execution_count + b.execution_count,
+            success: add(a.success, b.success),
+            fail: add(a.fail, b.fail),
+            queue: add(a.queue, b.queue),
+            compute_input: add(a.compute_input, b.compute_input),
+            compute_infer: add(a.compute_infer, b.compute_infer),
+            compute_output: add(a.compute_output, b.compute_output),
+            ..a
+        })
 }
 
 /// Parses `GET /v2/models/stats` (Triton's statistics JSON) into [`ModelStats`].
@@ -208,6 +230,15 @@ mod tests {
         assert_eq!(s[0].compute_infer.ns, 1_000_000);
         assert_eq!(s[0].compute_input, StatDuration::default());
         assert!(from_triton_json(&serde_json::json!({"error": "x"})).is_none());
+    }
+
+    #[test]
+    fn versions_of_a_model_are_summed() {
+        let mut v2 = stats("a", 6, 2, 6, 3_000);
+        v2.version = 2;
+        let w = window(&[], &[stats("a", 8, 2, 8, 1_000), v2], &["a"]);
+        assert_eq!((w[0].requests, w[0].rows, w[0].batches), (14, 14, 4));
+        assert!((w[0].queue_us - 4.0 / 14.0).abs() < 1e-12);
     }
 
     #[test]
