@@ -1,7 +1,7 @@
 //! `cohost bench`: arguments, target set-up, and printing/writing results.
 
 use crate::grpc::GrpcTarget;
-use crate::load::{DEFAULT_SPIN, LoadMode, LoadSpec, Pacing, measure};
+use crate::load::{DEFAULT_SPIN, LoadMode, LoadSpec, Pacing};
 use crate::report::{self, Report};
 use crate::search::{SearchSpec, Step, find_max_rate};
 use crate::target::{HttpTarget, InProcessTarget, Target};
@@ -333,6 +333,17 @@ async fn config_from_metadata(base: &str, name: &str) -> anyhow::Result<ModelCon
     })
 }
 
+/// The server-side table of `report`, when the server's statistics were read.
+fn print_server_side(report: &Report) {
+    if !report.server.is_empty() {
+        println!(
+            "\nserver side at {:.1} req/s offered (its statistics over warm-up and window):\n{}",
+            report.offered,
+            crate::server_stats::markdown(&report.server)
+        );
+    }
+}
+
 fn step_line(i: usize, s: &Step) -> String {
     let o = &s.report.overall;
     format!(
@@ -407,16 +418,14 @@ async fn run_with<T: Target>(
                 spec.min_rate
             ),
         }
+        if let Some(best) = &result.best {
+            print_server_side(best);
+        }
         let reports: Vec<Report> = result.steps.iter().map(|s| s.report.clone()).collect();
         let json = serde_json::json!({ "p99_target_ms": p99, "search": result });
         (reports, json)
     } else {
-        let before = target.server_stats().await;
-        let report = measure(target.clone(), prepared, &load).await;
-        let server = match (before, target.server_stats().await) {
-            (Some(b), Some(a)) => crate::server_stats::window(&b, &a, &models),
-            _ => Vec::new(),
-        };
+        let report = crate::server_stats::measure(target, prepared, &load).await;
         if let Some(l) = &report.send_lateness {
             println!(
                 "send lateness ({} pacer, scheduled -> sent): p50 {:.1} us, p99 {:.1} us, max {:.1} us",
@@ -426,14 +435,8 @@ async fn run_with<T: Target>(
         if report.overall.errors > 0 {
             println!("errors: {}", report::errors_line(&report.overall));
         }
-        let mut json = serde_json::to_value(&report)?;
-        if !server.is_empty() {
-            println!(
-                "\nserver side (its statistics over warm-up and window):\n{}",
-                crate::server_stats::markdown(&server)
-            );
-            json["server"] = serde_json::to_value(&server)?;
-        }
+        print_server_side(&report);
+        let json = serde_json::to_value(&report)?;
         (vec![report], json)
     };
     println!("\n{}", report::markdown(&reports));

@@ -147,6 +147,10 @@ pub struct Report {
     /// Open loop: how late measured requests were sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_lateness: Option<SendLateness>,
+    /// What the server did over the run (warm-up included), where its statistics are
+    /// readable ([`crate::server_stats::measure`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server: Vec<crate::server_stats::ServerWindow>,
 }
 
 /// Open loop: time from each measured request's scheduled instant to the start of its
@@ -187,6 +191,7 @@ impl Report {
                 .map(|(n, r)| (n.clone(), r.stats(window)))
                 .collect(),
             send_lateness: None,
+            server: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! `max_error_rate` errors. Widen by doubling from a low start until a step fails, then
 //! binary-search between the last pass and the first fail to a relative precision.
 
-use crate::load::{LoadMode, LoadSpec, measure};
+use crate::load::{LoadMode, LoadSpec};
 use crate::report::Report;
 use crate::target::Target;
 use crate::workload::Prepared;
@@ -192,7 +192,7 @@ impl<T: Target> Probe for MeasureProbe<T> {
                 .wrapping_add(self.steps.wrapping_mul(0x9e37_79b9)),
             ..self.load.clone()
         };
-        measure(self.target.clone(), self.prepared.clone(), &spec).await
+        crate::server_stats::measure(self.target.clone(), self.prepared.clone(), &spec).await
     }
 }
 

@@ -1,9 +1,31 @@
 //! What the server did during a measured run, from its statistics before and after (as
 //! `perf_analyzer` prints it): batches, rows per batch, queue and forward time.
 
+use crate::load::LoadSpec;
+use crate::report::Report;
+use crate::target::Target;
+use crate::workload::Prepared;
 use cohost_runtime::{ModelStats, StatDuration};
 use serde::Serialize;
 use std::fmt::Write;
+use std::sync::Arc;
+
+/// [`crate::measure`], with [`Report::server`] filled from the target's statistics read
+/// before and after (left empty where the target cannot read them).
+pub async fn measure<T: Target>(
+    target: Arc<T>,
+    prepared: Arc<Prepared<T::Encoded>>,
+    spec: &LoadSpec,
+) -> Report {
+    let models: Vec<String> = prepared.models.iter().map(|m| m.name.clone()).collect();
+    let before = target.server_stats().await;
+    let mut report = crate::load::measure(target.clone(), prepared, spec).await;
+    if let (Some(b), Some(a)) = (before, target.server_stats().await) {
+        let names: Vec<&str> = models.iter().map(String::as_str).collect();
+        report.server = window(&b, &a, &names);
+    }
+    report
+}
 
 /// One model's server-side counters over a run (the difference of two snapshots).
 #[derive(Debug, Clone, PartialEq, Serialize)]

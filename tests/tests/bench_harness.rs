@@ -185,11 +185,22 @@ async fn server_window_matches_the_client<T: Target>(target: T, repo: &std::path
         Duration::ZERO,
         Duration::from_millis(500),
     );
-    let report = measure(target.clone(), prepared, &spec).await;
+    let report = measure(target.clone(), prepared.clone(), &spec).await;
     let after = target.server_stats().await.expect("statistics readable");
     let names = ["mlp-tiny", "dlrm-tiny"];
     let windows = cohost_bench::server_stats::window(&before, &after, &names);
     assert_eq!(windows.len(), 2, "{name}: {windows:?}");
+    // The measuring entry point fills the same table into the report by itself.
+    let again = cohost_bench::server_stats::measure(target.clone(), prepared.clone(), &spec).await;
+    assert_eq!(again.server.len(), 2, "{name}: {:?}", again.server);
+    for w in &again.server {
+        let (_, s) = again.models.iter().find(|(m, _)| m == &w.model).unwrap();
+        assert_eq!(
+            w.requests, s.ok,
+            "{name} {}: report.server vs client",
+            w.model
+        );
+    }
     for w in &windows {
         let model = &w.model;
         let (_, s) = report.models.iter().find(|(m, _)| m == model).unwrap();
