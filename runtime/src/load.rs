@@ -63,6 +63,12 @@ impl LatencyModel {
         (f.a, f.b)
     }
 
+    /// [`LatencyModel::predict`] once the fit is calibrated, else None (one lock).
+    pub fn calibrated_prediction(&self, rows: usize) -> Option<f64> {
+        let f = self.fit.lock();
+        (f.samples >= CALIBRATION_SAMPLES).then(|| f.a + f.b * rows as f64)
+    }
+
     /// True once enough batches were measured to trust the fit.
     pub fn is_calibrated(&self) -> bool {
         self.fit.lock().samples >= CALIBRATION_SAMPLES
@@ -108,6 +114,17 @@ impl LatencyModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calibrated_prediction_is_none_until_calibrated_then_the_prediction() {
+        let m = LatencyModel::new(1e-4, 1e-5);
+        assert_eq!(m.calibrated_prediction(3), None);
+        for _ in 0..CALIBRATION_SAMPLES {
+            m.observe(4, 1.4e-4);
+        }
+        assert!(m.is_calibrated());
+        assert_eq!(m.calibrated_prediction(3), Some(m.predict(3)));
+    }
 
     #[test]
     fn learns_a_linear_cost_and_resists_outliers() {

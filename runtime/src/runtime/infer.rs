@@ -150,8 +150,10 @@ impl Runtime {
             .check(&batch)
             .map_err(|e| Error::invalid(format!("model '{}': {e}", q.name)))?;
         let deadline = request.timeout.map(|t| arrived + t);
-        if let (Some(d), true) = (deadline, q.latency.is_calibrated()) {
-            let predicted = q.outstanding_work() / q.max_lanes as f64 + q.latency.predict(rows);
+        if let Some((d, run)) =
+            deadline.and_then(|d| Some((d, q.latency.calibrated_prediction(rows)?)))
+        {
+            let predicted = q.outstanding_work() / q.max_lanes as f64 + run;
             let budget = d.saturating_duration_since(Instant::now()).as_secs_f64();
             if predicted > budget {
                 return Err(Submit::Failed(Error::overloaded(format!(
@@ -182,7 +184,7 @@ impl Runtime {
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
         self.inner.scheduler.notify();
-        // Only then look at the model's latency (two lock round trips).
+        // Only then look at the model's latency (a lock round trip).
         let early = lane_waiting
             .then(|| reply_spin(self.inner.options.lane_spin, q, rows))
             .flatten()
@@ -214,10 +216,11 @@ impl Runtime {
 /// own spin; None when the lanes do not spin, the model's times are not learnt yet, or
 /// its batches take too long to be worth a spinning front-end thread.
 fn reply_spin(lane_spin: Duration, q: &ModelQueue, rows: usize) -> Option<Duration> {
-    if lane_spin.is_zero() || !q.latency.is_calibrated() {
+    if lane_spin.is_zero() {
         return None;
     }
-    let expected = Duration::try_from_secs_f64(q.latency.predict(rows).max(0.0)).ok()?;
+    let predicted = q.latency.calibrated_prediction(rows)?;
+    let expected = Duration::try_from_secs_f64(predicted.max(0.0)).ok()?;
     Some(expected * 2 + REPLY_SPIN_SLACK).filter(|limit| *limit <= lane_spin)
 }
 
