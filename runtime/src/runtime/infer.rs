@@ -3,6 +3,7 @@
 
 use super::Runtime;
 use crate::queue::{ModelQueue, Pending};
+use crate::scheduler::spin_wait;
 use crate::{Error, ErrorKind, InferRequest, InferResponse, LoadReport, Result, Tensor};
 use cohost_models::Batch;
 use std::sync::Arc;
@@ -228,20 +229,19 @@ fn reply_spin(lane_spin: Duration, q: &ModelQueue, rows: usize) -> Option<Durati
 /// yielding the CPU now and then (the lane computing the answer may be waiting for it).
 /// `Some(None)`: the sender was dropped unanswered.
 fn spin_for_reply<T>(rx: &mut oneshot::Receiver<T>, limit: Duration) -> Option<Option<T>> {
-    let until = Instant::now() + limit;
-    loop {
-        for _ in 0..64 {
-            match rx.try_recv() {
-                Ok(reply) => return Some(Some(reply)),
-                Err(oneshot::error::TryRecvError::Closed) => return Some(None),
-                Err(oneshot::error::TryRecvError::Empty) => std::hint::spin_loop(),
-            }
+    let mut answer = None;
+    spin_wait(Instant::now() + limit, || match rx.try_recv() {
+        Ok(reply) => {
+            answer = Some(Some(reply));
+            true
         }
-        if Instant::now() >= until {
-            return None;
+        Err(oneshot::error::TryRecvError::Closed) => {
+            answer = Some(None);
+            true
         }
-        std::thread::yield_now();
-    }
+        Err(oneshot::error::TryRecvError::Empty) => false,
+    });
+    answer
 }
 
 /// Counts a failed request in the model's statistics and metrics.

@@ -18,6 +18,7 @@ use crate::lane::panic_message;
 use crate::queue::{Batch, ModelQueue, SliceShare};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use spin::SpinGate;
+pub(crate) use spin::spin_wait;
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -106,17 +107,7 @@ impl Scheduler {
     /// Spins (yielding the CPU to any thread that wants it) until a wake-up after `seen`
     /// or until `until`.
     fn spin_until(&self, seen: u64, until: Instant) {
-        let mut turns = 0u32;
-        while self.signals.load(Ordering::Acquire) == seen {
-            std::hint::spin_loop();
-            turns = turns.wrapping_add(1);
-            if turns.is_multiple_of(64) {
-                if Instant::now() >= until {
-                    return;
-                }
-                std::thread::yield_now();
-            }
-        }
+        spin_wait(until, || self.signals.load(Ordering::Acquire) != seen);
     }
 
     /// Each queue's weighted share of the lanes among the recently active models (`active`,

@@ -1,5 +1,25 @@
 //! When idle lanes spin for work instead of sleeping: [`SpinGate`] turns spinning off
-//! while it does not pay.
+//! while it does not pay; [`spin_wait`] is the spin itself.
+
+use std::time::Instant;
+
+/// Spins until `done()` holds or `until` passes, reading the clock every 64 polls and
+/// yielding the CPU between rounds (the thread that would end the wait may need it);
+/// whether `done()` held.
+pub(crate) fn spin_wait(until: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        for _ in 0..64 {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
 
 /// Whether idle lanes have lately found work soon enough for a spin to pay. An idle period
 /// (from a lane finding nothing to do to the next batch starting, on whichever lane) that
