@@ -46,7 +46,7 @@ pub fn matmul_wt(
 
 /// Panics unless `x` is `n × k`, `w` is `out × k` and `y` is `n × out` (the unsafe paths
 /// rely on it).
-fn check_sizes(what: &str, x: &[f32], n: usize, k: usize, w: &[f32], out: usize, y: &[f32]) {
+fn check_sizes<W>(what: &str, x: &[f32], n: usize, k: usize, w: &[W], out: usize, y: &[f32]) {
     assert_eq!(x.len(), n * k, "{what}: x is not n x k");
     assert_eq!(w.len(), out * k, "{what}: w is not out x k");
     assert_eq!(y.len(), n * out, "{what}: y is not n x out");
@@ -108,9 +108,8 @@ pub fn matmul_wt_f16(
     y: &mut [f32],
     threads: usize,
 ) {
-    assert_eq!(w.len(), out * k, "matmul_wt_f16: w is not out x k");
+    check_sizes("matmul_wt_f16", x, n, k, w, out, y);
     if n == 0 || out == 0 {
-        assert_eq!(y.len(), n * out, "matmul_wt_f16: y is not n x out");
         return;
     }
     if n <= DOT_ROWS && has_avx2() {
@@ -151,9 +150,7 @@ pub fn row_dots(x: &[f32], n: usize, k: usize, w: &[f32], out: usize, y: &mut [f
 
 /// [`row_dots`] with f16 weights (AVX2 + FMA + F16C, else widened first).
 pub fn row_dots_f16(x: &[f32], n: usize, k: usize, w: &[f16], out: usize, y: &mut [f32]) {
-    assert_eq!(x.len(), n * k, "row_dots_f16: x is not n x k");
-    assert_eq!(w.len(), out * k, "row_dots_f16: w is not out x k");
-    assert_eq!(y.len(), n * out, "row_dots_f16: y is not n x out");
+    check_sizes("row_dots_f16", x, n, k, w, out, y);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above); sizes checked

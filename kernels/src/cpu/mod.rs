@@ -167,19 +167,12 @@ impl Ops for CpuOps {
         let x = x.contiguous()?;
         let w = w.contiguous()?;
         let b = b.contiguous()?;
-        let (xv, wv, bv) = (View::of(&x)?, View::of(&w)?, View::of(&b)?);
+        let (xv, wv, bv) = (View::of(&x)?, View::of_weights(&w)?, View::of(&b)?);
         let mut y = vec![0f32; n * out];
+        let xs = xv.as_slice();
         match wv.halves() {
-            Some(w16) => matmul_wt_f16(xv.as_slice(), n, k, w16, out, &mut y, self.threads),
-            None => matmul_wt(
-                xv.as_slice(),
-                n,
-                k,
-                wv.as_slice(),
-                out,
-                &mut y,
-                self.threads,
-            ),
+            Some(w16) => matmul_wt_f16(xs, n, k, w16, out, &mut y, self.threads),
+            None => matmul_wt(xs, n, k, wv.as_slice(), out, &mut y, self.threads),
         }
         bias_act_in_place(&mut y, bv.as_slice(), act);
         Ok(Tensor::from_vec(y, (n, out), &Device::Cpu)?)

@@ -14,28 +14,40 @@ pub(crate) struct View<'a> {
 impl<'a> View<'a> {
     /// Borrows `t`'s data; fails unless it is a contiguous f32 CPU tensor.
     pub(crate) fn of(t: &'a Tensor) -> Result<View<'a>> {
+        Self::checked(t, false)
+    }
+
+    /// [`View::of`] for a weight matrix, which may also be stored as f16.
+    pub(crate) fn of_weights(t: &'a Tensor) -> Result<View<'a>> {
+        Self::checked(t, true)
+    }
+
+    fn checked(t: &'a Tensor, f16_too: bool) -> Result<View<'a>> {
         let (guard, layout) = t.storage_and_layout();
         let Some((start, end)) = layout.contiguous_offsets() else {
             return Err(KernelError::Shape("expected a contiguous matrix".into()));
         };
-        if !matches!(
-            &*guard,
-            Storage::Cpu(CpuStorage::F32(_) | CpuStorage::F16(_))
-        ) {
-            return Err(KernelError::Cpu(format!(
-                "expected an f32 or f16 CPU tensor, got {:?} on {:?}",
-                t.dtype(),
-                t.device()
-            )));
+        match &*guard {
+            Storage::Cpu(CpuStorage::F32(_)) => {}
+            Storage::Cpu(CpuStorage::F16(_)) if f16_too => {}
+            _ => {
+                return Err(KernelError::Cpu(format!(
+                    "expected an f32{} CPU tensor, got {:?} on {:?}",
+                    if f16_too { " or f16" } else { "" },
+                    t.dtype(),
+                    t.device()
+                )));
+            }
         }
         Ok(View { guard, start, end })
     }
 
-    /// The tensor's values, row-major; panics on an f16 tensor (see [`View::halves`]).
+    /// The tensor's values, row-major: a [`View::of`] view is always f32; a weights view
+    /// is read with [`View::halves`] first.
     pub(crate) fn as_slice(&self) -> &[f32] {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
-            _ => panic!("View::as_slice on an f16 tensor"),
+            _ => panic!("View::as_slice on an f16 weights view"),
         }
     }
 
