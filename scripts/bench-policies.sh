@@ -101,6 +101,12 @@ start_on() {
   "$BIN" serve --model-repository "$repo" --host 127.0.0.1 --http-port "$port" \
     --grpc-port $((port + 1)) --lanes "$LANES" --device cpu "$@" >"$log" 2>&1 &
   SERVERS[$port]=$!
+  wait_ready "$port" "$log"
+}
+
+# wait_ready PORT LOG: waits for the server started on PORT (in SERVERS) to be ready.
+wait_ready() {
+  local port="$1" log="$2"
   for _ in $(seq 1 300); do
     curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && return 0
     kill -0 "${SERVERS[$port]}" 2>/dev/null || { cat "$log"; echo "server died" >&2; exit 1; }
@@ -443,10 +449,7 @@ overhead() {
   [ -x "$null_bin" ] || (cd "$ROOT" && cargo build --release -p cohost-bench --example null_server)
   "$null_bin" "127.0.0.1:$null_port" >"$OUT/d-null.server.log" 2>&1 &
   SERVERS[$null_port]=$!
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$null_port/v2/health/ready" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  wait_ready "$null_port" "$OUT/d-null.server.log"
   for r in $(seq 1 "$REPEAT"); do
     "$BIN" bench --target http-json --url "http://127.0.0.1:$null_port" --model-repository "$REPO" \
       --model mlp-tiny --concurrency 1 --warmup 1 --duration 5 --no-progress \
