@@ -1,6 +1,7 @@
 //! The process-wide Prometheus recorder behind `GET /metrics`, installed once.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_process::Collector;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ const BATCH_BUCKETS: &[f64] = &[
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_threads`, ...), read afresh at every scrape.
+static PROCESS: OnceLock<Collector> = OnceLock::new();
 
 /// Installs the global Prometheus recorder on first call (later calls return the same
 /// handle) and starts its upkeep task on the current Tokio runtime the first time.
@@ -51,9 +56,17 @@ fn build() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> 
         .install_recorder()
 }
 
-/// The current metrics in Prometheus text exposition format.
+/// The current metrics in Prometheus text exposition format, the process metrics read now.
 pub fn render() -> String {
-    install().render()
+    let handle = install();
+    PROCESS
+        .get_or_init(|| {
+            let c = Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+    handle.render()
 }
 
 /// Counts a request refused at the HTTP or gRPC edge (before the runtime saw it).

@@ -46,6 +46,18 @@ async fn metrics_after_traffic_on_both_ports() {
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
+    // The standard process metrics, read at the scrape: this test process has run three
+    // DLRM batches and started a server, so its CPU total is positive.
+    if cfg!(target_os = "linux") {
+        let cpu = prometheus_value(&text, "process_cpu_seconds_total")
+            .unwrap_or_else(|| panic!("/metrics lacks process_cpu_seconds_total:\n{text}"));
+        assert!(
+            cpu > 0.0 && cpu.is_finite(),
+            "process_cpu_seconds_total {cpu}"
+        );
+        let rss = prometheus_value(&text, "process_resident_memory_bytes").unwrap();
+        assert!(rss > 1e6, "process_resident_memory_bytes {rss}");
+    }
     let edge = text.lines().any(|l| {
         l.starts_with("cohost_request_failure_total")
             && l.contains(&format!("model=\"{model}\""))
@@ -179,4 +191,11 @@ async fn load_counter_rises_under_saturation_and_drains() {
         .expect("cohost_model_load gauge for the busy model");
     assert_eq!(gauge, header_load, "gauge {gauge} vs header {header}");
     s.stop().await;
+}
+
+/// The value of an unlabelled sample `name` in Prometheus text.
+fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
