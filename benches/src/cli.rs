@@ -342,6 +342,9 @@ fn print_server_side(report: &Report) {
             crate::server_stats::markdown(&report.server)
         );
     }
+    if let Some(cpu) = &report.cpu {
+        println!("{}", crate::server_stats::cpu_line(cpu));
+    }
 }
 
 fn step_line(i: usize, s: &Step) -> String {

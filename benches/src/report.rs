@@ -151,6 +151,10 @@ pub struct Report {
     /// readable ([`crate::server_stats::measure`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub server: Vec<crate::server_stats::ServerWindow>,
+    /// CPU per answered request of the client and the server over the same span, where
+    /// the server's statistics were readable ([`crate::server_stats::measure`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<crate::server_stats::CpuWindow>,
 }
 
 /// Open loop: time from each measured request's scheduled instant to the start of its
@@ -192,6 +196,7 @@ impl Report {
                 .collect(),
             send_lateness: None,
             server: Vec::new(),
+            cpu: None,
         }
     }
 

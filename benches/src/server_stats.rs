@@ -1,5 +1,6 @@
 //! What the server did during a measured run, from its statistics before and after (as
-//! `perf_analyzer` prints it): batches, rows per batch, queue and forward time.
+//! `perf_analyzer` prints it): batches, rows per batch, queue and forward time; and the CPU
+//! the client and the server spent per answered request.
 
 use crate::load::LoadSpec;
 use crate::report::Report;
@@ -11,7 +12,8 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 /// [`crate::measure`], with [`Report::server`] filled from the target's statistics read
-/// before and after (left empty where the target cannot read them).
+/// before and after (left empty where the target cannot read them), and [`Report::cpu`]
+/// from this process's CPU time and the server's `process_cpu_seconds_total`.
 pub async fn measure<T: Target>(
     target: Arc<T>,
     prepared: Arc<Prepared<T::Encoded>>,
@@ -19,12 +21,105 @@ pub async fn measure<T: Target>(
 ) -> Report {
     let models: Vec<String> = prepared.models.iter().map(|m| m.name.clone()).collect();
     let before = target.server_stats().await;
+    let server_cpu_before = target.server_cpu_seconds().await;
+    let client_cpu_before = process_cpu_seconds();
     let mut report = crate::load::measure(target.clone(), prepared, spec).await;
+    let client_cpu_after = process_cpu_seconds();
+    let server_cpu_after = target.server_cpu_seconds().await;
     if let (Some(b), Some(a)) = (before, target.server_stats().await) {
         let names: Vec<&str> = models.iter().map(String::as_str).collect();
         report.server = window(&b, &a, &names);
+        let requests = report.server.iter().map(|w| w.requests).sum();
+        report.cpu = cpu_window(
+            requests,
+            client_cpu_before.zip(client_cpu_after),
+            server_cpu_before.zip(server_cpu_after),
+            target.shares_process(),
+        );
     }
     report
+}
+
+/// CPU per answered request over a run (warm-up included), from the CPU totals before and
+/// after of the client (this process) and of the server process.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CpuWindow {
+    /// Requests the server answered over the span (all the workload's models).
+    pub requests: u64,
+    /// µs of this process's CPU (user + system) per answered request.
+    pub client_us_per_request: f64,
+    /// µs of the server process's CPU per answered request, where it exports
+    /// `process_cpu_seconds_total` (cohost does, on `/metrics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_us_per_request: Option<f64>,
+    /// The server runs in this process (in-process target): the client's figure is both.
+    pub shared_process: bool,
+}
+
+/// The [`CpuWindow`] of `requests` answered while the client's CPU seconds went from the
+/// first to the second of `client` and the server's likewise; None without requests or
+/// without the client's reading.
+pub fn cpu_window(
+    requests: u64,
+    client: Option<(f64, f64)>,
+    server: Option<(f64, f64)>,
+    shared_process: bool,
+) -> Option<CpuWindow> {
+    let per_request =
+        |(before, after): (f64, f64)| (after - before).max(0.0) * 1e6 / requests as f64;
+    (requests > 0).then_some(())?;
+    Some(CpuWindow {
+        requests,
+        client_us_per_request: per_request(client?),
+        server_us_per_request: server.map(per_request),
+        shared_process,
+    })
+}
+
+/// This process's CPU seconds so far (user + system, all threads); None where unknown.
+#[cfg(unix)]
+pub fn process_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage writes a whole rusage into the pointer it is given on success.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
+/// This process's CPU seconds so far; unknown off Unix.
+#[cfg(not(unix))]
+pub fn process_cpu_seconds() -> Option<f64> {
+    None
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// One line saying what [`CpuWindow`] measured.
+pub fn cpu_line(cpu: &CpuWindow) -> String {
+    if cpu.shared_process {
+        return format!(
+            "CPU per answered request: {:.1} us (bench and runtime in one process; {} requests, warm-up included)",
+            cpu.client_us_per_request, cpu.requests
+        );
+    }
+    let server = cpu
+        .server_us_per_request
+        .map_or_else(|| "not exported".to_string(), |us| format!("{us:.1} us"));
+    format!(
+        "CPU per answered request: client {:.1} us, server {server} (process_cpu_seconds_total; {} requests, warm-up included)",
+        cpu.client_us_per_request, cpu.requests
+    )
 }
 
 /// One model's server-side counters over a run (the difference of two snapshots).
@@ -261,6 +356,56 @@ mod tests {
         let w = window(&[], &[stats("a", 8, 2, 8, 1_000), v2], &["a"]);
         assert_eq!((w[0].requests, w[0].rows, w[0].batches), (14, 14, 4));
         assert!((w[0].queue_us - 4.0 / 14.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn cpu_per_request_is_the_change_over_the_answered_requests() {
+        let cpu = cpu_window(4_000, Some((1.0, 1.4)), Some((10.0, 10.8)), false).unwrap();
+        assert_eq!(cpu.requests, 4_000);
+        assert!((cpu.client_us_per_request - 100.0).abs() < 1e-9);
+        assert!((cpu.server_us_per_request.unwrap() - 200.0).abs() < 1e-9);
+        assert_eq!(
+            cpu_line(&cpu),
+            "CPU per answered request: client 100.0 us, server 200.0 us (process_cpu_seconds_total; 4000 requests, warm-up included)"
+        );
+        let alone = cpu_window(10, Some((0.0, 0.001)), None, true).unwrap();
+        assert_eq!(alone.server_us_per_request, None);
+        assert!(cpu_line(&alone).contains("100.0 us (bench and runtime in one process"));
+        assert_eq!(cpu_window(0, Some((0.0, 1.0)), None, false), None);
+        assert_eq!(cpu_window(5, None, Some((0.0, 1.0)), false), None);
+    }
+
+    #[test]
+    fn prometheus_samples_are_read_by_exact_name() {
+        let text = "# HELP process_cpu_seconds_total Total CPU.\n\
+                    # TYPE process_cpu_seconds_total gauge\n\
+                    process_cpu_seconds_total_extra 9\n\
+                    process_cpu_seconds_total 12.34\n\
+                    process_threads 7 1700000000000\n";
+        assert_eq!(
+            prometheus_value(text, "process_cpu_seconds_total"),
+            Some(12.34)
+        );
+        assert_eq!(prometheus_value(text, "process_threads"), Some(7.0));
+        assert_eq!(prometheus_value(text, "process_open_fds"), None);
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_with_work() {
+        let Some(before) = process_cpu_seconds() else {
+            return;
+        };
+        // Spinning on this thread moves the total within a few ms of CPU; 5 s is a hang.
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        let mut after = before;
+        while after <= before && start.elapsed() < std::time::Duration::from_secs(5) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            after = process_cpu_seconds().unwrap();
+        }
+        assert!(after > before, "{before} -> {after}");
     }
 
     #[test]

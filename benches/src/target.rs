@@ -69,6 +69,17 @@ pub trait Target: Send + Sync + 'static {
     fn server_stats(&self) -> impl Future<Output = Option<Vec<ModelStats>>> + Send {
         async { None }
     }
+
+    /// The server process's CPU seconds so far (`process_cpu_seconds_total`), where this
+    /// target can read them.
+    fn server_cpu_seconds(&self) -> impl Future<Output = Option<f64>> + Send {
+        async { None }
+    }
+
+    /// True when the server runs inside this process, so the client's CPU includes it.
+    fn shares_process(&self) -> bool {
+        false
+    }
 }
 
 /// A pre-encoded HTTP request: its body and, for the binary extension, the JSON length.
@@ -194,6 +205,12 @@ impl Target for HttpTarget {
         crate::server_stats::from_triton_json(&json)
     }
 
+    async fn server_cpu_seconds(&self) -> Option<f64> {
+        let url = format!("{}/metrics", self.base);
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        crate::server_stats::prometheus_value(&text, "process_cpu_seconds_total")
+    }
+
     async fn infer(&self, _model: &str, request: &HttpEncoded) -> Result<(), FailKind> {
         let (content_type, extra) = match request.header_len {
             Some(n) => (
@@ -253,6 +270,10 @@ impl Target for InProcessTarget {
 
     async fn server_stats(&self) -> Option<Vec<ModelStats>> {
         self.runtime.stats(None, None).ok()
+    }
+
+    fn shares_process(&self) -> bool {
+        true
     }
 
     async fn infer(&self, model: &str, request: &InferRequest) -> Result<(), FailKind> {

@@ -193,6 +193,35 @@ async fn server_window_matches_the_client<T: Target>(target: T, repo: &std::path
     // The measuring entry point fills the same table into the report by itself.
     let again = cohost_bench::server_stats::measure(target.clone(), prepared.clone(), &spec).await;
     assert_eq!(again.server.len(), 2, "{name}: {:?}", again.server);
+    // CPU per answered request: this process's own (client, and here the server too),
+    // and over HTTP the server's process_cpu_seconds_total from /metrics. The test server
+    // runs in this process, so the two are one process read two ways (getrusage and
+    // /proc ticks of 10 ms): they must agree.
+    let cpu = again.cpu.as_ref().expect("CPU window");
+    assert_eq!(
+        cpu.requests,
+        again.server.iter().map(|w| w.requests).sum::<u64>(),
+        "{name}"
+    );
+    assert!(
+        cpu.client_us_per_request > 0.0 && cpu.client_us_per_request.is_finite(),
+        "{name}: {cpu:?}"
+    );
+    match name {
+        "in-process" => assert!(cpu.shared_process && cpu.server_us_per_request.is_none()),
+        "grpc" => assert_eq!(cpu.server_us_per_request, None, "metrics are on HTTP"),
+        _ if cfg!(target_os = "linux") => {
+            let server = cpu
+                .server_us_per_request
+                .expect("process_cpu_seconds_total read");
+            let client = cpu.client_us_per_request;
+            assert!(
+                (server - client).abs() <= 0.2 * client.max(server),
+                "{name}: one process, read two ways: {cpu:?}"
+            );
+        }
+        _ => {}
+    }
     for w in &again.server {
         let (_, s) = again.models.iter().find(|(m, _)| m == &w.model).unwrap();
         assert_eq!(
