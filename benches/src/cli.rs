@@ -107,6 +107,10 @@ pub struct BenchArgs {
     /// wait counts in its latency). 0 = a connection per request in flight.
     #[arg(long, default_value_t = 0)]
     pub connections: usize,
+    /// gRPC: the server's HTTP address, whose `/metrics` gives its CPU per request (e.g.
+    /// http://127.0.0.1:8000); without it only the client's CPU is reported.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
     /// Client-side timeout per request, seconds.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -201,12 +205,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         TargetKind::Grpc => {
             let connections = 4;
-            run_with(
-                GrpcTarget::connect(&url(8001), connections, timeout).await?,
-                &args,
-                workload,
-            )
-            .await
+            let mut target = GrpcTarget::connect(&url(8001), connections, timeout).await?;
+            if let Some(m) = &args.metrics_url {
+                target = target.with_metrics(m.clone());
+            }
+            run_with(target, &args, workload).await
         }
         TargetKind::InProcess => {
             let Some(repo) = args.model_repository.clone() else {

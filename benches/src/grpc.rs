@@ -42,6 +42,8 @@ pub struct GrpcTarget {
     slots: Vec<Mutex<SendRequest<Bytes>>>,
     next: AtomicUsize,
     timeout: Duration,
+    /// The server's HTTP base URL, for `process_cpu_seconds_total` on its `/metrics`.
+    metrics_base: Option<String>,
 }
 
 /// Why a call failed before a gRPC status was read.
@@ -103,7 +105,15 @@ impl GrpcTarget {
             slots,
             next: AtomicUsize::new(0),
             timeout,
+            metrics_base: None,
         })
+    }
+
+    /// Reads the server's CPU total from `GET {base}/metrics` (its HTTP port), so reports
+    /// carry the server's CPU per request as they do over HTTP.
+    pub fn with_metrics(mut self, base: impl Into<String>) -> Self {
+        self.metrics_base = Some(base.into().trim_end_matches('/').to_string());
+        self
     }
 
     /// Slot `i`'s connection, ready for a new stream; opened again first if the server
@@ -270,6 +280,17 @@ impl Target for GrpcTarget {
 
     fn encode(&self, model: &str, request: &GenRequest) -> anyhow::Result<Bytes> {
         Ok(frame(&infer_request(model, request)))
+    }
+
+    async fn server_cpu_seconds(&self) -> Option<f64> {
+        let base = self.metrics_base.as_ref()?;
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        crate::server_stats::prometheus_value(&text, "process_cpu_seconds_total")
     }
 
     async fn server_stats(&self) -> Option<Vec<ModelStats>> {

@@ -174,7 +174,12 @@ async fn grpc_target_reconnects_after_the_server_restarts() {
 
 /// The server's statistics over a run (`cohost bench`'s server-side table) count exactly
 /// the requests and rows the client had answered, over HTTP, gRPC and in-process alike.
-async fn server_window_matches_the_client<T: Target>(target: T, repo: &std::path::Path) {
+/// `with_metrics`: the target reads the server's `/metrics` (HTTP always, gRPC when told).
+async fn server_window_matches_the_client<T: Target>(
+    target: T,
+    repo: &std::path::Path,
+    with_metrics: bool,
+) {
     let name = target.name();
     let target = Arc::new(target);
     let prepared = Arc::new(prepare(target.as_ref(), &workload(repo)).unwrap());
@@ -209,7 +214,7 @@ async fn server_window_matches_the_client<T: Target>(target: T, repo: &std::path
     );
     match name {
         "in-process" => assert!(cpu.shared_process && cpu.server_us_per_request.is_none()),
-        "grpc" => assert_eq!(cpu.server_us_per_request, None, "metrics are on HTTP"),
+        "grpc" if !with_metrics => assert_eq!(cpu.server_us_per_request, None, "{cpu:?}"),
         _ if cfg!(target_os = "linux") => {
             let server = cpu
                 .server_us_per_request
@@ -254,11 +259,12 @@ async fn server_side_window_counts_what_the_client_saw() {
     let mut server = TestServer::start(|_| {}).await;
     let repo = server.repo.path().to_path_buf();
     let http = HttpTarget::new(&server.base, false, Duration::from_secs(10)).unwrap();
-    server_window_matches_the_client(http, &repo).await;
-    let grpc = GrpcTarget::connect(&server.grpc_url(), 1, Duration::from_secs(10))
-        .await
-        .unwrap();
-    server_window_matches_the_client(grpc, &repo).await;
+    server_window_matches_the_client(http, &repo, true).await;
+    let grpc_url = server.grpc_url();
+    let grpc = || GrpcTarget::connect(&grpc_url, 1, Duration::from_secs(10));
+    server_window_matches_the_client(grpc().await.unwrap(), &repo, false).await;
+    let with_metrics = grpc().await.unwrap().with_metrics(&server.base);
+    server_window_matches_the_client(with_metrics, &repo, true).await;
     server.stop().await;
     let runtime = cohost_runtime::Runtime::new(cohost_runtime::RuntimeOptions {
         repository: Some(repo.clone()),
@@ -267,7 +273,11 @@ async fn server_side_window_counts_what_the_client_saw() {
     })
     .unwrap();
     assert!(runtime.load_all().is_empty());
-    server_window_matches_the_client(cohost_bench::InProcessTarget::new(runtime.clone()), &repo)
-        .await;
+    server_window_matches_the_client(
+        cohost_bench::InProcessTarget::new(runtime.clone()),
+        &repo,
+        false,
+    )
+    .await;
     runtime.shutdown();
 }
