@@ -283,14 +283,7 @@ impl Target for GrpcTarget {
     }
 
     async fn server_cpu_seconds(&self) -> Option<f64> {
-        let base = self.metrics_base.as_ref()?;
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        crate::server_stats::prometheus_value(&text, "process_cpu_seconds_total")
+        crate::server_stats::scrape_cpu_seconds(self.metrics_base.as_ref()?).await
     }
 
     async fn server_stats(&self) -> Option<Vec<ModelStats>> {

@@ -97,6 +97,17 @@ pub fn process_cpu_seconds() -> Option<f64> {
     None
 }
 
+/// `process_cpu_seconds_total` from `GET {base}/metrics`; None if unreachable or absent.
+pub async fn scrape_cpu_seconds(base: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    prometheus_value(&text, "process_cpu_seconds_total")
+}
+
 /// The value of the unlabelled sample `name` in a Prometheus text exposition.
 pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
     text.lines()

@@ -206,9 +206,7 @@ impl Target for HttpTarget {
     }
 
     async fn server_cpu_seconds(&self) -> Option<f64> {
-        let url = format!("{}/metrics", self.base);
-        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-        crate::server_stats::prometheus_value(&text, "process_cpu_seconds_total")
+        crate::server_stats::scrape_cpu_seconds(&self.base).await
     }
 
     async fn infer(&self, _model: &str, request: &HttpEncoded) -> Result<(), FailKind> {
