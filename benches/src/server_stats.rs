@@ -65,9 +65,11 @@ pub fn cpu_window(
     server: Option<(f64, f64)>,
     shared_process: bool,
 ) -> Option<CpuWindow> {
+    if requests == 0 {
+        return None;
+    }
     let per_request =
         |(before, after): (f64, f64)| (after - before).max(0.0) * 1e6 / requests as f64;
-    (requests > 0).then_some(())?;
     Some(CpuWindow {
         requests,
         client_us_per_request: per_request(client?),
@@ -97,16 +99,19 @@ pub fn process_cpu_seconds() -> Option<f64> {
     None
 }
 
-/// `process_cpu_seconds_total` from `GET {base}/metrics`; None if unreachable or absent.
+/// `process_cpu_seconds_total` from `GET {base}/metrics`; None if unreachable, absent or
+/// not answered within [`SCRAPE_TIMEOUT`].
 pub async fn scrape_cpu_seconds(base: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let scrape = async {
+        let response = reqwest::get(format!("{base}/metrics")).await.ok()?;
+        response.text().await.ok()
+    };
+    let text = tokio::time::timeout(SCRAPE_TIMEOUT, scrape).await.ok()??;
     prometheus_value(&text, "process_cpu_seconds_total")
 }
+
+/// Longest a report waits for a server's statistics or metrics.
+pub const SCRAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The value of the unlabelled sample `name` in a Prometheus text exposition.
 pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {

@@ -201,7 +201,11 @@ impl Target for HttpTarget {
 
     async fn server_stats(&self) -> Option<Vec<ModelStats>> {
         let url = format!("{}/v2/models/stats", self.base);
-        let json: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        let fetch = async { reqwest::get(&url).await.ok()?.json().await.ok() };
+        let json: serde_json::Value =
+            tokio::time::timeout(crate::server_stats::SCRAPE_TIMEOUT, fetch)
+                .await
+                .ok()??;
         crate::server_stats::from_triton_json(&json)
     }
 
