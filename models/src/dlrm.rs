@@ -17,7 +17,7 @@
 mod placement;
 
 use crate::config::{DlrmParams, ModelConfig, WeightPrecision};
-use crate::layers::{DenseStack, f32_input, i64_input, input_name};
+use crate::layers::{DenseStack, f32_input, i64_input, input_name, layer_bytes};
 use crate::model::{Batch, MemoryReport, Model, ModelError, PlacementOptions};
 use crate::weights::Weights;
 use cohost_kernels::offload::{CacheTier, HostRows, OffloadedTable};
@@ -66,7 +66,7 @@ pub(crate) fn dense_bytes(p: &DlrmParams, precision: WeightPrecision) -> u64 {
     let top = std::iter::once(interaction_width(p)).chain(p.top.iter().copied());
     let stack = |w: Vec<usize>| -> u64 {
         w.windows(2)
-            .map(|p| (p[0] * p[1]) as u64 * precision.bytes() + 4 * p[1] as u64)
+            .map(|p| layer_bytes(p[0], p[1], precision))
             .sum()
     };
     stack(bottom.collect()) + stack(top.collect())

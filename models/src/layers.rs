@@ -9,6 +9,11 @@ use cohost_kernels::{Activation, Lane, Ops};
 /// The largest finite f16.
 const F16_MAX: f32 = 65504.0;
 
+/// Bytes one `inp → out` layer holds: its weight matrix in `precision`, its bias in f32.
+pub(crate) fn layer_bytes(inp: usize, out: usize, precision: WeightPrecision) -> u64 {
+    (inp * out) as u64 * precision.bytes() + 4 * out as u64
+}
+
 /// One `act(x · wᵀ + b)` layer.
 struct Linear<O: Ops> {
     w: O::Tensor,
@@ -82,7 +87,7 @@ impl<O: Ops> DenseStack<O> {
     pub(crate) fn bytes(&self) -> u64 {
         self.layers
             .iter()
-            .map(|l| (l.inp * l.out) as u64 * l.precision.bytes() + 4 * l.out as u64)
+            .map(|l| layer_bytes(l.inp, l.out, l.precision))
             .sum()
     }
 
