@@ -23,6 +23,13 @@ struct Fit {
     samples: u64,
 }
 
+impl Fit {
+    /// `a + b·rows`.
+    fn predict(&self, rows: usize) -> f64 {
+        self.a + self.b * rows as f64
+    }
+}
+
 /// Online estimate of a model's batch latency as a function of batch rows.
 #[derive(Debug)]
 pub struct LatencyModel {
@@ -53,8 +60,7 @@ impl LatencyModel {
 
     /// Predicted seconds for a batch of `rows` rows.
     pub fn predict(&self, rows: usize) -> f64 {
-        let f = self.fit.lock();
-        f.a + f.b * rows as f64
+        self.fit.lock().predict(rows)
     }
 
     /// `(a, b)` of the current fit.
@@ -66,7 +72,7 @@ impl LatencyModel {
     /// [`LatencyModel::predict`] once the fit is calibrated, else None (one lock).
     pub fn calibrated_prediction(&self, rows: usize) -> Option<f64> {
         let f = self.fit.lock();
-        (f.samples >= CALIBRATION_SAMPLES).then(|| f.a + f.b * rows as f64)
+        (f.samples >= CALIBRATION_SAMPLES).then(|| f.predict(rows))
     }
 
     /// True once enough batches were measured to trust the fit.
