@@ -117,9 +117,13 @@ pub fn matmul_wt_f16(
     } else {
         // Many rows (or no AVX2): widen once, then the f32 path; the widening is one pass
         // over the weights, shared by every row.
-        let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
-        matmul_wt(x, n, k, &wide, out, y, threads);
+        matmul_wt(x, n, k, &widened(w), out, y, threads);
     }
+}
+
+/// f16 weights as f32 (exact), for the paths that take f32 weights.
+fn widened(w: &[f16]) -> Vec<f32> {
+    w.iter().map(|v| v.to_f32()).collect()
 }
 
 /// Whether the AVX2 kernels can run here (AVX2, FMA and F16C, which every AVX2 x86 has).
@@ -158,8 +162,7 @@ pub fn row_dots_f16(x: &[f32], n: usize, k: usize, w: &[f16], out: usize, y: &mu
         unsafe { avx2::row_dots::<true>(x, n, k, w.as_ptr().cast(), out, y) };
         return;
     }
-    let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
-    row_dots_portable(x, n, k, &wide, out, y);
+    row_dots_portable(x, n, k, &widened(w), out, y);
 }
 
 /// Weight rows dotted together with one batch row (independent add chains, one load of
