@@ -24,6 +24,24 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
+/// `(rows, k, out)` of the linear tests.
+const LINEAR_SIZES: [(usize, usize, usize); 14] = [
+    (1, 1, 1),
+    (1, 13, 7),
+    (1, 16, 19),
+    (2, 8, 5),
+    (3, 9, 3),
+    (4, 33, 17),
+    (5, 33, 17),
+    (6, 7, 2),
+    (7, 70, 9),
+    (8, 16, 12),
+    (9, 16, 9),
+    (32, 33, 21),
+    (33, 9, 4),
+    (64, 70, 129),
+];
+
 #[test]
 fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
     // Rows 1..=32 take the row-dot kernel (tiles of 3 batch rows x 4 weight rows, or 8
@@ -31,24 +49,8 @@ fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
     // on a partial row tile; out = 5, 9, 17, 129 on single weight rows after the 4-row
     // groups; k = 7, 8, 9, 33 and 70 cover an empty, exact and partial 8-wide tail;
     // 2 threads cover gemm's rayon path.
-    let sizes = [
-        (1, 1, 1),
-        (1, 13, 7),
-        (1, 16, 19),
-        (2, 8, 5),
-        (3, 9, 3),
-        (4, 33, 17),
-        (5, 33, 17),
-        (6, 7, 2),
-        (7, 70, 9),
-        (8, 16, 12),
-        (9, 16, 9),
-        (32, 33, 21),
-        (33, 9, 4),
-        (64, 70, 129),
-    ];
     for ops in [CpuOps::new(), CpuOps::with_threads(2)] {
-        linear_against_f64(&ops, &sizes, false);
+        linear_against_f64(&ops, false);
     }
 }
 
@@ -56,25 +58,16 @@ fn linear_matches_f64_loops_for_every_activation_and_odd_sizes() {
 fn linear_with_f16_weights_matches_f64_loops_over_the_rounded_weights() {
     // The same shapes with weights stored as f16: the reference multiplies by each weight
     // rounded to f16 (what the layer holds), so the tolerance is the f32 one.
-    let sizes = [
-        (1, 13, 7),
-        (1, 16, 19),
-        (3, 9, 3),
-        (4, 33, 17),
-        (7, 70, 9),
-        (32, 33, 21),
-        (33, 9, 4),
-        (64, 70, 129),
-    ];
     for ops in [CpuOps::new(), CpuOps::with_threads(2)] {
-        linear_against_f64(&ops, &sizes, true);
+        linear_against_f64(&ops, true);
     }
 }
 
-fn linear_against_f64(ops: &CpuOps, sizes: &[(usize, usize, usize)], half: bool) {
+/// `ops.linear` against f64 loops over [`LINEAR_SIZES`], weights stored as f16 when `half`.
+fn linear_against_f64(ops: &CpuOps, half: bool) {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(1);
-    for &(n, k, m) in sizes {
+    for &(n, k, m) in &LINEAR_SIZES {
         let x = random(&mut rng, n * k);
         let w = random(&mut rng, m * k);
         let b = random(&mut rng, m);
