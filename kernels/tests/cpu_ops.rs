@@ -155,7 +155,7 @@ fn f16_weights_give_exactly_the_f32_kernel_on_the_widened_weights() {
             row_dots(&x[..n * k], n, k, &wide, m, &mut b);
             assert_eq!(a, b, "k {k} m {m} n {n}");
         }
-        // Past 32 rows the weights are widened once and go to the gemm crate.
+        // Past 32 rows the weights are widened into an f32 copy per call and go to the gemm crate.
         let n = 40;
         let mut a = vec![0f32; n * m];
         matmul_wt_f16(&x, n, k, &w16, m, &mut a, 1);
