@@ -102,8 +102,8 @@ const KEEP_UP: f64 = 0.5;
 /// model whose traffic is thin (one of many sharing a slice) would wait for its next
 /// arrival, re-planned on every wake-up, until the latest start: every request then
 /// finished just inside the target and any stall of the host pushed it over. A quarter of
-/// the 8 ms planned for a 10 ms target is 2 ms, the delay of session 1's best static
-/// setting in the grid of docs/BATCHING.md § (a) (session 3's best waited 0.5 ms).
+/// the 8 ms planned for a 10 ms target is 2 ms, the delay of the best static setting in
+/// the 2026-11-21 grid of docs/BATCHING.md § (a) (the 2026-11-30 grid's best waited 0.5 ms).
 const GATHER: f64 = 0.25;
 
 /// SLO-aware: a batch waits for company only while its oldest request can still finish

@@ -152,7 +152,7 @@ impl Drop for ServerHandle {
 /// Connections the kernel may hold for a listener before it is accepted (capped by
 /// `net.core.somaxconn`). Tokio's `TcpListener::bind` asks for 128: a burst of new client
 /// connections while the front end is busy overflowed it, and each dropped SYN cost its
-/// request a 1 s retransmission (docs/BATCHING-HISTORY.md, "Session 5").
+/// request a 1 s retransmission (docs/BATCHING.md § Log, 2026-11-30 `01dd04a`..`5a6452b`).
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn bind(host: IpAddr, port: u16, what: &str) -> anyhow::Result<TcpListener> {
