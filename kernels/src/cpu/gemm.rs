@@ -15,7 +15,8 @@ use super::dot::dots;
 use half::f16;
 
 /// Batches of at most this many rows use the row-dot kernel (on one thread it beats the
-/// `gemm` crate up to here: `docs/results/2026-11-30-0838-tiled-kernel-early-refusal/kernel-tiles.txt`).
+/// `gemm` crate up to here:
+/// `docs/results/2026-11-30-0838-tiled-kernel-early-refusal/kernel-tiles.txt`).
 pub const DOT_ROWS: usize = 32;
 
 /// Writes `x · wᵀ` into `y` (`n × out`, row-major), with `x` `n × k` and `w` `out × k`,
