@@ -209,7 +209,7 @@ def differences(a: Any, b: Any, path: str) -> list[str]:
 
 
 def validate_kserve(doc: Document) -> list[str]:
-    """Builds a KServe object with the kserve models and requires an exact round trip."""
+    """Builds a KServe object with the kserve models; its round trip must carry the input."""
     from kserve.api_client import ApiClient
 
     _, version = group_version(doc)
@@ -228,12 +228,12 @@ def validate_kserve(doc: Document) -> list[str]:
 
 
 def validate_monitoring(doc: Document) -> list[str]:
-    """Validates a Prometheus Operator object with the CRD models and requires an exact
-    round trip (the models ignore unknown fields, so the round trip is what catches them)."""
+    """Validates a Prometheus Operator object with the CRD models; its round trip must carry
+    the input (the models ignore unknown fields, so the round trip is what catches them)."""
     import pydantic
     from cloudcoil.models.prometheus_operator import v1
 
-    group, version = group_version(doc)
+    _, version = group_version(doc)
     module = v1 if version == "v1" else None
     klass = getattr(module, doc.data["kind"], None) if module else None
     if klass is None:
@@ -252,21 +252,42 @@ def validate_monitoring(doc: Document) -> list[str]:
 # --- Cross-object checks -------------------------------------------------------------------
 
 
-def cli_flags(repo: pathlib.Path) -> dict[str, set[str]]:
-    """The long flags of `cohost serve` and `cohost gen`, read off the clap structs."""
-    flags: dict[str, set[str]] = {}
-    wanted = {"ServeArgs": "serve", "GenArgs": "gen"}
+def rust_structs(repo: pathlib.Path) -> dict[str, list[tuple[str, str, str]]]:
+    """Every `pub struct` under server/src: its fields as (name, type, attributes before it)."""
+    structs: dict[str, list[tuple[str, str, str]]] = {}
     for path in sorted((repo / "server" / "src").rglob("*.rs")):
-        text = path.read_text()
-        for struct, command in wanted.items():
-            m = re.search(r"pub struct " + struct + r"\s*\{(.*?)\n\}", text, re.S)
-            if m:
-                names = re.findall(r"^\s*pub (\w+):", m.group(1), re.M)
-                flags[command] = {"--" + n.replace("_", "-") for n in names}
-    missing = set(wanted.values()) - set(flags)
-    if missing:
-        raise SystemExit(f"cannot find the clap structs of {sorted(missing)} under server/src")
-    return flags
+        for m in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", path.read_text(), re.S):
+            fields, attrs = [], ""
+            for line in m.group(2).splitlines():
+                line = line.strip()
+                if line.startswith("#["):
+                    attrs += line
+                elif f := re.match(r"pub (\w+):\s*([^,]+),?$", line):
+                    fields.append((f.group(1), f.group(2).strip(), attrs))
+                    attrs = ""
+            structs[m.group(1)] = fields
+    return structs
+
+
+def cli_flags(repo: pathlib.Path) -> dict[str, set[str]]:
+    """The long flags of `cohost serve` and `cohost gen`, read off the clap structs
+    (`ServeArgs`, `GenArgs`, and the structs they flatten)."""
+    structs = rust_structs(repo)
+
+    def flags_of(struct: str) -> set[str]:
+        if struct not in structs:
+            raise SystemExit(f"cannot find `pub struct {struct}` under server/src")
+        out = set()
+        for name, type_name, attrs in structs[struct]:
+            if "flatten" in attrs:
+                out |= flags_of(re.sub(r"^Box<(.*)>$", r"\1", type_name))
+            elif m := re.search(r'long\s*=\s*"([^"]+)"', attrs):
+                out.add("--" + m.group(1))
+            else:
+                out.add("--" + name.replace("_", "-"))
+        return out
+
+    return {"serve": flags_of("ServeArgs"), "gen": flags_of("GenArgs")}
 
 
 def containers_of(doc: Document) -> list[dict]:
