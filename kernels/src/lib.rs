@@ -9,9 +9,12 @@ pub mod cpu;
 pub mod cuda;
 pub mod embedding;
 mod error;
+mod lane;
 pub mod offload;
 mod ops;
+mod table;
 
-pub use embedding::{EmbeddingStore, TableMemory, TablePlacement};
 pub use error::{KernelError, Result};
-pub use ops::{Activation, Lane, LaneKind, Ops};
+pub use lane::{Lane, LaneKind};
+pub use ops::{Activation, EmbeddingStore, Ops};
+pub use table::{TableMemory, TablePlacement};

@@ -1,5 +1,9 @@
-use crate::{EmbeddingStore, Result};
-use std::sync::Arc;
+//! The backend seam: [`Ops`] and [`EmbeddingStore`] name each other (a backend makes its
+//! resident tables; a table pools with its backend's ops), so they live together.
+
+use crate::Result;
+use crate::lane::Lane;
+use crate::table::{TableMemory, TablePlacement};
 
 /// The activation fused after a linear layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -10,44 +14,6 @@ pub enum Activation {
     Relu,
     /// 1 / (1 + e^-x).
     Sigmoid,
-}
-
-/// What executes a lane's work.
-#[derive(Clone)]
-pub enum LaneKind {
-    /// A CPU worker thread (ops run on candle, which may fan out to rayon).
-    Cpu,
-    /// A CUDA stream in the visible device's context.
-    Cuda(Arc<cudarc::driver::CudaStream>),
-}
-
-/// One execution context of the slice: every op of a batch is issued on its lane.
-#[derive(Clone)]
-pub struct Lane {
-    /// Position of this lane among the runtime's lanes.
-    pub index: usize,
-    /// CPU thread or CUDA stream.
-    pub kind: LaneKind,
-}
-
-impl Lane {
-    /// A CPU lane with the given index.
-    pub fn cpu(index: usize) -> Self {
-        Lane {
-            index,
-            kind: LaneKind::Cpu,
-        }
-    }
-}
-
-impl std::fmt::Debug for Lane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            LaneKind::Cpu => "cpu",
-            LaneKind::Cuda(_) => "cuda",
-        };
-        write!(f, "Lane({kind}#{})", self.index)
-    }
 }
 
 /// A backend's ops over 2-D row-major f32 matrices; models are written once against it.
@@ -112,4 +78,24 @@ pub trait Ops: Send + Sync + 'static {
     ) -> Result<Box<dyn EmbeddingStore<Self>>>
     where
         Self: Sized;
+}
+
+/// One embedding table of `rows x dim` f32 values, pooled with sum over fixed-size bags.
+pub trait EmbeddingStore<O: Ops>: Send + Sync {
+    /// Table name (used in error messages and metrics).
+    fn name(&self) -> &str;
+    /// Number of rows.
+    fn rows(&self) -> usize;
+    /// Embedding dimension.
+    fn dim(&self) -> usize;
+    /// Where the rows live.
+    fn placement(&self) -> TablePlacement;
+    /// Sum-pools `bag` rows per output row: `indices.len() == n * bag`, result `[n, dim]`.
+    /// Indices must already be validated against [`EmbeddingStore::rows`].
+    fn bag_sum(&self, ops: &O, lane: &Lane, indices: &[i64], bag: usize) -> Result<O::Tensor>;
+    /// Memory held and cache counters.
+    fn memory(&self) -> TableMemory;
+    /// Hints that these rows will be pooled soon, so a store that can start fetching them
+    /// early may; indices outside the table are ignored. The default does nothing.
+    fn prefetch(&self, _indices: &[i64]) {}
 }

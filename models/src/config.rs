@@ -1,6 +1,8 @@
 //! `config.toml`: what a model is (family, inputs, outputs, hyper-parameters) and how it
 //! is served (batching, priority, queue bound, versions).
 
+mod rules;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -225,6 +227,30 @@ pub struct DlrmParams {
     pub cache_policy: CachePolicyKind,
 }
 
+impl DlrmParams {
+    /// Per table `(offset, bag)` inside one sparse row, from `multi_hot`.
+    pub(crate) fn bag_layout(&self) -> Vec<(usize, usize)> {
+        let mut off = 0;
+        (0..self.table_sizes.len())
+            .map(|t| {
+                let h = if self.multi_hot.len() == 1 {
+                    self.multi_hot[0]
+                } else {
+                    self.multi_hot[t]
+                };
+                off += h;
+                (off - h, h)
+            })
+            .collect()
+    }
+
+    /// Width of the interaction output (= input width of the top MLP).
+    pub(crate) fn interaction_width(&self) -> usize {
+        let f = self.table_sizes.len() + 1;
+        self.embedding_dim + f * (f - 1) / 2
+    }
+}
+
 /// Storage precision of the dense layers' weight matrices (`weight_precision`); biases,
 /// activations and sums stay f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -382,6 +408,6 @@ impl ModelConfig {
 
     /// Checks every key against the family's needs; `file` names the source in errors.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
-        crate::model::validate_config(self, file)
+        rules::validate(self, file)
     }
 }

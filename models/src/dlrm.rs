@@ -19,7 +19,7 @@ mod placement;
 use crate::config::{DlrmParams, ModelConfig, WeightPrecision};
 use crate::layers::{DenseStack, f32_input, i64_input, input_name, layer_bytes};
 use crate::model::{Batch, MemoryReport, Model, ModelError, PlacementOptions};
-use crate::weights::Weights;
+use crate::st_reader::Weights;
 use cohost_kernels::offload::{CacheTier, HostRows, OffloadedTable};
 use cohost_kernels::{Activation, EmbeddingStore, Lane, Ops};
 use placement::Tier;
@@ -38,32 +38,10 @@ pub struct Dlrm<O: Ops> {
     sparse_width: usize,
 }
 
-/// Per table `(offset, bag)` inside one sparse row, from `multi_hot`.
-pub(crate) fn bag_layout(p: &DlrmParams) -> Vec<(usize, usize)> {
-    let mut off = 0;
-    (0..p.table_sizes.len())
-        .map(|t| {
-            let h = if p.multi_hot.len() == 1 {
-                p.multi_hot[0]
-            } else {
-                p.multi_hot[t]
-            };
-            off += h;
-            (off - h, h)
-        })
-        .collect()
-}
-
-/// Width of the interaction output (= input width of the top MLP).
-pub(crate) fn interaction_width(p: &DlrmParams) -> usize {
-    let f = p.table_sizes.len() + 1;
-    p.embedding_dim + f * (f - 1) / 2
-}
-
 /// Bytes the model's dense layers take (weights and biases, f32).
 pub(crate) fn dense_bytes(p: &DlrmParams, precision: WeightPrecision) -> u64 {
     let bottom = std::iter::once(p.dense_features).chain(p.bottom.iter().copied());
-    let top = std::iter::once(interaction_width(p)).chain(p.top.iter().copied());
+    let top = std::iter::once(p.interaction_width()).chain(p.top.iter().copied());
     let stack = |w: Vec<usize>| -> u64 {
         w.windows(2)
             .map(|p| layer_bytes(p[0], p[1], precision))
@@ -104,7 +82,7 @@ impl<O: Ops> Dlrm<O> {
         let bottom_w: Vec<usize> = std::iter::once(p.dense_features)
             .chain(p.bottom.iter().copied())
             .collect();
-        let top_w: Vec<usize> = std::iter::once(interaction_width(p))
+        let top_w: Vec<usize> = std::iter::once(p.interaction_width())
             .chain(p.top.iter().copied())
             .collect();
         let precision = config.weight_precision;
@@ -141,7 +119,7 @@ impl<O: Ops> Dlrm<O> {
             };
             tables.push(table);
         }
-        let bags = bag_layout(p);
+        let bags = p.bag_layout();
         let sparse_width = bags.iter().map(|b| b.1).sum();
         Ok(Dlrm {
             ops,

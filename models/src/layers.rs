@@ -3,7 +3,7 @@
 
 use crate::config::{ModelConfig, WeightPrecision};
 use crate::model::{Batch, InputData, ModelError};
-use crate::weights::Weights;
+use crate::st_reader::Weights;
 use cohost_kernels::{Activation, Lane, Ops};
 
 /// The largest finite f16.

@@ -7,7 +7,7 @@ pub mod dlrm;
 mod layers;
 pub mod mlp;
 mod model;
-mod rules;
+mod st_reader;
 mod st_writer;
 pub mod synth;
 pub mod weights;
@@ -18,5 +18,6 @@ pub use config::{
 };
 pub use model::{
     BackendHandle, Batch, InputData, MemoryReport, Model, ModelError, PlacementOptions,
-    WeightSource, build_model,
+    WeightSource,
 };
+pub use weights::build_model;

@@ -7,7 +7,7 @@
 use crate::config::ModelConfig;
 use crate::layers::{DenseStack, f32_input};
 use crate::model::{Batch, MemoryReport, Model, ModelError};
-use crate::weights::Weights;
+use crate::st_reader::Weights;
 use cohost_kernels::{Activation, Lane, Ops};
 use std::sync::Arc;
 

@@ -149,18 +149,3 @@ pub struct PlacementOptions {
     /// Host bytes offloaded tables may copy into RAM before falling back to mmap.
     pub host_budget: Option<u64>,
 }
-
-/// Builds a model of the config's family on `backend` from its weights.
-pub fn build_model(
-    config: &ModelConfig,
-    weights: WeightSource<'_>,
-    backend: &BackendHandle,
-    placement: &PlacementOptions,
-) -> Result<std::sync::Arc<dyn Model>, ModelError> {
-    crate::weights::build(config, weights, backend, placement)
-}
-
-/// Validates a config against its family's needs (called by [`ModelConfig::validate`]).
-pub(crate) fn validate_config(config: &ModelConfig, file: &Path) -> Result<(), ConfigError> {
-    crate::weights::validate(config, file)
-}

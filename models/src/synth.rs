@@ -10,7 +10,6 @@ use crate::config::{
     BatchingConfig, BatchingPolicyKind, DataType, DlrmParams, Family, MlpParams, ModelConfig,
     TensorSpec, VersionPolicy, WeightPrecision,
 };
-use crate::dlrm::interaction_width;
 use crate::st_writer::{self, PlannedTensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -195,7 +194,7 @@ fn plan(config: &ModelConfig, seed: u64) -> Vec<PlannedTensor<'static>> {
         let bottom: Vec<usize> = std::iter::once(p.dense_features)
             .chain(p.bottom.iter().copied())
             .collect();
-        let top: Vec<usize> = std::iter::once(interaction_width(p))
+        let top: Vec<usize> = std::iter::once(p.interaction_width())
             .chain(p.top.iter().copied())
             .collect();
         stack(&mut out, "bottom", &bottom, false);

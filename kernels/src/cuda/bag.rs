@@ -1,12 +1,26 @@
-//! The embedding-table launches of [`CudaOps`]: index upload, bag-sum, cache-fill gather.
+//! The embedding-table launches of [`CudaOps`]: index checks and upload, bag-sum, cache-fill
+//! gather.
 
+use super::backend::CudaOps;
 use super::err;
 use super::lane::{LaneState, MAX_STAGED_BYTES};
-use super::ops::{CrossLane, CudaOps, copy_htod, to_i32};
-use super::table::check_indices;
+use super::launch::{CrossLane, copy_htod, to_i32};
 use super::tensor::CudaTensor;
 use crate::{KernelError, Lane, Result};
 use cudarc::driver::{CudaSlice, PushKernelArg};
+
+/// Checks every index against `rows` (an out-of-range read on the device would be a sticky
+/// context error that fails every tenant, so it is refused on the host first).
+pub(crate) fn check_indices(table: &str, indices: &[i64], rows: usize) -> Result<()> {
+    match indices.iter().find(|&&i| i < 0 || i as u64 >= rows as u64) {
+        Some(&index) => Err(KernelError::IndexOutOfRange {
+            table: table.to_string(),
+            index,
+            rows,
+        }),
+        None => Ok(()),
+    }
+}
 
 impl CudaOps {
     /// Copies `indices` to a fresh device buffer on the lane (through pinned staging).

@@ -5,8 +5,10 @@
 //! [`open_device`] has checked that the driver, NVRTC and cuBLAS libraries load.
 //! See `docs/CUDA.md` for the design and how to test it.
 
+mod backend;
 mod bag;
 mod lane;
+mod launch;
 mod mig;
 pub mod nvrtc;
 mod ops;
@@ -14,8 +16,9 @@ mod probe;
 mod table;
 mod tensor;
 
+pub use backend::CudaOps;
 pub use mig::MigInfo;
-pub use ops::{CudaOps, MAX_FEATURES};
+pub use ops::MAX_FEATURES;
 pub use probe::{CudaInfo, Libraries, describe, nvrtc_present, nvrtc_version, open_device, probe};
 pub use table::{MappedHostTable, ResidentTable};
 pub use tensor::CudaTensor;

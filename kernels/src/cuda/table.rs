@@ -1,23 +1,11 @@
 //! Embedding tables on the CUDA backend.
 
+use super::backend::CudaOps;
+use super::bag::check_indices;
 use super::err;
-use super::ops::CudaOps;
 use super::tensor::CudaTensor;
 use crate::{EmbeddingStore, KernelError, Lane, Result, TableMemory, TablePlacement};
 use cudarc::driver::{DevicePtr, PinnedHostSlice, sys};
-
-/// Checks every index against `rows` (an out-of-range read on the device would be a sticky
-/// context error that fails every tenant, so it is refused on the host first).
-pub(crate) fn check_indices(table: &str, indices: &[i64], rows: usize) -> Result<()> {
-    match indices.iter().find(|&&i| i < 0 || i as u64 >= rows as u64) {
-        Some(&index) => Err(KernelError::IndexOutOfRange {
-            table: table.to_string(),
-            index,
-            rows,
-        }),
-        None => Ok(()),
-    }
-}
 
 /// A table wholly in device memory, pooled by the `embedding_bag_sum_f32` kernel.
 pub struct ResidentTable {

@@ -1,7 +1,6 @@
 //! The rules a `config.toml` must satisfy, per family; each error names file and key.
 
 use crate::config::{ConfigError, DataType, Family, ModelConfig, TensorSpec};
-use crate::dlrm::{bag_layout, interaction_width};
 use std::path::Path;
 
 struct Check<'a> {
@@ -206,8 +205,8 @@ pub(crate) fn validate(config: &ModelConfig, file: &Path) -> Result<(), ConfigEr
             if let Some(r) = p.cache_rows {
                 c.require(r >= 1, "dlrm.cache_rows", "must be at least 1, got 0")?;
             }
-            debug_assert!(interaction_width(p) > 0);
-            let sparse: usize = bag_layout(p).iter().map(|b| b.1).sum();
+            debug_assert!(p.interaction_width() > 0);
+            let sparse: usize = p.bag_layout().iter().map(|b| b.1).sum();
             c.tensors(
                 "inputs",
                 &config.inputs,
