@@ -3,18 +3,22 @@
 //!
 //! * Server: [`decode_request`] turns a body into the runtime's request and the
 //!   [`ResponseEncoding`] it asked for, whose [`ResponseEncoding::encode`] writes the answer.
+//! * Client: [`encode_request`] writes a typed request as a body, [`decode_response`] reads
+//!   an answer back into typed tensors.
 //!
 //! Every error is a `cohost_runtime::Error` of kind invalid-argument naming what is wrong.
 //! Inside, `*Json` types are what is parsed and `*Head` types what is written (the JSON
 //! header of a body).
 
 mod binary;
+mod client;
 mod elements;
 mod parameters;
 mod request;
 mod response;
 mod tensor;
 
+pub use client::{RequestEncoding, decode_response, encode_request};
 pub use request::{DecodedRequest, decode_request};
 pub use response::ResponseEncoding;
 
@@ -31,5 +35,7 @@ pub struct Encoded {
     pub header_length: Option<usize>,
 }
 
+#[cfg(test)]
+mod client_tests;
 #[cfg(test)]
 mod tests;
