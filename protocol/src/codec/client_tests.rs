@@ -236,28 +236,28 @@ fn responses_decode_to_what_the_server_encoded() {
     let json_outputs = every_datatype();
     let mut binary_outputs = every_datatype();
     binary_outputs.extend(binary_only());
-    let modes: [(Vec<(String, bool)>, bool, &[Tensor]); 4] = [
-        (vec![], false, &json_outputs),
-        (vec![], true, &binary_outputs),
+    let encoding = |named: &[(&str, bool)], all_binary| ResponseEncoding {
+        binary_outputs: named.iter().map(|&(n, b)| (n.to_string(), b)).collect(),
+        all_binary,
+    };
+    // Outputs with non-finite floats and non-UTF-8 bytes only where they travel as binary.
+    let modes: [(ResponseEncoding, &[Tensor]); 4] = [
+        (encoding(&[], false), &json_outputs),
+        (encoding(&[], true), &binary_outputs),
         (
-            vec![("t3".into(), true), ("t11".into(), true)],
-            false,
+            encoding(&[("t3", true), ("t11", true)], false),
             &json_outputs,
         ),
-        (vec![("t0".into(), false)], true, &binary_outputs),
+        (encoding(&[("t0", false)], true), &binary_outputs),
     ];
     for id in [None, Some("req-\"7\"".to_string())] {
-        for (named, all_binary, outputs) in &modes {
+        for (encoding, outputs) in &modes {
             let resp = InferResponse {
                 model_name: "m\u{e9}".into(),
                 model_version: 12,
                 id: id.clone(),
                 outputs: outputs.to_vec(),
                 load: Default::default(),
-            };
-            let encoding = ResponseEncoding {
-                binary_outputs: named.clone(),
-                all_binary: *all_binary,
             };
             let body = encoding.encode(&resp);
             let got = decode_response(&body.body, header(&body).as_deref())
