@@ -1,7 +1,6 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: body limit, decode, run, encode.
 
 use super::AppState;
-use super::codec::{self, HEADER_LENGTH};
 use super::errors::{ApiError, put_load};
 use super::routes::ModelPath;
 use axum::body::{Body, Bytes};
@@ -9,6 +8,7 @@ use axum::extract::Request;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cohost_protocol::codec::{self, HEADER_LENGTH};
 
 /// Reads the body up to `limit` bytes; more is a 413.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -78,11 +78,11 @@ async fn run(
             ))
         })?),
     };
-    let mut decoded = codec::decode(&bytes, header_length).map_err(edge)?;
+    let decoded =
+        codec::decode_request(&bytes, header_length).map_err(|e| edge(ApiError::from(e)))?;
     drop(bytes);
-    let request = std::mem::take(&mut decoded.request);
-    let resp = st.runtime.infer(name, version, request).await?;
-    let encoded = decoded.encode(&resp);
+    let resp = st.runtime.infer(name, version, decoded.request).await?;
+    let encoded = decoded.encoding.encode(&resp);
     let mut res = (StatusCode::OK, encoded.body).into_response();
     let h = res.headers_mut();
     match encoded.header_length {

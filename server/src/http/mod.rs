@@ -1,7 +1,6 @@
 //! KServe v2 over HTTP (axum): health, metadata, inference (JSON and binary), Triton's
 //! configuration, statistics and repository extensions, `/metrics` and the load endpoint.
 
-mod codec;
 pub mod errors;
 mod infer;
 mod model_control;

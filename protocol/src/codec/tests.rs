@@ -1,8 +1,12 @@
 //! The codec's tests: the `serde_json::Value`-tree decoder and encoder are kept here as the
 //! references the streaming codec must match, plus nested data, errors and binary inputs.
 
+use super::elements::{JsonData, json_data};
 use super::*;
-use serde_json::json;
+use cohost_runtime::{DataType, Error, InferResponse, Tensor, TensorData};
+use half::{bf16, f16};
+use serde_json::{Value, json};
+use std::time::Duration;
 
 fn json_elements(data: &TensorData) -> Value {
     fn arr<T: Copy>(v: &[T], f: impl Fn(T) -> Value) -> Value {
@@ -37,7 +41,7 @@ struct OldEncoded {
     pub header_length: Option<usize>,
 }
 
-impl Decoded {
+impl ResponseEncoding {
     /// The `Value`-tree encoder this file used to have: the oracle of `encode`.
     fn old_encode(&self, resp: &InferResponse) -> OldEncoded {
         let mut tail = Vec::new();
@@ -87,7 +91,7 @@ impl Decoded {
 }
 
 /// The `Value`-based conversion this file used to have: the oracle of `json_data`.
-fn old_json_data(dt: DataType, value: &Value, what: &str) -> Result<TensorData, ApiError> {
+fn old_json_data(dt: DataType, value: &Value, what: &str) -> Result<TensorData, Error> {
     fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
         match value {
             Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
@@ -97,7 +101,7 @@ fn old_json_data(dt: DataType, value: &Value, what: &str) -> Result<TensorData, 
     let mut flat = Vec::new();
     flatten(value, &mut flat);
     let bad = |i: usize, v: &Value| {
-        ApiError::invalid(format!(
+        Error::invalid(format!(
             "{what}: element {i} ({v}) is not a valid {dt} value"
         ))
     };
@@ -234,8 +238,7 @@ fn encode_writes_what_the_value_tree_wrote() {
             (vec![("out0".into(), false)], true),
         ];
         for (binary_outputs, all_binary) in modes {
-            let d = Decoded {
-                request: InferRequest::default(),
+            let d = ResponseEncoding {
                 binary_outputs,
                 all_binary,
             };
@@ -251,7 +254,7 @@ fn encode_writes_what_the_value_tree_wrote() {
 }
 
 fn err(body: &str, header: Option<&str>) -> String {
-    match decode(body.as_bytes(), header) {
+    match decode_request(body.as_bytes(), header) {
         Ok(_) => panic!("accepted {body}"),
         Err(e) => e.message,
     }
@@ -263,7 +266,7 @@ fn nested_and_typed_json_data() {
         {"name":"a","shape":[2,2],"datatype":"FP16","data":[[1,2],[3,0.5]]},
         {"name":"b","shape":[3],"datatype":"INT8","data":[-1,0,127]}],
         "parameters":{"timeout":1500}}"#;
-    let d = decode(body.as_bytes(), None).unwrap();
+    let d = decode_request(body.as_bytes(), None).unwrap();
     let r = &d.request;
     assert_eq!(r.timeout, Some(Duration::from_micros(1500)));
     assert_eq!(
@@ -303,11 +306,11 @@ fn binary_inputs_must_account_for_every_byte() {
     let mut body = head.as_bytes().to_vec();
     body.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
     let n = head.len().to_string();
-    let d = decode(&body, Some(&n)).unwrap();
+    let d = decode_request(&body, Some(&n)).unwrap();
     assert_eq!(d.request.inputs[0].data, TensorData::I32(vec![1, 2]));
     body.push(9);
-    let m = decode(&body, Some(&n)).err().unwrap().message;
+    let m = decode_request(&body, Some(&n)).err().unwrap().message;
     assert!(m.contains("1 bytes after the JSON header"), "{m}");
-    let m = decode(head.as_bytes(), None).err().unwrap().message;
+    let m = decode_request(head.as_bytes(), None).err().unwrap().message;
     assert!(m.contains("Inference-Header-Content-Length"), "{m}");
 }
