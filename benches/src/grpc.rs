@@ -8,7 +8,8 @@
 //! HEADERS and one DATA frame queued together, and the answer is read and decoded fully.
 
 use crate::http_client::server_address;
-use crate::target::{FailKind, Target};
+use crate::failure::FailKind;
+use crate::target::Target;
 use crate::workload::GenRequest;
 use bytes::{BufMut, Bytes, BytesMut};
 use cohost_protocol::inference::{

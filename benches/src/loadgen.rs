@@ -5,8 +5,9 @@
 //! ([`Pacing::Tokio`], which follows tokio's clock and so runs on a paused test clock).
 
 use crate::report::{Recorder, Report, SendLateness};
-use crate::target::{FailKind, Target};
-use crate::workload::Prepared;
+use crate::failure::FailKind;
+use crate::target::Target;
+use crate::prepared::Prepared;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
