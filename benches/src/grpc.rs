@@ -7,8 +7,8 @@
 //! costs the server. Here a request is encoded and framed once before measuring, sent as
 //! HEADERS and one DATA frame queued together, and the answer is read and decoded fully.
 
-use crate::http_client::server_address;
 use crate::failure::FailKind;
+use crate::http_client::server_address;
 use crate::target::Target;
 use crate::workload::GenRequest;
 use bytes::{BufMut, Bytes, BytesMut};

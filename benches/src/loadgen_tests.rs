@@ -1,11 +1,11 @@
 //! Tests of the load loops and the search on tokio's paused clock, against a fake
 //! single-server FIFO target whose latency follows from the offered load (a queue model).
 
-use crate::loadgen::{LoadMode, LoadSpec, Pacing, arrival_gaps, measure, measure_from};
-use crate::search::{SearchSpec, find_max_rate};
 use crate::failure::FailKind;
-use crate::target::Target;
+use crate::loadgen::{LoadMode, LoadSpec, Pacing, arrival_gaps, measure, measure_from};
 use crate::prepared::{Prepared, PreparedModel};
+use crate::search::{SearchSpec, find_max_rate};
+use crate::target::Target;
 use crate::workload::GenRequest;
 use rand::distr::weighted::WeightedIndex;
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 /// cohost-bench: load against a KServe v2 server (or the in-process runtime), the maximum
 /// throughput under a P99 target, the capacity oracle.
 #[derive(Debug, Parser)]
-#[command(name = "cohost-bench", version, about)]
+#[command(name = "cohost-bench", version)]
 struct Cli {
     #[command(flatten)]
     args: Box<cohost_bench::BenchArgs>,

@@ -3,9 +3,9 @@
 //! binary-search between the last pass and the first fail to a relative precision.
 
 use crate::loadgen::{LoadMode, LoadSpec};
+use crate::prepared::Prepared;
 use crate::report::Report;
 use crate::target::Target;
-use crate::prepared::Prepared;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Smoke test against the real in-process runtime on a generated repository.
 
 use crate::loadgen::{LoadMode, LoadSpec, measure};
-use crate::target::InProcessTarget;
 use crate::prepared::prepare;
+use crate::target::InProcessTarget;
 use crate::workload::{BatchDist, ModelShare, Workload, read_config};
 use crate::zipf::IndexDist;
 use cohost_runtime::{Device, Runtime, RuntimeOptions};
