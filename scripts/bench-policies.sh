@@ -69,8 +69,9 @@ SCHEDULES="${SCHEDULES:-edf-fair edf-fair-work-conserving}"
 URL="http://127.0.0.1:$PORT"
 mkdir -p "$OUT"
 
-if [ ! -x "$BIN" ]; then
-  (cd "$ROOT" && cargo build --release -p cohost-server)
+# `cohost bench` runs the cohost-bench binary next to cohost (or on PATH): build both.
+if [ ! -x "$BIN" ] || { [ -z "${COHOST_BIN:-}" ] && [ ! -x "$ROOT/target/release/cohost-bench" ]; }; then
+  (cd "$ROOT" && cargo build --release -p cohost-server -p cohost-bench)
 fi
 
 # Servers started here, by HTTP port; all are stopped on exit.

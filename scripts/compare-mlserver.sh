@@ -95,13 +95,17 @@ fi
 if [ -n "${COHOST_BIN:-}" ]; then
   COHOST="$COHOST_BIN"
 else
-  echo "== cargo build --release -p cohost-server"
-  (cd "$ROOT" && cargo build -q --release -p cohost-server)
+  echo "== cargo build --release -p cohost-server -p cohost-bench"
+  (cd "$ROOT" && cargo build -q --release -p cohost-server -p cohost-bench)
   COHOST="$ROOT/target/release/cohost"
 fi
 mkdir -p "$OUT"
 # A private copy: other builds may replace target/release/cohost while this runs.
 cp "$COHOST" "$OUT/cohost.bin"
+# `cohost bench` runs the cohost-bench binary beside it (else the one on PATH).
+if [ -x "$(dirname "$COHOST")/cohost-bench" ]; then
+  cp "$(dirname "$COHOST")/cohost-bench" "$OUT/cohost-bench"
+fi
 COHOST="$OUT/cohost.bin"
 REPO="$OUT/repo"
 CONFIG="$REPO/$MODEL/config.toml"

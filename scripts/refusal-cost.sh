@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/target/refusal-cost}"
 BIN="${BIN_B:-${BIN_A:-$ROOT/target/release/cohost}}"
-[ -x "$BIN" ] || { echo "no cohost binary at $BIN (cargo build --release -p cohost-server)" >&2; exit 2; }
+[ -x "$BIN" ] || { echo "no cohost binary at $BIN (cargo build --release -p cohost-server -p cohost-bench)" >&2; exit 2; }
 REPO="$OUT/repo"
 if [ ! -f "$REPO/.complete" ]; then
   rm -rf "$REPO"

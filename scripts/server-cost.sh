@@ -37,7 +37,7 @@ ROUNDS="${ROUNDS:-3}"
 WINDOW="${WINDOW:-4}"
 mkdir -p "$OUT"
 for b in "$BIN_A" "$BIN_B"; do
-  [ -x "$b" ] || { echo "no cohost binary at $b (cargo build --release -p cohost-server)" >&2; exit 2; }
+  [ -x "$b" ] || { echo "no cohost binary at $b (cargo build --release -p cohost-server -p cohost-bench)" >&2; exit 2; }
 done
 command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 2; }
 if [ -z "${REPO_A:-}" ] || [ -z "${REPO_B:-}" ]; then

@@ -7,8 +7,9 @@
 //! costs the server. Here a request is encoded and framed once before measuring, sent as
 //! HEADERS and one DATA frame queued together, and the answer is read and decoded fully.
 
+use crate::failure::FailKind;
 use crate::http_client::server_address;
-use crate::target::{FailKind, Target};
+use crate::target::Target;
 use crate::workload::GenRequest;
 use bytes::{BufMut, Bytes, BytesMut};
 use cohost_protocol::inference::{

@@ -8,7 +8,7 @@
 //! time it is added to the measured latency. Here a request is a path, a few fixed
 //! headers and a pre-encoded body.
 
-use crate::target::FailKind;
+use crate::failure::FailKind;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};

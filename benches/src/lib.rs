@@ -6,15 +6,19 @@
 //! bench` runs, and what other tools (an oracle, policy comparisons) can call directly.
 
 mod cli;
+pub mod encode;
+pub mod failure;
 pub mod grpc;
 pub mod http_client;
-pub mod load;
+pub mod loadgen;
 #[cfg(test)]
-mod load_tests;
+mod loadgen_tests;
 pub mod oracle;
 pub mod plot;
+pub mod prepared;
 pub mod report;
 pub mod search;
+pub mod server_side;
 pub mod server_stats;
 #[cfg(test)]
 mod smoke_tests;
@@ -23,9 +27,11 @@ pub mod workload;
 pub mod zipf;
 
 pub use cli::{BenchArgs, PacingKind, TargetKind, run};
-pub use load::{LoadMode, LoadSpec, Pacing, measure};
+pub use failure::FailKind;
+pub use loadgen::{LoadMode, LoadSpec, Pacing, measure};
+pub use prepared::{Prepared, prepare};
 pub use report::{Recorder, Report, SendLateness, Stats};
 pub use search::{SearchResult, SearchSpec, Step, find_max_rate};
-pub use target::{FailKind, HttpTarget, InProcessTarget, Target};
-pub use workload::{BatchDist, GenRequest, ModelLoad, Prepared, Workload, prepare};
+pub use target::{HttpTarget, InProcessTarget, Target};
+pub use workload::{BatchDist, GenRequest, ModelShare, Workload};
 pub use zipf::IndexDist;

@@ -7,17 +7,39 @@
 //! streams on whatever MIG instance the process sees, and the table names its profile;
 //! on the CPU the shapes are worker-thread counts ("cpu").
 
-use crate::cli::BenchArgs;
-use crate::load::{LoadMode, LoadSpec};
-use crate::search::find_max_rate;
+use crate::loadgen::{LoadMode, LoadSpec};
+use crate::prepared::prepare;
+use crate::search::{SearchSpec, find_max_rate};
 use crate::target::InProcessTarget;
-use crate::workload::{Workload, prepare};
+use crate::workload::Workload;
 use anyhow::{Context, bail};
-use cohost_runtime::{Runtime, RuntimeOptions};
+use cohost_runtime::{Runtime, RuntimeOptions, ScheduleKind};
 use serde::Serialize;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+
+/// What the oracle measures and how (`cohost bench --oracle` fills it from its arguments).
+#[derive(Debug, Clone)]
+pub struct OracleOptions {
+    /// The repository every shape's runtime loads its models from (required).
+    pub model_repository: Option<PathBuf>,
+    /// Cross-model scheduling of every shape's runtime.
+    pub schedule: ScheduleKind,
+    /// Lane counts to try.
+    pub lanes: Vec<usize>,
+    /// Device memory budgets to try, as written (`64MiB`, `unlimited`).
+    pub memory: Vec<String>,
+    /// Each step's warm-up and window, pacing, seed, bound on outstanding requests and
+    /// drain timeout (its mode is set per step).
+    pub load: LoadSpec,
+    /// The peak search at every shape, its P99 target included.
+    pub search: SearchSpec,
+    /// Report the smallest shape serving this many requests per second.
+    pub target_rate: Option<f64>,
+    /// Write the results as JSON.
+    pub json: Option<PathBuf>,
+}
 
 /// A slice shape: lanes and a device memory budget (None = unlimited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,14 +86,14 @@ pub enum Outcome {
 
 /// One measured shape.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Cell {
+pub struct ShapeResult {
     /// The shape.
     pub shape: Shape,
     /// What it achieved.
     pub outcome: Outcome,
 }
 
-impl Cell {
+impl ShapeResult {
     /// The maximum rate under the target, 0 when it does not fit or nothing passed.
     pub fn max_rate(&self) -> f64 {
         match &self.outcome {
@@ -83,7 +105,7 @@ impl Cell {
 
 /// The smallest shape (fewest lanes, then least memory) whose maximum rate under the
 /// target reaches `target_rate`; None when no measured shape does.
-pub fn smallest_serving(cells: &[Cell], target_rate: f64) -> Option<&Cell> {
+pub fn smallest_serving(cells: &[ShapeResult], target_rate: f64) -> Option<&ShapeResult> {
     cells
         .iter()
         .filter(
@@ -114,7 +136,7 @@ pub fn parse_memory(s: &str) -> anyhow::Result<Option<u64>> {
 }
 
 /// The table a capacity planner reads: lanes down, memory budgets across.
-pub fn markdown(cells: &[Cell], p99_ms: f64, device: &str) -> String {
+pub fn markdown(cells: &[ShapeResult], p99_ms: f64, device: &str) -> String {
     let mut lanes: Vec<usize> = cells.iter().map(|c| c.shape.lanes).collect();
     lanes.sort_unstable();
     lanes.dedup();
@@ -164,20 +186,19 @@ pub fn markdown(cells: &[Cell], p99_ms: f64, device: &str) -> String {
 
 /// Measures one shape: a fresh runtime, the workload's models loaded, the peak search.
 async fn measure_shape(
-    args: &BenchArgs,
+    options: &OracleOptions,
     workload: &Workload,
     shape: Shape,
-    p99: f64,
     device: &mut String,
-) -> anyhow::Result<Cell> {
-    let Some(repo) = args.model_repository.clone() else {
+) -> anyhow::Result<ShapeResult> {
+    let Some(repo) = options.model_repository.clone() else {
         bail!("--oracle needs --model-repository DIR");
     };
     let runtime = Runtime::new(RuntimeOptions {
         repository: Some(repo),
         lanes: shape.lanes,
         memory_budget: shape.memory,
-        schedule: args.schedule,
+        schedule: options.schedule,
         ..Default::default()
     })
     .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
@@ -188,7 +209,7 @@ async fn measure_shape(
     for m in &workload.models {
         if let Err(e) = runtime.load_model(&m.name) {
             runtime.shutdown();
-            return Ok(Cell {
+            return Ok(ShapeResult {
                 shape,
                 outcome: Outcome::DoesNotFit { reason: e.message },
             });
@@ -198,19 +219,12 @@ async fn measure_shape(
     let target = Arc::new(InProcessTarget::new(runtime.clone()));
     let prepared = Arc::new(prepare(target.as_ref(), workload)?);
     let load = LoadSpec {
-        max_outstanding: args.max_outstanding,
-        drain_timeout: Duration::from_secs_f64(args.timeout),
-        seed: args.seed,
-        pacing: args.pacing(),
-        ..LoadSpec::new(
-            LoadMode::Open { rate: 1.0 },
-            Duration::from_secs_f64(args.warmup),
-            Duration::from_secs_f64(args.duration),
-        )
+        mode: LoadMode::Open { rate: 1.0 },
+        ..options.load.clone()
     };
-    let spec = args.search_spec(p99);
+    let spec = &options.search;
     let label = shape.label();
-    let result = find_max_rate(target, prepared, &load, &spec, |s| {
+    let result = find_max_rate(target, prepared, &load, spec, |s| {
         eprintln!(
             "  [{label}] {} {:.1} req/s: achieved {:.1}, p99 {:.3} ms, errors {:.3}% {}",
             s.phase,
@@ -227,7 +241,7 @@ async fn measure_shape(
         .best
         .as_ref()
         .map_or((0.0, 0.0), |b| (b.overall.throughput, b.overall.p99_ms));
-    Ok(Cell {
+    Ok(ShapeResult {
         shape,
         outcome: Outcome::Fits {
             max_rate: result.max_rate,
@@ -240,26 +254,24 @@ async fn measure_shape(
 
 /// Runs the oracle over `--oracle-lanes` × `--oracle-memory` and prints the table and,
 /// with `--target-rate`, the smallest shape that serves it.
-pub async fn run(args: &BenchArgs, workload: Workload) -> anyhow::Result<()> {
-    let Some(p99) = args.p99_target else {
-        bail!("--oracle needs --p99-target MS");
-    };
-    let memories = args
-        .oracle_memory
+pub async fn run(options: &OracleOptions, workload: Workload) -> anyhow::Result<()> {
+    let p99 = options.search.p99_target_ms;
+    let memories = options
+        .memory
         .iter()
         .map(|m| parse_memory(m))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut cells = Vec::new();
     let mut device = "cpu".to_string();
-    for &lanes in &args.oracle_lanes {
+    for &lanes in &options.lanes {
         for &memory in &memories {
             let shape = Shape { lanes, memory };
             eprintln!("oracle: shape {}", shape.label());
-            cells.push(measure_shape(args, &workload, shape, p99, &mut device).await?);
+            cells.push(measure_shape(options, &workload, shape, &mut device).await?);
         }
     }
     println!("{}", markdown(&cells, p99, &device));
-    if let Some(rate) = args.target_rate {
+    if let Some(rate) = options.target_rate {
         match smallest_serving(&cells, rate) {
             Some(c) => println!(
                 "smallest shape serving {rate:.1} req/s at P99 <= {p99} ms: {} {} ({:.0} req/s max)",
@@ -269,17 +281,17 @@ pub async fn run(args: &BenchArgs, workload: Workload) -> anyhow::Result<()> {
             ),
             None => println!(
                 "no measured shape serves {rate:.1} req/s at P99 <= {p99} ms (largest: {:.0} req/s)",
-                cells.iter().map(Cell::max_rate).fold(0.0, f64::max)
+                cells.iter().map(ShapeResult::max_rate).fold(0.0, f64::max)
             ),
         }
     }
-    if let Some(path) = &args.json {
+    if let Some(path) = &options.json {
         let json = serde_json::json!({
             "p99_target_ms": p99,
             "device": device,
-            "target_rate": args.target_rate,
+            "target_rate": options.target_rate,
             "cells": cells,
-            "smallest": args.target_rate.and_then(|r| smallest_serving(&cells, r)),
+            "smallest": options.target_rate.and_then(|r| smallest_serving(&cells, r)),
         });
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| path.display().to_string())?;
@@ -291,8 +303,8 @@ pub async fn run(args: &BenchArgs, workload: Workload) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn fits(lanes: usize, mib: Option<u64>, rate: Option<f64>) -> Cell {
-        Cell {
+    fn fits(lanes: usize, mib: Option<u64>, rate: Option<f64>) -> ShapeResult {
+        ShapeResult {
             shape: Shape {
                 lanes,
                 memory: mib.map(|m| m << 20),
@@ -306,8 +318,8 @@ mod tests {
         }
     }
 
-    fn no_fit(lanes: usize, mib: u64) -> Cell {
-        Cell {
+    fn no_fit(lanes: usize, mib: u64) -> ShapeResult {
+        ShapeResult {
             shape: Shape {
                 lanes,
                 memory: Some(mib << 20),
@@ -320,7 +332,7 @@ mod tests {
 
     /// Synthetic measurements: 1 lane serves ~1000 req/s, 2 lanes ~1900; the model needs
     /// more than 8 MiB.
-    fn grid() -> Vec<Cell> {
+    fn grid() -> Vec<ShapeResult> {
         vec![
             no_fit(1, 8),
             fits(1, Some(64), Some(1000.0)),

@@ -1,7 +1,7 @@
 //! Recording latencies (HDR histograms, nanoseconds) and summarising them: percentiles,
 //! throughput, errors by kind; rendered as a markdown table, CSV and JSON.
 
-use crate::target::FailKind;
+use crate::failure::FailKind;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -148,11 +148,11 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub send_lateness: Option<SendLateness>,
     /// What the server did over the run (warm-up included), where its statistics are
-    /// readable ([`crate::server_stats::measure`]).
+    /// readable ([`crate::server_side::measure`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub server: Vec<crate::server_stats::ServerWindow>,
     /// CPU per answered request of the client and the server over the same span, where
-    /// the server's statistics were readable ([`crate::server_stats::measure`]).
+    /// the server's statistics were readable ([`crate::server_side::measure`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<crate::server_stats::CpuWindow>,
 }

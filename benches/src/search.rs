@@ -2,10 +2,10 @@
 //! `max_error_rate` errors. Widen by doubling from a low start until a step fails, then
 //! binary-search between the last pass and the first fail to a relative precision.
 
-use crate::load::{LoadMode, LoadSpec};
+use crate::loadgen::{LoadMode, LoadSpec};
+use crate::prepared::Prepared;
 use crate::report::Report;
 use crate::target::Target;
-use crate::workload::Prepared;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
@@ -192,7 +192,7 @@ impl<T: Target> Probe for MeasureProbe<T> {
                 .wrapping_add(self.steps.wrapping_mul(0x9e37_79b9)),
             ..self.load.clone()
         };
-        crate::server_stats::measure(self.target.clone(), self.prepared.clone(), &spec).await
+        crate::server_side::measure(self.target.clone(), self.prepared.clone(), &spec).await
     }
 }
 
@@ -250,7 +250,7 @@ mod tests {
             }
             if rate >= self.err_from {
                 for _ in 0..2 {
-                    r.failure(&crate::target::FailKind::Http(503));
+                    r.failure(&crate::failure::FailKind::Http(503));
                 }
             }
             Report::from_recorders(

@@ -1,44 +1,12 @@
 //! What the server did during a measured run, from its statistics before and after (as
 //! `perf_analyzer` prints it): batches, rows per batch, queue and forward time; and the CPU
-//! the client and the server spent per answered request.
+//! the client and the server spent per answered request; and reading them from a server
+//! (Triton's statistics JSON, a Prometheus `/metrics`). [`crate::server_side::measure`]
+//! takes the snapshots around a run.
 
-use crate::load::LoadSpec;
-use crate::report::Report;
-use crate::target::Target;
-use crate::workload::Prepared;
 use cohost_runtime::{ModelStats, StatDuration};
 use serde::Serialize;
 use std::fmt::Write;
-use std::sync::Arc;
-
-/// [`crate::measure`], with [`Report::server`] filled from the target's statistics read
-/// before and after (left empty where the target cannot read them), and [`Report::cpu`]
-/// from this process's CPU time and the server's `process_cpu_seconds_total`.
-pub async fn measure<T: Target>(
-    target: Arc<T>,
-    prepared: Arc<Prepared<T::Encoded>>,
-    spec: &LoadSpec,
-) -> Report {
-    let models: Vec<String> = prepared.models.iter().map(|m| m.name.clone()).collect();
-    let before = target.server_stats().await;
-    let server_cpu_before = target.server_cpu_seconds().await;
-    let client_cpu_before = process_cpu_seconds();
-    let mut report = crate::load::measure(target.clone(), prepared, spec).await;
-    let client_cpu_after = process_cpu_seconds();
-    let server_cpu_after = target.server_cpu_seconds().await;
-    if let (Some(b), Some(a)) = (before, target.server_stats().await) {
-        let names: Vec<&str> = models.iter().map(String::as_str).collect();
-        report.server = window(&b, &a, &names);
-        let requests = report.server.iter().map(|w| w.requests).sum();
-        report.cpu = cpu_window(
-            requests,
-            client_cpu_before.zip(client_cpu_after),
-            server_cpu_before.zip(server_cpu_after),
-            target.shares_process(),
-        );
-    }
-    report
-}
 
 /// CPU per answered request over a run (warm-up included), from the CPU totals before and
 /// after of the client (this process) and of the server process.

@@ -1,8 +1,9 @@
 //! Smoke test against the real in-process runtime on a generated repository.
 
-use crate::load::{LoadMode, LoadSpec, measure};
+use crate::loadgen::{LoadMode, LoadSpec, measure};
+use crate::prepared::prepare;
 use crate::target::InProcessTarget;
-use crate::workload::{BatchDist, ModelLoad, Workload, prepare, read_config};
+use crate::workload::{BatchDist, ModelShare, Workload, read_config};
 use crate::zipf::IndexDist;
 use cohost_runtime::{Device, Runtime, RuntimeOptions};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ async fn in_process_mlp_and_dlrm_serve_every_request() {
     assert!(failures.is_empty(), "load failures: {failures:?}");
     let models = ["mlp-tiny", "dlrm-tiny"]
         .iter()
-        .map(|n| ModelLoad {
+        .map(|n| ModelShare {
             name: n.to_string(),
             weight: 1.0,
             config: read_config(dir.path(), n).unwrap(),

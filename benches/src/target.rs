@@ -2,50 +2,14 @@
 //! and in-process implementations. Encoding happens in [`Target::encode`], off the
 //! measured path; [`Target::infer`] only ships pre-encoded bytes and waits.
 
+use crate::encode::{binary_body, json_body};
+use crate::failure::FailKind;
 use crate::http_client::HttpPool;
 use crate::workload::GenRequest;
 use cohost_runtime::{InferRequest, ModelStats, Runtime};
 use hyper::header::{HeaderName, HeaderValue};
-use std::fmt;
 use std::future::Future;
 use std::time::Duration;
-
-/// Why one request failed, as the client saw it; the label keys the error counts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FailKind {
-    /// The server answered with a non-success HTTP status.
-    Http(u16),
-    /// The server answered with a non-OK gRPC status (its code name).
-    Grpc(String),
-    /// The in-process runtime returned an error of this kind (its label).
-    Runtime(&'static str),
-    /// Connecting, sending or reading failed (no status).
-    Transport,
-    /// The client gave up waiting.
-    Timeout,
-    /// The client refused to send: too many requests outstanding (open loop only).
-    ClientDrop,
-}
-
-impl FailKind {
-    /// A stable label such as `http_503`, `grpc_unavailable`, `runtime_overloaded`.
-    pub fn label(&self) -> String {
-        match self {
-            FailKind::Http(s) => format!("http_{s}"),
-            FailKind::Grpc(c) => format!("grpc_{c}"),
-            FailKind::Runtime(k) => format!("runtime_{k}"),
-            FailKind::Transport => "transport".into(),
-            FailKind::Timeout => "timeout".into(),
-            FailKind::ClientDrop => "client_drop".into(),
-        }
-    }
-}
-
-impl fmt::Display for FailKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.label())
-    }
-}
 
 /// Something that serves inference: a remote server or the in-process runtime.
 pub trait Target: Send + Sync + 'static {
@@ -115,58 +79,6 @@ impl HttpTarget {
         self.pool = self.pool.with_max_connections(n);
         self
     }
-}
-
-/// The JSON body of a KServe v2 request with JSON tensors.
-pub fn json_body(request: &GenRequest) -> serde_json::Value {
-    use cohost_runtime::TensorData as D;
-    let inputs: Vec<serde_json::Value> = request
-        .inputs
-        .iter()
-        .map(|t| {
-            let data = match &t.data {
-                D::F32(v) => serde_json::json!(v),
-                D::I64(v) => serde_json::json!(v),
-                D::I32(v) => serde_json::json!(v),
-                other => serde_json::json!(other.to_f32_lossless("").unwrap_or_default()),
-            };
-            serde_json::json!({
-                "name": t.name,
-                "datatype": t.datatype().as_str(),
-                "shape": t.shape,
-                "data": data,
-            })
-        })
-        .collect();
-    serde_json::json!({ "inputs": inputs })
-}
-
-/// The body of a KServe v2 binary-extension request: JSON header, then raw tensors.
-pub fn binary_body(request: &GenRequest) -> (Vec<u8>, usize) {
-    let mut raw = Vec::new();
-    let inputs: Vec<serde_json::Value> = request
-        .inputs
-        .iter()
-        .map(|t| {
-            let bytes = t.data.to_le_bytes();
-            let value = serde_json::json!({
-                "name": t.name,
-                "datatype": t.datatype().as_str(),
-                "shape": t.shape,
-                "parameters": { "binary_data_size": bytes.len() },
-            });
-            raw.extend_from_slice(&bytes);
-            value
-        })
-        .collect();
-    let header = serde_json::json!({
-        "inputs": inputs,
-        "parameters": { "binary_data_output": true },
-    });
-    let mut body = serde_json::to_vec(&header).expect("json serialises");
-    let header_len = body.len();
-    body.extend_from_slice(&raw);
-    (body, header_len)
 }
 
 impl Target for HttpTarget {

@@ -4,8 +4,10 @@ use crate::{ModelControlMode, ServeOptions};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cohost_runtime::Device;
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// cohost: many models, one accelerator slice, KServe v2 over HTTP and gRPC.
@@ -24,8 +26,18 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Generate a synthetic model repository with seeded random weights.
     Gen(GenArgs),
-    /// Benchmark a server (or the in-process runtime) under load.
-    Bench(Box<cohost_bench::BenchArgs>),
+    /// Benchmark a server (or the in-process runtime) under load: runs the separate
+    /// `cohost-bench` binary with these arguments (`cohost bench --help` lists them).
+    #[command(disable_help_flag = true)]
+    Bench(BenchArgs),
+}
+
+/// `cohost bench` arguments: handed to `cohost-bench` unread.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// `cohost-bench`'s arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    pub args: Vec<OsString>,
 }
 
 /// The backend, as spelled on the command line.
@@ -195,8 +207,8 @@ pub fn async_runtime(cli: &Cli) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-/// Runs a parsed command line to completion.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a parsed command line to completion; its exit status (`bench`: the harness's).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
             let repository = match &args.model_repository {
@@ -216,12 +228,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::serve(args.to_options(Some(repository))?, shutdown_signal()).await?;
             handle.wait().await?;
             tracing::info!("bye");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Gen(args) => {
-            tokio::task::spawn_blocking(move || crate::demo::generate_with_bar(&args)).await?
+            tokio::task::spawn_blocking(move || {
+                crate::demo::generate(&args.out, &args.preset, args.count, args.seed, args.rows)
+            })
+            .await??;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => cohost_bench::run(*args).await,
+        Command::Bench(args) => {
+            tokio::task::spawn_blocking(move || crate::bench::run(&args.args)).await?
+        }
     }
 }
 
@@ -246,6 +264,19 @@ mod tests {
         let cli = Cli::try_parse_from(["cohost", "serve", "--io-threads", "2"]).unwrap();
         let rt = async_runtime(&cli).unwrap();
         assert_eq!(rt.metrics().num_workers(), 2);
+    }
+
+    #[test]
+    fn bench_hands_every_argument_over_unread() {
+        let argv = ["cohost", "bench", "--help", "--model", "m", "-x", "extra"];
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Bench(b) => assert_eq!(b.args, &argv[2..]),
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["cohost", "bench"]).unwrap().command {
+            Command::Bench(b) => assert!(b.args.is_empty()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

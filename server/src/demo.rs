@@ -1,8 +1,6 @@
 //! `cohost gen` and the demo repository `cohost serve` uses when given none.
 
-use crate::cli::GenArgs;
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 /// Bump when the demo's contents change, so stale caches are regenerated.
@@ -30,62 +28,83 @@ fn cache_root() -> PathBuf {
     std::env::temp_dir().join("cohost-cache")
 }
 
-/// Generates `count` models of `preset` into `out`, reporting progress to `bar`.
-fn generate(
+/// Progress of one generation as plain lines on stderr, one per quarter of the weight bytes.
+struct Progress {
+    /// What is being generated (the preset).
+    label: String,
+    /// Quarters reported so far.
+    quarters: u64,
+}
+
+impl Progress {
+    fn new(label: &str) -> Self {
+        Progress {
+            label: label.to_string(),
+            quarters: 0,
+        }
+    }
+
+    /// Notes `done` of `total` bytes written; prints a line when a new quarter is reached.
+    fn update(&mut self, done: u64, total: u64) {
+        if total == 0 {
+            return;
+        }
+        let quarters = done.min(total).saturating_mul(4) / total;
+        if quarters > self.quarters {
+            self.quarters = quarters;
+            eprintln!(
+                "{}: {}% ({} of {})",
+                self.label,
+                quarters * 25,
+                size(done),
+                size(total)
+            );
+        }
+    }
+}
+
+/// "12.3 MB", "4.1 kB".
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    }
+}
+
+/// Generates `count` models of `preset` into `out`, progress lines on stderr.
+fn generate_preset(
     out: &Path,
     preset: &str,
     count: usize,
     seed: u64,
     rows: Option<usize>,
-    bar: &ProgressBar,
 ) -> anyhow::Result<()> {
-    let mut progress = |done: u64, total: u64| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
-    cohost_models::synth::generate(out, preset, count, seed, rows, &mut progress)
-        .with_context(|| format!("cannot generate {preset} into {}", out.display()))?;
+    let mut progress = Progress::new(preset);
+    cohost_models::synth::generate(out, preset, count, seed, rows, &mut |done, total| {
+        progress.update(done, total)
+    })
+    .with_context(|| format!("cannot generate {preset} into {}", out.display()))?;
     Ok(())
 }
 
-fn bar(len: u64) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {bytes}/{total_bytes} ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar
-}
-
-/// `cohost gen`.
-pub fn generate_with_bar(args: &GenArgs) -> anyhow::Result<()> {
-    if cohost_models::synth::preset(&args.preset).is_none() {
+/// `cohost gen`: `count` models of `preset` into `out` (created if missing).
+pub fn generate(
+    out: &Path,
+    preset: &str,
+    count: usize,
+    seed: u64,
+    rows: Option<usize>,
+) -> anyhow::Result<()> {
+    if cohost_models::synth::preset(preset).is_none() {
         anyhow::bail!(
-            "unknown preset '{}' (known: {})",
-            args.preset,
+            "unknown preset '{preset}' (known: {})",
             cohost_models::synth::preset_names().join(", ")
         );
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let bar = bar(0);
-    bar.set_message(args.preset.clone());
-    generate(
-        &args.out,
-        &args.preset,
-        args.count,
-        args.seed,
-        args.rows,
-        &bar,
-    )?;
-    bar.finish();
-    println!(
-        "generated {} × {} into {}",
-        args.count,
-        args.preset,
-        args.out.display()
-    );
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    generate_preset(out, preset, count, seed, rows)?;
+    println!("generated {count} × {preset} into {}", out.display());
     Ok(())
 }
 
@@ -108,10 +127,7 @@ pub fn demo_repository() -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     for (i, (preset, rows)) in DEMO.iter().enumerate() {
-        let bar = bar(0);
-        bar.set_message(preset.to_string());
-        generate(&tmp, preset, 1, 42 + i as u64, *rows, &bar)?;
-        bar.finish_and_clear();
+        generate_preset(&tmp, preset, 1, 42 + i as u64, *rows)?;
     }
     std::fs::write(tmp.join(COMPLETE), b"")?;
     if dir.exists() {
@@ -126,4 +142,33 @@ pub fn demo_repository() -> anyhow::Result<PathBuf> {
         }
     }
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_reports_each_quarter_once() {
+        let mut p = Progress::new("m");
+        for (done, quarters) in [
+            (0, 0),
+            (10, 0),
+            (25, 1),
+            (30, 1),
+            (99, 3),
+            (100, 4),
+            (100, 4),
+        ] {
+            p.update(done, 100);
+            assert_eq!(p.quarters, quarters, "after {done} of 100");
+        }
+        assert_eq!(
+            (size(4_100), size(12_340_000)),
+            ("4.1 kB".into(), "12.3 MB".into())
+        );
+        let mut empty = Progress::new("e");
+        empty.update(0, 0);
+        assert_eq!(empty.quarters, 0);
+    }
 }

@@ -1,5 +1,6 @@
 //! The cohost server: KServe v2 over HTTP (axum) and gRPC (tonic) on one `Runtime`.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod grpc;

@@ -11,6 +11,16 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = cohost_server::cli::Cli::parse();
+    // `bench` becomes the `cohost-bench` process: it needs no async runtime here.
+    if let cohost_server::cli::Command::Bench(bench) = &cli.command {
+        return match cohost_server::bench::run(&bench.args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // `serve` gets a runtime sized for the front ends (see `--io-threads`); every other
     // command gets what `#[tokio::main]` would build.
     let runtime = match cohost_server::cli::async_runtime(&cli) {
@@ -21,7 +31,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cohost_server::cli::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

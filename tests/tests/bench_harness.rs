@@ -5,7 +5,7 @@
 use cohost_bench::grpc::GrpcTarget;
 use cohost_bench::workload::read_config;
 use cohost_bench::{
-    BatchDist, FailKind, HttpTarget, IndexDist, LoadMode, LoadSpec, ModelLoad, Target, Workload,
+    BatchDist, FailKind, HttpTarget, IndexDist, LoadMode, LoadSpec, ModelShare, Target, Workload,
     measure, prepare,
 };
 use cohost_tests::TestServer;
@@ -15,7 +15,7 @@ use std::time::Duration;
 fn workload(repo: &std::path::Path) -> Workload {
     let models = ["mlp-tiny", "dlrm-tiny"]
         .iter()
-        .map(|n| ModelLoad {
+        .map(|n| ModelShare {
             name: n.to_string(),
             weight: 1.0,
             config: read_config(repo, n).unwrap(),
@@ -196,7 +196,7 @@ async fn server_window_matches_the_client<T: Target>(
     let windows = cohost_bench::server_stats::window(&before, &after, &names);
     assert_eq!(windows.len(), 2, "{name}: {windows:?}");
     // The measuring entry point fills the same table into the report by itself.
-    let again = cohost_bench::server_stats::measure(target.clone(), prepared.clone(), &spec).await;
+    let again = cohost_bench::server_side::measure(target.clone(), prepared.clone(), &spec).await;
     assert_eq!(again.server.len(), 2, "{name}: {:?}", again.server);
     // CPU per answered request: this process's own (client, and here the server too),
     // and over HTTP the server's process_cpu_seconds_total from /metrics. The test server

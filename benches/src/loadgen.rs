@@ -4,9 +4,10 @@
 //! OS thread ([`Pacing::Thread`], microseconds late) or by tokio's 1 ms timer
 //! ([`Pacing::Tokio`], which follows tokio's clock and so runs on a paused test clock).
 
+use crate::failure::FailKind;
+use crate::prepared::Prepared;
 use crate::report::{Recorder, Report, SendLateness};
-use crate::target::{FailKind, Target};
-use crate::workload::Prepared;
+use crate::target::Target;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;

@@ -1,10 +1,12 @@
 //! Tests of the load loops and the search on tokio's paused clock, against a fake
 //! single-server FIFO target whose latency follows from the offered load (a queue model).
 
-use crate::load::{LoadMode, LoadSpec, Pacing, arrival_gaps, measure, measure_from};
+use crate::failure::FailKind;
+use crate::loadgen::{LoadMode, LoadSpec, Pacing, arrival_gaps, measure, measure_from};
+use crate::prepared::{Prepared, PreparedModel};
 use crate::search::{SearchSpec, find_max_rate};
-use crate::target::{FailKind, Target};
-use crate::workload::{GenRequest, Prepared, PreparedModel};
+use crate::target::Target;
+use crate::workload::GenRequest;
 use rand::distr::weighted::WeightedIndex;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -295,11 +297,11 @@ fn the_pacer_delivers_every_instant_once_in_order_never_early() {
     schedule.insert(100, repeat);
     for spin in [
         Duration::ZERO,
-        crate::load::DEFAULT_SPIN,
+        crate::loadgen::DEFAULT_SPIN,
         Duration::from_millis(1),
     ] {
         let mut delivered = Vec::new();
-        crate::load::pace(schedule.iter().copied(), spin, |at| {
+        crate::loadgen::pace(schedule.iter().copied(), spin, |at| {
             delivered.push((at, std::time::Instant::now()))
         });
         let ats: Vec<_> = delivered.iter().map(|d| d.0).collect();
