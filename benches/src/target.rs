@@ -2,7 +2,7 @@
 //! and in-process implementations. Encoding happens in [`Target::encode`], off the
 //! measured path; [`Target::infer`] only ships pre-encoded bytes and waits.
 
-use crate::encode::{binary_body, json_body};
+use cohost_protocol::codec::{RequestEncoding, encode_request};
 use crate::failure::FailKind;
 use crate::http_client::HttpPool;
 use crate::workload::GenRequest;
@@ -94,21 +94,20 @@ impl Target for HttpTarget {
 
     fn encode(&self, model: &str, request: &GenRequest) -> anyhow::Result<HttpEncoded> {
         let path = format!("/v2/models/{model}/infer");
-        if self.binary {
-            let (body, header_len) = binary_body(request);
-            Ok(HttpEncoded {
-                path,
-                body: body.into(),
-                header_len: Some(header_len),
-            })
-        } else {
-            let body = serde_json::to_vec(&json_body(request))?;
-            Ok(HttpEncoded {
-                path,
-                body: body.into(),
-                header_len: None,
-            })
-        }
+        let request = InferRequest {
+            inputs: request.inputs.clone(),
+            ..Default::default()
+        };
+        let encoding = RequestEncoding {
+            binary_inputs: self.binary,
+            binary_outputs: self.binary,
+        };
+        let encoded = encode_request(&request, encoding);
+        Ok(HttpEncoded {
+            path,
+            body: encoded.body.into(),
+            header_len: encoded.header_length,
+        })
     }
 
     async fn server_stats(&self) -> Option<Vec<ModelStats>> {
