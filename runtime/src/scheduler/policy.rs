@@ -12,8 +12,6 @@ pub struct Candidate {
     pub oldest: Instant,
     /// The earliest deadline among its requests (or its latency target from `oldest`).
     pub deadline: Instant,
-    /// Fair-share weight.
-    pub weight: f64,
     /// Priority (higher first on ties).
     pub priority: i32,
     /// Weighted lane-seconds it consumed so far.
@@ -121,7 +119,7 @@ impl ScheduleKind {
     ];
 
     /// The policy object.
-    pub fn policy(self) -> Box<dyn SchedulePolicy> {
+    pub(crate) fn policy(self) -> Box<dyn SchedulePolicy> {
         match self {
             ScheduleKind::EdfFair => Box::new(EdfFairShare::default()),
             ScheduleKind::EdfFairWorkConserving => Box::new(EdfFairShare {
@@ -157,7 +155,7 @@ pub struct Tenant {
     pub active: bool,
     /// Fair-share weight.
     pub weight: f64,
-    /// Lanes it kept busy recently (see [`crate::queue::USAGE_TAU`]).
+    /// Lanes it kept busy recently (see [`crate::queue::usage::USAGE_TAU`]).
     pub usage: f64,
 }
 
@@ -181,7 +179,7 @@ pub fn share_caps(
         .map(|t| {
             let cap = slack * lanes as f64 * weight(t) / total;
             (t.active && t.usage > cap).then(|| {
-                now + Duration::from_secs_f64(crate::queue::USAGE_TAU * (t.usage / cap).ln())
+                now + Duration::from_secs_f64(crate::queue::usage::USAGE_TAU * (t.usage / cap).ln())
             })
         })
         .collect()
@@ -195,7 +193,6 @@ mod tests {
         Candidate {
             oldest: t0 + Duration::from_micros(oldest_us),
             deadline: t0 + Duration::from_micros(deadline_us),
-            weight: 1.0,
             priority: 0,
             virtual_time: vt,
         }
@@ -212,7 +209,7 @@ mod tests {
     #[test]
     fn share_cap_holds_back_only_a_model_over_its_share_among_active_ones() {
         let now = Instant::now();
-        let tau = crate::queue::USAGE_TAU;
+        let tau = crate::queue::usage::USAGE_TAU;
         // 4 active equal models on 2 lanes: share 0.5 lanes each, cap 1.25 x 0.5 = 0.625.
         let t = [
             tenant(true, 1.0, 0.1),
