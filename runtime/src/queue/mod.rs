@@ -190,8 +190,7 @@ impl ModelQueue {
         Ok(())
     }
 
-    /// Lanes this model kept busy on average over the last
-    /// [`USAGE_TAU`](usage::USAGE_TAU) seconds or so.
+    /// Lanes this model kept busy on average over the last `USAGE_TAU` seconds or so.
     pub fn lane_usage(&self, now: Instant) -> f64 {
         self.usage.recent(now)
     }

@@ -98,12 +98,13 @@ impl SchedulePolicy for EdfFairShare {
 /// Which cross-model policy a runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScheduleKind {
-    /// [`EdfFairShare`] with its share cap: isolates tenants on a contended slice.
+    /// Earliest deadline first within a weighted fair-share window, with a share cap:
+    /// isolates tenants on a contended slice.
     #[default]
     EdfFair,
-    /// [`EdfFairShare`] without the cap: any model may use idle lanes.
+    /// The same without the share cap: any model may use idle lanes.
     EdfFairWorkConserving,
-    /// [`OldestFirst`]: the baseline.
+    /// The oldest waiting request first, across models: the baseline.
     Fifo,
 }
 
