@@ -16,7 +16,7 @@ use cohost_protocol::inference::{
     ModelInferRequest, ModelInferResponse, ModelStatisticsRequest, ModelStatisticsResponse,
     StatisticDuration, model_infer_request::InferInputTensor,
 };
-use cohost_runtime::{ModelStats, StatDuration};
+use cohost_runtime::ModelStats;
 use h2::client::SendRequest;
 use hyper::http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use prost::Message;
@@ -209,7 +209,7 @@ fn decode_framed<M: Message + Default>(body: &[u8]) -> Result<M, CallError> {
 fn model_stats(response: ModelStatisticsResponse) -> Vec<ModelStats> {
     let dur = |d: Option<StatisticDuration>| {
         let d = d.unwrap_or_default();
-        StatDuration {
+        cohost_runtime::StatisticDuration {
             count: d.count,
             ns: d.ns,
         }

@@ -194,13 +194,13 @@ async fn measure_shape(
     let Some(repo) = options.model_repository.clone() else {
         bail!("--oracle needs --model-repository DIR");
     };
-    let runtime = Runtime::new(RuntimeOptions {
-        repository: Some(repo),
-        lanes: shape.lanes,
-        memory_budget: shape.memory,
-        schedule: options.schedule,
-        ..Default::default()
-    })
+    let runtime = Runtime::new(
+        RuntimeOptions::default()
+            .repository(repo)
+            .lanes(shape.lanes)
+            .memory_budget(shape.memory)
+            .schedule(options.schedule),
+    )
     .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
     *device = runtime.device().mig_profile.clone().map_or_else(
         || runtime.backend_name().to_string(),

@@ -4,7 +4,7 @@
 //! (Triton's statistics JSON, a Prometheus `/metrics`). [`crate::server_side::measure`]
 //! takes the snapshots around a run.
 
-use cohost_runtime::{ModelStats, StatDuration};
+use cohost_runtime::{ModelStats, StatisticDuration};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -173,7 +173,7 @@ pub fn window(before: &[ModelStats], after: &[ModelStats], models: &[&str]) -> V
 
 /// Model `m`'s counters summed over every version listed (`None` when none is).
 fn total(stats: &[ModelStats], m: &str) -> Option<ModelStats> {
-    let add = |a: StatDuration, b: StatDuration| StatDuration {
+    let add = |a: StatisticDuration, b: StatisticDuration| StatisticDuration {
         count: a.count + b.count,
         ns: a.ns + b.ns,
     };
@@ -201,7 +201,7 @@ pub fn from_triton_json(json: &serde_json::Value) -> Option<Vec<ModelStats>> {
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
             .unwrap_or(0)
     };
-    let dur = |v: &serde_json::Value| StatDuration {
+    let dur = |v: &serde_json::Value| StatisticDuration {
         count: num(&v["count"]),
         ns: num(&v["ns"]),
     };
@@ -260,23 +260,23 @@ mod tests {
             name: name.into(),
             inference_count: rows,
             execution_count: batches,
-            success: StatDuration {
+            success: StatisticDuration {
                 count: requests,
                 ns: 0,
             },
-            queue: StatDuration {
+            queue: StatisticDuration {
                 count: requests,
                 ns: queue_ns,
             },
-            compute_input: StatDuration {
+            compute_input: StatisticDuration {
                 count: batches,
                 ns: batches * 1_000,
             },
-            compute_infer: StatDuration {
+            compute_infer: StatisticDuration {
                 count: batches,
                 ns: batches * 100_000,
             },
-            compute_output: StatDuration {
+            compute_output: StatisticDuration {
                 count: batches,
                 ns: batches * 9_000,
             },
@@ -329,7 +329,7 @@ mod tests {
         );
         assert_eq!(s[0].queue.ns, 7_000_000);
         assert_eq!(s[0].compute_infer.ns, 1_000_000);
-        assert_eq!(s[0].compute_input, StatDuration::default());
+        assert_eq!(s[0].compute_input, StatisticDuration::default());
         assert!(from_triton_json(&serde_json::json!({"error": "x"})).is_none());
     }
 

@@ -15,12 +15,12 @@ async fn in_process_mlp_and_dlrm_serve_every_request() {
     for preset in ["mlp-tiny", "dlrm-tiny"] {
         cohost_models::synth::generate(dir.path(), preset, 1, 7, None, &mut |_, _| {}).unwrap();
     }
-    let runtime = Runtime::new(RuntimeOptions {
-        repository: Some(dir.path().to_path_buf()),
-        lanes: 2,
-        device: Device::Cpu,
-        ..Default::default()
-    })
+    let runtime = Runtime::new(
+        RuntimeOptions::default()
+            .repository(dir.path().to_path_buf())
+            .lanes(2)
+            .device(Device::Cpu),
+    )
     .unwrap();
     let failures = runtime.load_all();
     assert!(failures.is_empty(), "load failures: {failures:?}");

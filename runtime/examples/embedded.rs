@@ -1,4 +1,6 @@
 //! A service embedding cohost: load a model repository, serve inferences in-process.
+//! Starting, loading and shutting down block (threads, weights), so an async service
+//! uses their async forms, which run them off the executor.
 //!
 //! `cargo run -p cohost-runtime --example embedded [REPOSITORY]` (without a folder it
 //! generates a tiny DLRM repository into a temporary folder first).
@@ -10,15 +12,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(dir) => std::path::PathBuf::from(dir),
         None => {
             let dir = std::env::temp_dir().join("cohost-embedded-example");
-            cohost_models::synth::generate(&dir, "dlrm-tiny", 1, 42, None, &mut |_, _| {})?;
+            let out = dir.clone();
+            // Writing the weights blocks too: off the executor like the rest.
+            tokio::task::spawn_blocking(move || {
+                cohost_models::synth::generate(&out, "dlrm-tiny", 1, 42, None, &mut |_, _| {})
+            })
+            .await??;
             dir
         }
     };
-    let runtime = Runtime::new(RuntimeOptions {
-        repository: Some(repo),
-        ..Default::default()
-    })?;
-    for (model, err) in runtime.load_all() {
+    let runtime = Runtime::start(RuntimeOptions::default().repository(repo)).await?;
+    for (model, err) in runtime.load_all_async().await {
         eprintln!("{model}: {err}");
     }
     for status in runtime.models() {
@@ -50,6 +54,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         println!("load: {:?}", response.load);
     }
-    runtime.shutdown();
+    runtime.shutdown_async().await;
     Ok(())
 }

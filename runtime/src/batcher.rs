@@ -4,7 +4,7 @@
 //! baselines ([`NoBatching`], [`StaticBatching`]) sit next to the SLO-aware one so
 //! benchmarks can compare them on the same workload.
 
-use crate::load::LatencyModel;
+use crate::latency_model::LatencyModel;
 use cohost_models::{BatchingPolicyKind, ModelConfig};
 use std::time::{Duration, Instant};
 
@@ -119,15 +119,6 @@ pub struct AdaptiveBatching {
 }
 
 impl AdaptiveBatching {
-    /// Latest instant at which a batch of `rows` rows may start so that its oldest
-    /// request still meets the target.
-    pub fn latest_start(&self, view: &QueueView<'_>, rows: usize) -> Instant {
-        let budget = self.target.as_secs_f64() * self.headroom;
-        let run = view.latency.predict(rows.max(1));
-        let slack = (budget - run - view.work_ahead).max(0.0);
-        view.oldest + Duration::from_secs_f64(slack)
-    }
-
     /// Longest the oldest request waits for company, in seconds: [`GATHER`] of the planned
     /// budget.
     pub fn max_gather(&self) -> f64 {

@@ -3,7 +3,11 @@
 use std::fmt;
 
 /// What class of failure an [`Error`] is, for mapping to HTTP status and gRPC code.
+///
+/// New kinds may be added: a protocol layer's `match` needs a wildcard arm (map it as
+/// [`ErrorKind::Internal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The model, version or tensor does not exist.
     NotFound,

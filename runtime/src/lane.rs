@@ -7,11 +7,12 @@
 //! and releases the batch's accounting once; one inside [`Scheduler::next`] that the
 //! scheduler could not pin on a model is logged and retried after a growing pause.
 
-use crate::queue::{Batch, ModelQueue, Pending, Reply};
+use crate::panic::panic_message;
+use crate::queue::{FormedBatch, ModelQueue, Pending, Reply};
 use crate::scheduler::{Scheduler, Work};
 use crate::{Error, Result, Tensor, TensorData};
 use cohost_kernels::Lane;
-use cohost_models::{Batch as Input, InputData};
+use cohost_models::{Batch, InputData};
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -64,15 +65,6 @@ fn serve(lane: &Lane, sched: &Scheduler) {
     }
 }
 
-/// The message a panic carried (`&str` or `String` payloads), else "unknown panic".
-pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// Runs one batch and answers each of its requests; never unwinds.
 fn run(lane: &Lane, work: Work) {
     let Work { queue, batch } = work;
@@ -92,7 +84,12 @@ fn run(lane: &Lane, work: Work) {
 
 /// Gathers, runs and splits a batch, accounts for it and releases it; the replies, in
 /// request order. The requests stay in `batch`, so a panic here loses none of them.
-fn execute(lane: &Lane, queue: &ModelQueue, batch: &Batch, started: Instant) -> Vec<Result<Reply>> {
+fn execute(
+    lane: &Lane,
+    queue: &ModelQueue,
+    batch: &FormedBatch,
+    started: Instant,
+) -> Vec<Result<Reply>> {
     let rows = batch.rows;
     let input = gather(rows, &batch.requests);
     let t_input = Instant::now();
@@ -137,7 +134,13 @@ fn execute(lane: &Lane, queue: &ModelQueue, batch: &Batch, started: Instant) -> 
 /// After a panic while running `batch`: releases it (unless [`execute`] already did),
 /// then answers every request with an internal error naming the model.
 #[cold]
-fn fail(lane: &Lane, queue: &ModelQueue, batch: Batch, started: Instant, panic: &(dyn Any + Send)) {
+fn fail(
+    lane: &Lane,
+    queue: &ModelQueue,
+    batch: FormedBatch,
+    started: Instant,
+    panic: &(dyn Any + Send),
+) {
     let msg = panic_message(panic);
     let busy = started.elapsed().as_secs_f64();
     let n = batch.requests.len();
@@ -160,7 +163,7 @@ fn fail(lane: &Lane, queue: &ModelQueue, batch: Batch, started: Instant, panic: 
 }
 
 /// Concatenates the requests' inputs into one batch.
-fn gather(rows: usize, requests: &[Pending]) -> Input {
+fn gather(rows: usize, requests: &[Pending]) -> Batch {
     let n_inputs = requests.first().map_or(0, |p| p.inputs.len());
     let inputs = (0..n_inputs)
         .map(|i| match &requests[0].inputs[i] {
@@ -184,7 +187,7 @@ fn gather(rows: usize, requests: &[Pending]) -> Input {
             ),
         })
         .collect();
-    Input { rows, inputs }
+    Batch { rows, inputs }
 }
 
 /// Splits the batch's outputs back into each request's rows, in request order.

@@ -6,21 +6,26 @@
 //!                ─▶ scheduler (which model's batch, which free lane) ─▶ lane runs forward
 //!                ─▶ outputs split back per request
 //! ```
+//!
+//! The embedding API is what this root exports: build a [`Runtime`] from
+//! [`RuntimeOptions`] (with [`Runtime::start`] from async code), load models, send
+//! [`InferRequest`]s. Queues, batching, scheduling and lanes are internal.
 
 mod api;
-pub mod batcher;
+mod batcher;
 mod error;
-pub mod lane;
-pub mod load;
-pub mod metrics;
-pub mod queue;
-pub mod registry;
-pub mod repository;
+mod lane;
+mod latency_model;
+mod metrics;
+mod panic;
+mod queue;
+mod registry;
+mod repository;
 mod runtime;
-pub mod scheduler;
+mod scheduler;
 mod size;
-pub mod stats;
-pub mod table_metrics;
+mod stats;
+mod table_metrics;
 mod tensor;
 mod validate;
 
@@ -30,8 +35,21 @@ pub use api::{
 };
 pub use cohost_models::{ModelConfig, TensorSpec};
 pub use error::{Error, ErrorKind, Result};
+pub use repository::validate_model_name;
 pub use runtime::{Device, Runtime, RuntimeOptions};
 pub use scheduler::ScheduleKind;
 pub use size::parse_byte_size;
-pub use stats::{BatchStats, Duration as StatDuration, ModelStats};
+pub use stats::{BatchStats, ModelStats, StatisticDuration};
+pub use table_metrics::{placement_label, record_table_metrics};
 pub use tensor::{DataType, Tensor, TensorData};
+
+/// The runtime's internals, for its own tests (cargo feature `testing`; not a stable API):
+/// queues, batching and scheduling policies, the scheduler and its lanes, built by hand.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::batcher::{BatchPolicy, Decision, NoBatching, QueueView};
+    pub use crate::lane::spawn_lanes;
+    pub use crate::latency_model::LatencyModel;
+    pub use crate::queue::{MemoryLease, ModelQueue, Pending, Reply};
+    pub use crate::scheduler::{Candidate, EdfFairShare, SchedulePolicy, Scheduler};
+}

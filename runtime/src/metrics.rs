@@ -1,8 +1,10 @@
 //! Metric emission through the `metrics` facade; the server installs the Prometheus
 //! recorder. Names are prefixed `cohost_`; handles are resolved once per model version.
 
+use crate::panic::panic_message;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use parking_lot::RwLock;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
 /// The failure reasons [`ModelMetrics::failure`] keeps a handle for (every
@@ -84,6 +86,24 @@ impl ModelMetrics {
         match FAILURE_REASONS.iter().position(|r| *r == reason) {
             Some(i) => self.failures[i].get_or_init(resolve).increment(1),
             None => resolve().increment(1),
+        }
+    }
+
+    /// Sets the pending and in-flight gauges (`in_flight` read after the first is set).
+    /// A panicking metrics recorder is logged, not propagated: unwinding from a queue's
+    /// `take` would drop a batch already counted as running, unanswered.
+    pub fn queue_gauges(&self, pending: usize, in_flight: impl FnOnce() -> usize) {
+        let set = || {
+            self.pending.set(pending as f64);
+            self.in_flight.set(in_flight() as f64);
+        };
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(set)) {
+            tracing::error!(
+                model = %self.model,
+                version = %self.version,
+                "metrics recorder panicked: {}",
+                panic_message(&*panic)
+            );
         }
     }
 

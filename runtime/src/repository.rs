@@ -12,8 +12,9 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// File name of a model's configuration.
 pub const CONFIG_FILE: &str = "config.toml";
 
-/// Refuses model names that could escape the repository or confuse a URL.
-pub fn validate_name(name: &str) -> Result<()> {
+/// Refuses model names that could escape the repository or confuse a URL (letters,
+/// digits, `-`, `_` and `.`, not starting with `.`, at most 128 bytes).
+pub fn validate_model_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
@@ -41,7 +42,7 @@ pub fn model_names(repo: &Path) -> Result<Vec<String>> {
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join(CONFIG_FILE).is_file())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| validate_name(n).is_ok())
+        .filter(|n| validate_model_name(n).is_ok())
         .collect();
     names.sort();
     Ok(names)
@@ -59,7 +60,7 @@ pub struct ModelOnDisk {
 
 /// Reads a model folder: its config and its numeric version folders.
 pub fn read_model(repo: &Path, name: &str) -> Result<ModelOnDisk> {
-    validate_name(name)?;
+    validate_model_name(name)?;
     let dir = repo.join(name);
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.is_file() {
@@ -124,10 +125,10 @@ mod tests {
     #[test]
     fn names_that_escape_are_refused() {
         for bad in ["", "..", "../x", "a/b", ".hidden", "a b", "x\\y"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+            assert!(validate_model_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["dlrm-small", "mlp_1", "m.v2"] {
-            assert!(validate_name(good).is_ok(), "{good:?} refused");
+            assert!(validate_model_name(good).is_ok(), "{good:?} refused");
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A count and the total nanoseconds spent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Duration {
+pub struct StatisticDuration {
     /// Number of events.
     pub count: u64,
     /// Total nanoseconds over those events.
@@ -20,11 +20,11 @@ pub struct BatchStats {
     /// Rows in the batch.
     pub batch_size: u64,
     /// Time gathering and converting inputs.
-    pub compute_input: Duration,
+    pub compute_input: StatisticDuration,
     /// Time in the model's forward.
-    pub compute_infer: Duration,
+    pub compute_infer: StatisticDuration,
     /// Time splitting outputs back.
-    pub compute_output: Duration,
+    pub compute_output: StatisticDuration,
 }
 
 /// One model version's counters since it was loaded.
@@ -41,17 +41,17 @@ pub struct ModelStats {
     /// Batches executed.
     pub execution_count: u64,
     /// Successful requests, end to end.
-    pub success: Duration,
+    pub success: StatisticDuration,
     /// Failed requests, end to end.
-    pub fail: Duration,
+    pub fail: StatisticDuration,
     /// Time requests waited in the queue.
-    pub queue: Duration,
+    pub queue: StatisticDuration,
     /// Time gathering inputs into batches.
-    pub compute_input: Duration,
+    pub compute_input: StatisticDuration,
     /// Time in forward.
-    pub compute_infer: Duration,
+    pub compute_infer: StatisticDuration,
     /// Time splitting outputs.
-    pub compute_output: Duration,
+    pub compute_output: StatisticDuration,
     /// Per batch size.
     pub batch_stats: Vec<BatchStats>,
 }
@@ -67,8 +67,8 @@ impl Acc {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.ns.fetch_add(ns, Ordering::Relaxed);
     }
-    fn get(&self) -> Duration {
-        Duration {
+    fn get(&self) -> StatisticDuration {
+        StatisticDuration {
             count: self.count.load(Ordering::Relaxed),
             ns: self.ns.load(Ordering::Relaxed),
         }
@@ -99,11 +99,6 @@ impl StatsRecorder {
             self.fail.add(total_ns);
         }
         self.queue.add(queue_ns);
-    }
-
-    /// Records a request refused before it was queued.
-    pub fn refused(&self, total_ns: u64) {
-        self.fail.add(total_ns);
     }
 
     /// Records one executed batch.

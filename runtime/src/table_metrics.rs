@@ -22,7 +22,7 @@ use metrics::{counter, gauge};
 
 /// One table of one loaded model version.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TableSample {
+pub(crate) struct TableSample {
     /// Model name.
     pub model: String,
     /// Model version.
@@ -35,7 +35,8 @@ pub struct TableSample {
     pub memory: TableMemory,
 }
 
-/// Short label of a placement: `resident`, `host` or `mapped`.
+/// Short label of an embedding table's placement (`resident`, `host` or `mapped`), as
+/// the `placement` label of `cohost_embedding_table_placement` spells it.
 pub fn placement_label(p: TablePlacement) -> &'static str {
     match p {
         TablePlacement::Resident => "resident",
@@ -45,7 +46,7 @@ pub fn placement_label(p: TablePlacement) -> &'static str {
 }
 
 /// Every table of every loaded model version (models unloading meanwhile are skipped).
-pub fn table_samples(runtime: &Runtime) -> Vec<TableSample> {
+pub(crate) fn table_samples(runtime: &Runtime) -> Vec<TableSample> {
     let mut out = Vec::new();
     for m in runtime.models() {
         let Ok(mem) = runtime.memory(&m.name, Some(m.version)) else {
@@ -66,8 +67,9 @@ pub fn table_samples(runtime: &Runtime) -> Vec<TableSample> {
     out
 }
 
-/// Sets the embedding-table series for every loaded model; call on each `/metrics`
-/// scrape, before rendering (cost: one lock per cache shard per table).
+/// Sets the embedding-table series (`cohost_embedding_*`) for every loaded model through
+/// the `metrics` facade; call on each `/metrics` scrape, before rendering (cost: one lock
+/// per cache shard per table).
 pub fn record_table_metrics(runtime: &Runtime) {
     for s in table_samples(runtime) {
         let labels = [
@@ -106,11 +108,11 @@ mod tests {
             &cohost_kernels::offload::CacheConfig::rows(100, Default::default()),
         );
         config.memory_budget = Some(601 * 4 + 350 * 32 + cache);
-        let rt = Runtime::new(RuntimeOptions {
-            lanes: 1,
-            device: crate::Device::Cpu,
-            ..Default::default()
-        })
+        let rt = Runtime::new(
+            RuntimeOptions::default()
+                .lanes(1)
+                .device(crate::Device::Cpu),
+        )
         .unwrap();
         rt.load_model_from("m", 1, config, &weights).unwrap();
         let s = table_samples(&rt);

@@ -44,11 +44,7 @@ impl Model for Fragile {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_model_fails_its_batch_and_everything_else_keeps_serving() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        ..Default::default()
-    })
-    .unwrap();
+    let rt = Runtime::new(RuntimeOptions::default().lanes(1)).unwrap();
     let mut config = synth::preset("mlp-tiny").unwrap();
     config.batching.policy = cohost_models::BatchingPolicyKind::None;
     rt.load_model_instance("fragile", 1, Arc::new(Fragile(config.clone())))
@@ -90,11 +86,7 @@ async fn a_panicking_model_fails_its_batch_and_everything_else_keeps_serving() {
 
 #[test]
 fn a_model_instance_with_an_invalid_config_is_refused_not_served() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        ..Default::default()
-    })
-    .unwrap();
+    let rt = Runtime::new(RuntimeOptions::default().lanes(1)).unwrap();
     let mut config = synth::preset("mlp-tiny").unwrap();
     config.batching.policy = cohost_models::BatchingPolicyKind::Adaptive;
     // Would overflow the scheduler's Duration arithmetic if it were ever served.

@@ -10,10 +10,10 @@ mod common;
 
 use cohost_kernels::Lane;
 use cohost_models::{Batch, BatchingPolicyKind, InputData, MemoryReport, Model, ModelError, synth};
-use cohost_runtime::batcher::{BatchPolicy, Decision, NoBatching, QueueView};
-use cohost_runtime::lane::spawn_lanes;
-use cohost_runtime::queue::{MemoryLease, ModelQueue, Pending, Reply};
-use cohost_runtime::scheduler::{Candidate, EdfFairShare, SchedulePolicy, Scheduler};
+use cohost_runtime::testing::{
+    BatchPolicy, Candidate, Decision, EdfFairShare, MemoryLease, ModelQueue, NoBatching, Pending,
+    QueueView, Reply, SchedulePolicy, Scheduler, spawn_lanes,
+};
 use cohost_runtime::{
     Device, Error, ErrorKind, InferRequest, ModelConfig, Runtime, RuntimeOptions, Tensor,
     TensorData,
@@ -166,12 +166,7 @@ async fn lanes_serving(rt: &Runtime, model: &'static str, echo: &Echo) -> BTreeS
 }
 
 fn cpu_runtime(lanes: usize) -> Runtime {
-    Runtime::new(RuntimeOptions {
-        lanes,
-        device: Device::Cpu,
-        ..Default::default()
-    })
-    .unwrap()
+    Runtime::new(RuntimeOptions::default().lanes(lanes).device(Device::Cpu)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +284,7 @@ impl Slice {
         let config = model.config().clone();
         let mut q = ModelQueue::new(name, 1, config, model, self.lanes, lease);
         if let Some(p) = policy {
-            q.policy = p;
+            q = q.with_policy(p);
         }
         let q = Arc::new(q);
         self.sched.add(q.clone());
@@ -373,11 +368,11 @@ fn good_round(slice: &Slice, q: &ModelQueue, n: u64) {
         })
         .collect();
     for (x, rx) in sent {
-        let reply = answer(rx).unwrap_or_else(|e| panic!("{}: {e}", q.name));
+        let reply = answer(rx).unwrap_or_else(|e| panic!("{}: {e}", q.name()));
         let TensorData::F32(got) = &reply.outputs[0].data else {
             panic!("FP32 output")
         };
-        assert_eq!(got, &expected(&x), "{}", q.name);
+        assert_eq!(got, &expected(&x), "{}", q.name());
     }
 }
 
@@ -386,7 +381,7 @@ fn assert_queue_idle(q: &ModelQueue) {
         (q.counts(), q.lanes_busy(), q.outstanding_work()),
         ((0, 0), 0, 0.0),
         "{}'s accounting was not released",
-        q.name
+        q.name()
     );
 }
 

@@ -11,12 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A CPU runtime with `lanes` lanes spinning `spin` when idle, serving `config` as "m".
 fn spinning_runtime(lanes: usize, spin: Duration, config: &cohost_runtime::ModelConfig) -> Runtime {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes,
-        lane_spin: spin,
-        ..Default::default()
-    })
-    .unwrap();
+    let rt = Runtime::new(RuntimeOptions::default().lanes(lanes).lane_spin(spin)).unwrap();
     rt.load_model_from("m", 1, config.clone(), &synth::random_weights(config, 5))
         .unwrap();
     rt

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn runtime(repo: &std::path::Path, lanes: usize) -> Runtime {
-    Runtime::new(RuntimeOptions {
-        lanes,
-        repository: Some(repo.to_path_buf()),
-        ..Default::default()
-    })
+    Runtime::new(
+        RuntimeOptions::default()
+            .lanes(lanes)
+            .repository(repo.to_path_buf()),
+    )
     .unwrap()
 }
 
@@ -395,12 +395,7 @@ async fn a_request_past_its_timeout_gets_deadline_exceeded() {
 
 #[test]
 fn a_model_over_the_memory_budget_is_refused() {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        memory_budget: Some(1000),
-        ..Default::default()
-    })
-    .unwrap();
+    let rt = Runtime::new(RuntimeOptions::default().lanes(1).memory_budget(1000)).unwrap();
     let config = synth::preset("mlp-small").unwrap();
     let e = rt
         .load_model_from("big", 1, config.clone(), &synth::random_weights(&config, 1))

@@ -188,15 +188,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ServerHandle> {
     crate::metrics::install();
-    let runtime_options = RuntimeOptions {
-        lanes: options.lanes,
-        lane_spin: options.lane_spin,
-        schedule: options.schedule,
-        memory_budget: options.memory_budget,
-        device: options.device,
-        repository: options.repository.clone(),
-        ..RuntimeOptions::default()
-    };
+    let mut runtime_options = RuntimeOptions::default()
+        .lanes(options.lanes)
+        .lane_spin(options.lane_spin)
+        .schedule(options.schedule)
+        .memory_budget(options.memory_budget)
+        .device(options.device);
+    if let Some(repository) = options.repository.clone() {
+        runtime_options = runtime_options.repository(repository);
+    }
     let runtime = tokio::task::spawn_blocking(move || {
         let runtime = Runtime::new(runtime_options)?;
         if runtime.repository().is_some() {

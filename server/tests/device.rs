@@ -4,11 +4,11 @@
 use std::process::Command;
 
 fn cuda_usable() -> bool {
-    cohost_runtime::Runtime::new(cohost_runtime::RuntimeOptions {
-        device: cohost_runtime::Device::Cuda,
-        lanes: 1,
-        ..Default::default()
-    })
+    cohost_runtime::Runtime::new(
+        cohost_runtime::RuntimeOptions::default()
+            .device(cohost_runtime::Device::Cuda)
+            .lanes(1),
+    )
     .is_ok()
 }
 
@@ -44,11 +44,11 @@ fn device_cuda_fails_clearly_and_auto_falls_back_to_the_cpu() {
     );
     assert!(!err.contains("panicked"), "{err}");
 
-    let rt = cohost_runtime::Runtime::new(cohost_runtime::RuntimeOptions {
-        device: cohost_runtime::Device::Auto,
-        lanes: 1,
-        ..Default::default()
-    })
+    let rt = cohost_runtime::Runtime::new(
+        cohost_runtime::RuntimeOptions::default()
+            .device(cohost_runtime::Device::Auto)
+            .lanes(1),
+    )
     .expect("auto falls back to the CPU");
     assert_eq!(rt.backend_name(), "cpu");
     let note = rt.device().note.clone().unwrap_or_default();

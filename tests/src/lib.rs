@@ -161,12 +161,12 @@ pub fn model_of(runtime: &Runtime, family: Family) -> String {
 
 /// An in-process runtime over `repository` (same weights as the server), all loaded.
 pub fn reference_runtime(repository: &Path) -> Runtime {
-    let runtime = Runtime::new(RuntimeOptions {
-        lanes: 1,
-        device: Device::Cpu,
-        repository: Some(repository.to_path_buf()),
-        ..RuntimeOptions::default()
-    })
+    let runtime = Runtime::new(
+        RuntimeOptions::default()
+            .lanes(1)
+            .device(Device::Cpu)
+            .repository(repository.to_path_buf()),
+    )
     .expect("reference runtime");
     let failures = runtime.load_all();
     assert!(

@@ -266,11 +266,11 @@ async fn server_side_window_counts_what_the_client_saw() {
     let with_metrics = grpc().await.unwrap().with_metrics(&server.base);
     server_window_matches_the_client(with_metrics, &repo, true).await;
     server.stop().await;
-    let runtime = cohost_runtime::Runtime::new(cohost_runtime::RuntimeOptions {
-        repository: Some(repo.clone()),
-        lanes: 2,
-        ..Default::default()
-    })
+    let runtime = cohost_runtime::Runtime::new(
+        cohost_runtime::RuntimeOptions::default()
+            .repository(repo.clone())
+            .lanes(2),
+    )
     .unwrap();
     assert!(runtime.load_all().is_empty());
     server_window_matches_the_client(

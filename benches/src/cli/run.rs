@@ -50,13 +50,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let Some(repo) = args.model_repository.clone() else {
                 bail!("--target in-process needs --model-repository DIR");
             };
-            let runtime = Runtime::new(RuntimeOptions {
-                repository: Some(repo),
-                lanes: args.lanes,
-                lane_spin: std::time::Duration::from_micros(args.lane_spin_us),
-                schedule: args.schedule,
-                ..Default::default()
-            })
+            let runtime = Runtime::new(
+                RuntimeOptions::default()
+                    .repository(repo)
+                    .lanes(args.lanes)
+                    .lane_spin(std::time::Duration::from_micros(args.lane_spin_us))
+                    .schedule(args.schedule),
+            )
             .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
             let failures = runtime.load_all();
             for m in &workload.models {

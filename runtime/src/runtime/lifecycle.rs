@@ -1,7 +1,7 @@
 //! Loading, reloading and unloading model versions: repository folders or code, memory
 //! budget accounting, and draining retired versions.
 
-use super::Runtime;
+use super::{Runtime, off_executor};
 use crate::queue::{MemoryLease, ModelQueue};
 use crate::{Error, ModelConfig, Result, repository};
 use cohost_models::{PlacementOptions, WeightSource};
@@ -10,7 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl Runtime {
-    /// Loads every model found in the repository folder (blocking); returns the failures.
+    /// Loads every model found in the repository folder; returns the failures.
+    ///
+    /// # Blocking
+    ///
+    /// Reads and builds every model's weights; from async code use
+    /// [`Runtime::load_all_async`].
     pub fn load_all(&self) -> Vec<(String, Error)> {
         let names = match self.repo().and_then(repository::model_names) {
             Ok(n) => n,
@@ -22,8 +27,19 @@ impl Runtime {
             .collect()
     }
 
-    /// Loads (or reloads) a model from the repository (blocking): new or changed versions
-    /// start serving, versions no longer wanted drain and are freed.
+    /// [`Runtime::load_all`] on a blocking thread of the tokio runtime, for async callers.
+    pub async fn load_all_async(&self) -> Vec<(String, Error)> {
+        let runtime = self.clone();
+        off_executor(move || runtime.load_all()).await
+    }
+
+    /// Loads (or reloads) a model from the repository: new or changed versions start
+    /// serving, versions no longer wanted drain and are freed.
+    ///
+    /// # Blocking
+    ///
+    /// Reads and builds the model's weights, after any load in progress; from async code
+    /// use [`Runtime::load_model_async`].
     pub fn load_model(&self, name: &str) -> Result<()> {
         let _guard = self.inner.load_lock.lock();
         let result = self.load_model_locked(name);
@@ -32,6 +48,12 @@ impl Runtime {
             tracing::warn!(model = name, "load failed: {e}");
         }
         result
+    }
+
+    /// [`Runtime::load_model`] on a blocking thread of the tokio runtime, for async callers.
+    pub async fn load_model_async(&self, name: &str) -> Result<()> {
+        let (runtime, name) = (self.clone(), name.to_string());
+        off_executor(move || runtime.load_model(&name)).await
     }
 
     fn load_model_locked(&self, name: &str) -> Result<()> {
@@ -62,6 +84,11 @@ impl Runtime {
     }
 
     /// Loads one version of a model from a config and safetensors bytes given in code.
+    ///
+    /// # Blocking
+    ///
+    /// Builds the model's weights, after any load in progress; from async code use
+    /// [`Runtime::load_model_from_async`].
     pub fn load_model_from(
         &self,
         name: &str,
@@ -69,7 +96,7 @@ impl Runtime {
         config: ModelConfig,
         safetensors: &[u8],
     ) -> Result<()> {
-        repository::validate_name(name)?;
+        repository::validate_model_name(name)?;
         config
             .validate(Path::new("<inline>"))
             .map_err(|e| Error::invalid(e.to_string()))?;
@@ -78,15 +105,33 @@ impl Runtime {
         self.install(name, version, config, WeightSource::Bytes(safetensors), fp)
     }
 
+    /// [`Runtime::load_model_from`] on a blocking thread of the tokio runtime, for async
+    /// callers (the bytes are moved there).
+    pub async fn load_model_from_async(
+        &self,
+        name: &str,
+        version: u64,
+        config: ModelConfig,
+        safetensors: Vec<u8>,
+    ) -> Result<()> {
+        let (runtime, name) = (self.clone(), name.to_string());
+        off_executor(move || runtime.load_model_from(&name, version, config, &safetensors)).await
+    }
+
     /// Serves a model built in code (any [`cohost_models::Model`], e.g. a custom family)
     /// as `name`/`version`; its config must describe its inputs and outputs.
+    ///
+    /// # Blocking
+    ///
+    /// Waits for any load in progress; from async code use
+    /// [`Runtime::load_model_instance_async`].
     pub fn load_model_instance(
         &self,
         name: &str,
         version: u64,
         model: Arc<dyn cohost_models::Model>,
     ) -> Result<()> {
-        repository::validate_name(name)?;
+        repository::validate_model_name(name)?;
         let config = model.config().clone();
         config
             .validate(Path::new(&format!("<model instance '{name}'>")))
@@ -94,6 +139,18 @@ impl Runtime {
         let _guard = self.inner.load_lock.lock();
         let budget = self.device_budget(&config);
         self.serve_version(name, version, config, model, budget, version)
+    }
+
+    /// [`Runtime::load_model_instance`] on a blocking thread of the tokio runtime, for
+    /// async callers.
+    pub async fn load_model_instance_async(
+        &self,
+        name: &str,
+        version: u64,
+        model: Arc<dyn cohost_models::Model>,
+    ) -> Result<()> {
+        let (runtime, name) = (self.clone(), name.to_string());
+        off_executor(move || runtime.load_model_instance(&name, version, model)).await
     }
 
     /// Device bytes a new model may use: what the runtime's budget has left, capped by
@@ -173,6 +230,11 @@ impl Runtime {
     }
 
     /// Stops new requests to every version of `name`; queued and running ones finish.
+    ///
+    /// # Blocking
+    ///
+    /// Waits for any load in progress (not for the versions to drain); from async code use
+    /// [`Runtime::unload_model_async`].
     pub fn unload_model(&self, name: &str) -> Result<()> {
         let _guard = self.inner.load_lock.lock();
         let versions = self.inner.registry.versions(name);
@@ -183,5 +245,12 @@ impl Runtime {
             self.retire(name, q.version);
         }
         Ok(())
+    }
+
+    /// [`Runtime::unload_model`] on a blocking thread of the tokio runtime, for async
+    /// callers.
+    pub async fn unload_model_async(&self, name: &str) -> Result<()> {
+        let (runtime, name) = (self.clone(), name.to_string());
+        off_executor(move || runtime.unload_model(&name)).await
     }
 }

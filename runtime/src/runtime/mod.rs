@@ -28,8 +28,10 @@ pub enum Device {
     Cuda,
 }
 
-/// How to build a [`Runtime`].
+/// How to build a [`Runtime`]: start from `RuntimeOptions::default()` and chain the
+/// setters, e.g. `RuntimeOptions::default().repository("models").lanes(2)`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuntimeOptions {
     /// Number of lanes (CPU worker threads or CUDA streams); 0 = derive from the device.
     pub lanes: usize,
@@ -63,6 +65,50 @@ impl Default for RuntimeOptions {
     }
 }
 
+impl RuntimeOptions {
+    /// Sets [`RuntimeOptions::lanes`] (0: derive from the device).
+    pub fn lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes;
+        self
+    }
+
+    /// Sets [`RuntimeOptions::memory_budget`] in bytes (None: unlimited).
+    pub fn memory_budget(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.memory_budget = bytes.into();
+        self
+    }
+
+    /// Sets [`RuntimeOptions::host_memory_budget`] in bytes (None: unlimited).
+    pub fn host_memory_budget(mut self, bytes: impl Into<Option<u64>>) -> Self {
+        self.host_memory_budget = bytes.into();
+        self
+    }
+
+    /// Sets [`RuntimeOptions::device`].
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Sets [`RuntimeOptions::repository`]: serve models from this folder.
+    pub fn repository(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.repository = Some(dir.into());
+        self
+    }
+
+    /// Sets [`RuntimeOptions::schedule`].
+    pub fn schedule(mut self, schedule: ScheduleKind) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Sets [`RuntimeOptions::lane_spin`] (zero: idle lanes sleep at once).
+    pub fn lane_spin(mut self, spin: Duration) -> Self {
+        self.lane_spin = spin;
+        self
+    }
+}
+
 /// The embeddable runtime; cheap to clone, all clones share one set of models and lanes.
 #[derive(Clone)]
 pub struct Runtime {
@@ -93,8 +139,25 @@ mod lifecycle;
 
 use backend::{Backend, CUDA_HEADROOM, choose_backend};
 
+/// Runs `f` on the async runtime's blocking threads and returns what it returns (a panic
+/// in it resumes here), so that a blocking lifecycle call does not hold up an executor.
+async fn off_executor<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("a blocking runtime call was cancelled: {e}"),
+        },
+    }
+}
+
 impl Runtime {
     /// Starts the lanes and the scheduler; loads nothing yet.
+    ///
+    /// # Blocking
+    ///
+    /// Probes and opens the device and starts one thread per lane; from async code use
+    /// [`Runtime::start`].
     pub fn new(mut options: RuntimeOptions) -> Result<Runtime> {
         let Backend {
             handle: backend,
@@ -138,6 +201,11 @@ impl Runtime {
         })
     }
 
+    /// [`Runtime::new`] on a blocking thread of the tokio runtime, for async callers.
+    pub async fn start(options: RuntimeOptions) -> Result<Runtime> {
+        off_executor(move || Runtime::new(options)).await
+    }
+
     /// The options in effect (lanes resolved).
     pub fn options(&self) -> &RuntimeOptions {
         &self.inner.options
@@ -153,7 +221,8 @@ impl Runtime {
         &self.inner.device
     }
 
-    /// How many times a lane looked at the queues for work (see [`Scheduler::passes`]).
+    /// How many times a lane looked at the queues for work: once when it becomes free and
+    /// once per wake-up (lanes woken for nothing show as passes beyond two per batch).
     pub fn scheduler_passes(&self) -> u64 {
         self.inner.scheduler.passes()
     }
@@ -309,7 +378,12 @@ impl Runtime {
             .collect())
     }
 
-    /// Stops taking requests, lets accepted ones finish, then stops the lanes (blocking).
+    /// Stops taking requests, lets accepted ones finish, then stops the lanes.
+    ///
+    /// # Blocking
+    ///
+    /// Waits for the accepted requests to run and joins the lane threads; from async code
+    /// use [`Runtime::shutdown_async`].
     pub fn shutdown(&self) {
         for q in self.inner.registry.all() {
             q.close();
@@ -319,5 +393,11 @@ impl Runtime {
         for h in handles {
             let _ = h.join();
         }
+    }
+
+    /// [`Runtime::shutdown`] on a blocking thread of the tokio runtime, for async callers.
+    pub async fn shutdown_async(&self) {
+        let runtime = self.clone();
+        off_executor(move || runtime.shutdown()).await
     }
 }

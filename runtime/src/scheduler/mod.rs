@@ -8,14 +8,14 @@
 mod policy;
 mod spin;
 
-pub use policy::{
-    Candidate, EdfFairShare, OldestFirst, ScheduleKind, SchedulePolicy, Tenant, share_caps,
-};
+#[cfg(feature = "testing")]
+pub use policy::EdfFairShare;
+pub use policy::{Candidate, OldestFirst, ScheduleKind, SchedulePolicy, Tenant, share_caps};
 
 use crate::Error;
 use crate::batcher::Decision;
-use crate::lane::panic_message;
-use crate::queue::{Batch, ModelQueue, SliceShare};
+use crate::panic::panic_message;
+use crate::queue::{FormedBatch, ModelQueue, SliceShare};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use spin::SpinGate;
 pub(crate) use spin::spin_wait;
@@ -38,7 +38,7 @@ pub struct Work {
     /// The model version the batch belongs to.
     pub queue: Arc<ModelQueue>,
     /// The batch.
-    pub batch: Batch,
+    pub batch: FormedBatch,
 }
 
 /// Hands ready batches to free lanes.
@@ -368,7 +368,6 @@ fn assess(q: &ModelQueue, now: Instant, share: SliceShare, shutdown: bool) -> Op
                 Candidate {
                     oldest: view.oldest,
                     deadline: target.min(deadline),
-                    weight: q.config.weight,
                     priority: q.config.priority,
                     virtual_time: q.virtual_time(),
                 },
@@ -386,6 +385,7 @@ fn decision_panicked(q: &ModelQueue, panic: &(dyn Any + Send)) -> bool {
     tracing::error!(
         model = %q.name,
         version = q.version,
+        policy = q.policy.name(),
         "deciding a batch panicked: {msg}; failing the oldest request"
     );
     q.fail_oldest(Error::internal(format!(

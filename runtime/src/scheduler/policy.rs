@@ -12,8 +12,6 @@ pub struct Candidate {
     pub oldest: Instant,
     /// The earliest deadline among its requests (or its latency target from `oldest`).
     pub deadline: Instant,
-    /// Fair-share weight.
-    pub weight: f64,
     /// Priority (higher first on ties).
     pub priority: i32,
     /// Weighted lane-seconds it consumed so far.
@@ -100,12 +98,13 @@ impl SchedulePolicy for EdfFairShare {
 /// Which cross-model policy a runtime uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ScheduleKind {
-    /// [`EdfFairShare`] with its share cap: isolates tenants on a contended slice.
+    /// Earliest deadline first within a weighted fair-share window, with a share cap:
+    /// isolates tenants on a contended slice.
     #[default]
     EdfFair,
-    /// [`EdfFairShare`] without the cap: any model may use idle lanes.
+    /// The same without the share cap: any model may use idle lanes.
     EdfFairWorkConserving,
-    /// [`OldestFirst`]: the baseline.
+    /// The oldest waiting request first, across models: the baseline.
     Fifo,
 }
 
@@ -121,7 +120,7 @@ impl ScheduleKind {
     ];
 
     /// The policy object.
-    pub fn policy(self) -> Box<dyn SchedulePolicy> {
+    pub(crate) fn policy(self) -> Box<dyn SchedulePolicy> {
         match self {
             ScheduleKind::EdfFair => Box::new(EdfFairShare::default()),
             ScheduleKind::EdfFairWorkConserving => Box::new(EdfFairShare {
@@ -157,7 +156,7 @@ pub struct Tenant {
     pub active: bool,
     /// Fair-share weight.
     pub weight: f64,
-    /// Lanes it kept busy recently (see [`crate::queue::USAGE_TAU`]).
+    /// Lanes it kept busy recently (see [`crate::queue::usage::USAGE_TAU`]).
     pub usage: f64,
 }
 
@@ -181,7 +180,7 @@ pub fn share_caps(
         .map(|t| {
             let cap = slack * lanes as f64 * weight(t) / total;
             (t.active && t.usage > cap).then(|| {
-                now + Duration::from_secs_f64(crate::queue::USAGE_TAU * (t.usage / cap).ln())
+                now + Duration::from_secs_f64(crate::queue::usage::USAGE_TAU * (t.usage / cap).ln())
             })
         })
         .collect()
@@ -195,7 +194,6 @@ mod tests {
         Candidate {
             oldest: t0 + Duration::from_micros(oldest_us),
             deadline: t0 + Duration::from_micros(deadline_us),
-            weight: 1.0,
             priority: 0,
             virtual_time: vt,
         }
@@ -212,7 +210,7 @@ mod tests {
     #[test]
     fn share_cap_holds_back_only_a_model_over_its_share_among_active_ones() {
         let now = Instant::now();
-        let tau = crate::queue::USAGE_TAU;
+        let tau = crate::queue::usage::USAGE_TAU;
         // 4 active equal models on 2 lanes: share 0.5 lanes each, cap 1.25 x 0.5 = 0.625.
         let t = [
             tenant(true, 1.0, 0.1),

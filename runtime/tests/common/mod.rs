@@ -136,11 +136,7 @@ pub fn f32s(t: &Tensor) -> &[f32] {
 /// A CPU runtime with `lanes` lanes serving `config` as `name` version 1, with random
 /// weights from `seed`.
 pub fn runtime_serving(lanes: usize, name: &str, config: &ModelConfig, seed: u64) -> Runtime {
-    let rt = Runtime::new(RuntimeOptions {
-        lanes,
-        ..Default::default()
-    })
-    .unwrap();
+    let rt = Runtime::new(RuntimeOptions::default().lanes(lanes)).unwrap();
     rt.load_model_from(
         name,
         1,

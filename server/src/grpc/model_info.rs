@@ -4,7 +4,8 @@
 use cohost_models::{BatchingPolicyKind, Family, VersionPolicy};
 use cohost_protocol::inference as pb;
 use cohost_runtime::{
-    DataType, ModelConfig, ModelMetadata, ModelStats, RepositoryEntry, StatDuration, TensorSpec,
+    DataType, ModelConfig, ModelMetadata, ModelStats, RepositoryEntry, StatisticDuration,
+    TensorSpec,
 };
 use std::collections::HashMap;
 
@@ -150,7 +151,7 @@ pub fn config(name: &str, platform: &str, cfg: &ModelConfig, at: Placement) -> p
     }
 }
 
-fn duration(d: StatDuration) -> Option<pb::StatisticDuration> {
+fn duration(d: StatisticDuration) -> Option<pb::StatisticDuration> {
     Some(pb::StatisticDuration {
         count: d.count,
         ns: d.ns,
@@ -172,8 +173,8 @@ pub fn statistics(s: ModelStats) -> pb::ModelStatistics {
             compute_input: duration(s.compute_input),
             compute_infer: duration(s.compute_infer),
             compute_output: duration(s.compute_output),
-            cache_hit: duration(StatDuration::default()),
-            cache_miss: duration(StatDuration::default()),
+            cache_hit: duration(StatisticDuration::default()),
+            cache_miss: duration(StatisticDuration::default()),
         }),
         batch_stats: s
             .batch_stats

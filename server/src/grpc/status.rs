@@ -12,6 +12,8 @@ pub fn code_for(kind: ErrorKind) -> Code {
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
+        // A kind a newer runtime adds: answered as an internal error.
+        _ => Code::Internal,
     }
 }
 

@@ -20,6 +20,8 @@ pub fn status_for(kind: ErrorKind) -> StatusCode {
         ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        // A kind a newer runtime adds: answered as an internal error.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -126,7 +128,7 @@ impl IntoResponse for ApiError {
 
 /// Checks a model name from a URL with the repository's rule (nothing can escape it).
 pub fn check_model_name(name: &str) -> Result<(), ApiError> {
-    cohost_runtime::repository::validate_name(name).map_err(ApiError::from)
+    cohost_runtime::validate_model_name(name).map_err(ApiError::from)
 }
 
 /// Parses a version from a URL: a non-negative integer.

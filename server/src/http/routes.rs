@@ -92,7 +92,7 @@ pub async fn model_metadata(
         .map(|(table, placement, m)| {
             json!({
                 "name": table,
-                "placement": cohost_runtime::table_metrics::placement_label(*placement),
+                "placement": cohost_runtime::placement_label(*placement),
                 "resident_bytes": m.resident_bytes,
                 "cache_bytes": m.cache_bytes,
                 "cache_rows": m.cache_capacity_rows,
@@ -191,7 +191,7 @@ pub async fn model_load(
 
 /// `GET /metrics`: Prometheus text (per-table embedding series refreshed first).
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    cohost_runtime::table_metrics::record_table_metrics(&st.runtime);
+    cohost_runtime::record_table_metrics(&st.runtime);
     (
         [(
             header::CONTENT_TYPE,

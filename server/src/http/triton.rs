@@ -1,7 +1,7 @@
 //! Triton's JSON shapes for the model-configuration and statistics extensions.
 
 use cohost_models::{BatchingPolicyKind, VersionPolicy};
-use cohost_runtime::{BatchStats, ModelConfig, ModelStats, StatDuration, TensorSpec};
+use cohost_runtime::{BatchStats, ModelConfig, ModelStats, StatisticDuration, TensorSpec};
 use serde_json::{Value, json};
 
 /// Dims as Triton lists them: without the batch dimension when the model batches.
@@ -91,7 +91,7 @@ pub fn config_json(
     out
 }
 
-fn dur(d: &StatDuration) -> Value {
+fn dur(d: &StatisticDuration) -> Value {
     json!({ "count": d.count, "ns": d.ns })
 }
 
@@ -106,7 +106,7 @@ fn batch(b: &BatchStats) -> Value {
 
 /// `GET /v2/models[/{m}[/versions/{v}]]/stats` in Triton's statistics JSON shape.
 pub fn stats_json(stats: &[ModelStats]) -> Value {
-    let zero = StatDuration::default();
+    let zero = StatisticDuration::default();
     let models: Vec<Value> = stats
         .iter()
         .map(|s| {

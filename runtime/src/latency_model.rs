@@ -1,5 +1,6 @@
-//! Load accounting: an online latency model `t(n) ≈ a + b·n` per model, learned from
-//! measured batches, and the load counter it yields (predicted seconds of work per lane).
+//! The per-model latency fit: an online model `t(n) ≈ a + b·n` of a batch's seconds as
+//! a function of its rows, learned from measured batches. Batching policies, deadline
+//! admission and the load counter (predicted seconds of work per lane) read it.
 
 use parking_lot::Mutex;
 

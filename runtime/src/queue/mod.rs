@@ -1,18 +1,30 @@
 //! One model version's bounded request queue, with the handles a lane needs to run it.
+//!
+//! Beside the queue: the version's share of the memory budget (`lease`), its arrival
+//! rate (`arrival`), its use of the lanes for fair shares (`usage`) and the batches it
+//! has running (`ledger`).
+
+mod arrival;
+mod lease;
+mod ledger;
+pub(crate) mod usage;
 
 use crate::batcher::{BatchPolicy, QueueView};
-use crate::load::LatencyModel;
+use crate::latency_model::LatencyModel;
 use crate::metrics::ModelMetrics;
 use crate::stats::StatsRecorder;
 use crate::{Error, ModelConfig, Result, Tensor};
+use arrival::ArrivalRate;
 use cohost_models::{InputData, Model};
+pub use lease::MemoryLease;
+use ledger::Ledger;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use usage::LaneUsage;
 
 /// A request admitted to a queue, waiting for a batch.
 pub struct Pending {
@@ -38,99 +50,60 @@ pub struct Reply {
     pub queue_seconds: f64,
 }
 
-struct Running {
-    started: Instant,
-    predicted: f64,
+/// Requests taken from one queue to run together (the model's own input batch is
+/// [`cohost_models::Batch`], gathered from these).
+pub struct FormedBatch {
+    /// Identifies the batch among the queue's running ones.
+    pub id: u64,
+    /// Total rows.
+    pub rows: usize,
+    /// The requests, in arrival order.
+    pub requests: Vec<Pending>,
 }
 
 struct State {
     items: VecDeque<Pending>,
-    /// Exponentially weighted arrival rate (requests/s) and the last arrival.
-    arrival_rate: f64,
-    last_arrival: Option<Instant>,
+    arrivals: ArrivalRate,
     rows: usize,
     /// Queued requests that carry a deadline (the deadline scan is skipped when 0).
     with_deadline: usize,
     closed: bool,
-    running: Vec<(u64, Running)>,
-    next_batch_id: u64,
-}
-
-/// Returns device bytes to the runtime's budget when the last handle of a model goes.
-pub struct MemoryLease {
-    bytes: u64,
-    used: Arc<AtomicU64>,
-}
-
-impl MemoryLease {
-    /// Accounts `bytes` against `used` until dropped.
-    pub fn new(bytes: u64, used: Arc<AtomicU64>) -> Self {
-        let now = used.fetch_add(bytes, Ordering::SeqCst) + bytes;
-        crate::metrics::memory_used(now);
-        MemoryLease { bytes, used }
-    }
-}
-
-impl Drop for MemoryLease {
-    fn drop(&mut self) {
-        let now = self.used.fetch_sub(self.bytes, Ordering::SeqCst) - self.bytes;
-        crate::metrics::memory_used(now);
-    }
+    running: Ledger,
 }
 
 /// A loaded model version: its model, queue, batching policy, latency model and counters.
 pub struct ModelQueue {
     /// Model name.
-    pub name: String,
+    pub(crate) name: String,
     /// Version.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Configuration it was loaded with.
-    pub config: ModelConfig,
+    pub(crate) config: ModelConfig,
     /// The runnable model, shared by every lane.
-    pub model: Arc<dyn Model>,
+    pub(crate) model: Arc<dyn Model>,
     /// When to close a batch.
-    pub policy: Box<dyn BatchPolicy>,
+    pub(crate) policy: Box<dyn BatchPolicy>,
     /// Learned batch latency.
-    pub latency: LatencyModel,
+    pub(crate) latency: LatencyModel,
     /// Triton-style statistics.
-    pub stats: StatsRecorder,
+    pub(crate) stats: StatsRecorder,
     /// Prometheus handles.
-    pub metrics: ModelMetrics,
+    pub(crate) metrics: ModelMetrics,
     /// Largest batch in rows.
-    pub max_rows: usize,
+    pub(crate) max_rows: usize,
     /// Queue bound in requests.
-    pub max_len: usize,
+    pub(crate) max_len: usize,
     /// Most lanes this model may occupy at once.
-    pub max_lanes: usize,
+    pub(crate) max_lanes: usize,
     state: Mutex<State>,
     in_flight: AtomicUsize,
     lanes_busy: AtomicUsize,
-    /// Weighted lane-seconds consumed (fair-share virtual time), in nanoseconds.
-    virtual_ns: AtomicU64,
-    /// Recent lane usage, for the scheduler's fair-share cap.
-    usage: Mutex<Usage>,
+    usage: LaneUsage,
     _memory: MemoryLease,
 }
 
-/// Seconds over which recent lane usage is averaged (exponential decay constant).
-pub const USAGE_TAU: f64 = 0.5;
-
 /// A model counts as active for fair shares this long after its last arrival.
 const ACTIVE_FOR: Duration = Duration::from_millis(500);
-
-/// Lanes in use on average over the last [`USAGE_TAU`] or so (exponentially weighted).
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    rate: f64,
-    at: Instant,
-}
-
-impl Usage {
-    fn at(self, now: Instant) -> f64 {
-        let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.rate * (-dt / USAGE_TAU).exp()
-    }
-}
 
 impl ModelQueue {
     /// Wraps a built model for serving on up to `lanes` lanes.
@@ -157,23 +130,30 @@ impl ModelQueue {
             model,
             state: Mutex::new(State {
                 items: VecDeque::new(),
-                arrival_rate: 0.0,
-                last_arrival: None,
+                arrivals: ArrivalRate::default(),
                 rows: 0,
                 with_deadline: 0,
                 closed: false,
-                running: Vec::new(),
-                next_batch_id: 0,
+                running: Ledger::default(),
             }),
             in_flight: AtomicUsize::new(0),
             lanes_busy: AtomicUsize::new(0),
-            virtual_ns: AtomicU64::new(0),
-            usage: Mutex::new(Usage {
-                rate: 0.0,
-                at: Instant::now(),
-            }),
+            usage: LaneUsage::new(),
             _memory: memory,
         }
+    }
+
+    /// The same queue deciding its batches with `policy` instead of its config's.
+    #[cfg(feature = "testing")]
+    pub fn with_policy(mut self, policy: Box<dyn BatchPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Model name.
+    #[cfg(feature = "testing")]
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The refusal a request would get now because the queue is full, if it is: checked
@@ -202,21 +182,7 @@ impl ModelQueue {
         if s.items.len() >= self.max_len {
             return Err(self.full_error());
         }
-        if let Some(last) = s.last_arrival {
-            // Rate from a weighted mean of inter-arrival gaps (~the last 32 arrivals).
-            let gap = p
-                .enqueued
-                .saturating_duration_since(last)
-                .as_secs_f64()
-                .max(1e-7);
-            let mean_gap = if s.arrival_rate > 0.0 {
-                1.0 / s.arrival_rate
-            } else {
-                gap
-            };
-            s.arrival_rate = 1.0 / (mean_gap + (gap - mean_gap) / 32.0);
-        }
-        s.last_arrival = Some(s.last_arrival.map_or(p.enqueued, |l| l.max(p.enqueued)));
+        s.arrivals.observe(p.enqueued);
         s.rows += p.rows;
         s.with_deadline += usize::from(p.deadline.is_some());
         s.items.push_back(p);
@@ -224,9 +190,9 @@ impl ModelQueue {
         Ok(())
     }
 
-    /// Lanes this model kept busy on average over the last [`USAGE_TAU`] seconds or so.
+    /// Lanes this model kept busy on average over the last `USAGE_TAU` seconds or so.
     pub fn lane_usage(&self, now: Instant) -> f64 {
-        self.usage.lock().at(now)
+        self.usage.recent(now)
     }
 
     /// True while the model has work or had an arrival in the last half second.
@@ -236,7 +202,8 @@ impl ModelQueue {
         }
         let s = self.state.lock();
         !s.items.is_empty()
-            || s.last_arrival
+            || s.arrivals
+                .last()
                 .is_some_and(|l| now.saturating_duration_since(l) < ACTIVE_FOR)
     }
 
@@ -276,13 +243,13 @@ impl ModelQueue {
 
     /// Weighted lane-seconds consumed so far (fair-share virtual time).
     pub fn virtual_time(&self) -> f64 {
-        self.virtual_ns.load(Ordering::Relaxed) as f64 * 1e-9
+        self.usage.virtual_time()
     }
 
     /// Predicted seconds of this model's work running plus queued (not divided by lanes).
     pub fn outstanding_work(&self) -> f64 {
         let s = self.state.lock();
-        running_left(&s, Instant::now()) + self.queued_work(s.rows)
+        s.running.left(Instant::now()) + self.queued_work(s.rows)
     }
 
     fn queued_work(&self, rows: usize) -> f64 {
@@ -296,7 +263,7 @@ impl ModelQueue {
 
     /// Predicted seconds left of this model's batches running now.
     pub fn running_work(&self, now: Instant) -> f64 {
-        running_left(&self.state.lock(), now)
+        self.state.lock().running.left(now)
     }
 
     /// True when requests are waiting.
@@ -309,7 +276,7 @@ impl ModelQueue {
     pub fn view(&self, now: Instant, slice: SliceShare) -> Option<(QueueView<'_>, Instant)> {
         let s = self.state.lock();
         let head = s.items.front()?;
-        let running = running_left(&s, now);
+        let running = s.running.left(now);
         let oldest = head.enqueued;
         let no_deadline = oldest + Duration::from_secs(3600);
         let deadline = if s.with_deadline == 0 {
@@ -331,7 +298,7 @@ impl ModelQueue {
                 max_rows: self.max_rows,
                 work_ahead: running / self.max_lanes as f64 + slice.others_ahead,
                 latency: &self.latency,
-                arrival_rate: current_rate(s.arrival_rate, s.last_arrival, now),
+                arrival_rate: s.arrivals.at(now),
                 lane_share: slice.lane_share.min(self.max_lanes as f64),
             },
             deadline,
@@ -340,7 +307,7 @@ impl ModelQueue {
 
     /// Takes whole requests from the head up to `limit` rows (at least one live request);
     /// requests whose client has gone or whose deadline passed are answered and skipped.
-    pub fn take(&self, limit: usize, now: Instant) -> Option<Batch> {
+    pub fn take(&self, limit: usize, now: Instant) -> Option<FormedBatch> {
         let mut s = self.state.lock();
         let mut taken = Vec::new();
         let mut rows = 0;
@@ -373,18 +340,10 @@ impl ModelQueue {
             self.publish(s.items.len());
             return None;
         }
-        let id = s.next_batch_id;
-        s.next_batch_id += 1;
-        s.running.push((
-            id,
-            Running {
-                started: now,
-                predicted: self.latency.predict(rows),
-            },
-        ));
+        let id = s.running.start(now, self.latency.predict(rows));
         self.in_flight.fetch_add(taken.len(), Ordering::SeqCst);
         self.lanes_busy.fetch_add(1, Ordering::SeqCst);
-        let batch = Batch {
+        let batch = FormedBatch {
             id,
             rows,
             requests: taken,
@@ -393,24 +352,11 @@ impl ModelQueue {
         Some(batch)
     }
 
-    /// Sets the pending and in-flight gauges. Called once the queue's state is updated,
-    /// so a panicking metrics recorder is logged, not propagated: unwinding from
-    /// [`ModelQueue::take`] would drop a batch already counted as running, unanswered.
+    /// Sets the pending and in-flight gauges, once the queue's state is updated (a
+    /// panicking recorder is logged, not propagated: see [`ModelMetrics::queue_gauges`]).
     fn publish(&self, pending: usize) {
-        let set = || {
-            self.metrics.pending.set(pending as f64);
-            self.metrics
-                .in_flight
-                .set(self.in_flight.load(Ordering::SeqCst) as f64);
-        };
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(set)) {
-            tracing::error!(
-                model = %self.name,
-                version = self.version,
-                "metrics recorder panicked: {}",
-                crate::lane::panic_message(&*panic)
-            );
-        }
+        self.metrics
+            .queue_gauges(pending, || self.in_flight.load(Ordering::SeqCst));
     }
 
     /// Answers the oldest waiting request with `error` and drops it (deciding a batch for
@@ -432,24 +378,13 @@ impl ModelQueue {
     /// recovering from a panic) do nothing.
     pub fn finish(&self, batch_id: u64, requests: usize, busy: f64) -> bool {
         let mut s = self.state.lock();
-        let Some(i) = s.running.iter().position(|(id, _)| *id == batch_id) else {
+        if !s.running.finish(batch_id) {
             return false;
-        };
-        s.running.swap_remove(i);
+        }
         drop(s);
         self.in_flight.fetch_sub(requests, Ordering::SeqCst);
         self.lanes_busy.fetch_sub(1, Ordering::SeqCst);
-        let weight = self.config.weight.max(1e-6);
-        self.virtual_ns
-            .fetch_add((busy / weight * 1e9) as u64, Ordering::Relaxed);
-        {
-            let now = Instant::now();
-            let mut u = self.usage.lock();
-            *u = Usage {
-                rate: u.at(now) + busy / USAGE_TAU,
-                at: now,
-            };
-        }
+        self.usage.record(busy, self.config.weight);
         self.metrics
             .in_flight
             .set(self.in_flight.load(Ordering::SeqCst) as f64);
@@ -464,45 +399,4 @@ pub struct SliceShare {
     pub lane_share: f64,
     /// Seconds per lane of other models' batches still running (a lane must free up).
     pub others_ahead: f64,
-}
-
-impl SliceShare {
-    /// A model alone on `lanes` lanes.
-    pub fn alone(lanes: usize) -> Self {
-        SliceShare {
-            lane_share: lanes as f64,
-            others_ahead: 0.0,
-        }
-    }
-}
-
-fn running_left(s: &State, now: Instant) -> f64 {
-    s.running
-        .iter()
-        .map(|(_, r)| {
-            (r.predicted - now.saturating_duration_since(r.started).as_secs_f64()).max(0.0)
-        })
-        .sum()
-}
-
-/// The arrival rate, lowered when the queue has been quiet for longer than its mean gap.
-fn current_rate(rate: f64, last: Option<Instant>, now: Instant) -> f64 {
-    let quiet = last.map_or(f64::INFINITY, |l| {
-        now.saturating_duration_since(l).as_secs_f64()
-    });
-    if rate > 0.0 && quiet * rate > 1.0 {
-        1.0 / quiet
-    } else {
-        rate
-    }
-}
-
-/// Requests taken from one queue to run together.
-pub struct Batch {
-    /// Identifies the batch among the queue's running ones.
-    pub id: u64,
-    /// Total rows.
-    pub rows: usize,
-    /// The requests, in arrival order.
-    pub requests: Vec<Pending>,
 }
