@@ -270,15 +270,8 @@ fn gather_rows_copies_from_mapped_host_memory() {
     let table: Vec<f32> = (0..rows * dim).map(|v| v as f32).collect();
     let mapped = MappedHostTable::new(&ops, "m", &table, rows, dim).unwrap();
     let mut cache = ops.upload(&lane, &vec![0f32; 4 * dim], 4, dim).unwrap();
-    ops.gather_rows(
-        &lane,
-        mapped.device_ptr(),
-        rows,
-        &[99, 3],
-        &mut cache,
-        &[2, 0],
-    )
-    .unwrap();
+    ops.gather_rows(&lane, &mapped, &[99, 3], &mut cache, &[2, 0])
+        .unwrap();
     let got = ops.download(&lane, &cache).unwrap();
     assert_eq!(&got[2 * dim..3 * dim], &table[99 * dim..100 * dim]);
     assert_eq!(&got[..dim], &table[3 * dim..4 * dim]);
