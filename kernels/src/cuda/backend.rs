@@ -85,10 +85,12 @@ impl CudaOps {
     pub fn lane(&self, index: usize, priority: i32) -> Result<Lane> {
         let (least, greatest) = self.priority_range;
         let priority = priority.clamp(greatest.min(least), greatest.max(least));
-        let stream = self
-            .ctx
-            .new_stream_with_priority(priority)
-            .map_err(err("cuStreamCreateWithPriority"))?;
+        let stream = guard("cuStreamCreateWithPriority", || {
+            self.ctx
+                .new_stream_with_priority(priority)
+                .map_err(|e| format!("cuStreamCreateWithPriority: {e:?}"))
+        })
+        .map_err(KernelError::Cuda)?;
         let lane = Lane {
             index,
             kind: LaneKind::Cuda(stream),
