@@ -162,7 +162,8 @@ fn linear_gemm_arguments_handle_batch_one_and_empty_inputs() {
 #[test]
 fn the_reference_rejects_wrong_arguments() {
     // The test is only worth something if wrong arguments turn it red.
-    let swaps: [(&str, fn(&mut GemmArgs)); 5] = [
+    type Tweak = fn(&mut GemmArgs);
+    let swaps: [(&str, Tweak); 5] = [
         ("lda = out", |a| a.lda = a.m),
         ("ldb = out", |a| a.ldb = a.m),
         ("ldc = n", |a| a.ldc = a.n),

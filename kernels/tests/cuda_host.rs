@@ -37,11 +37,14 @@ const SMS: u32 = 1;
 struct Build {
     name: &'static str,
     exe: PathBuf,
-    env: &'static [(&'static str, &'static str)],
+    env: Env,
 }
 
+/// Environment variables a build runs with.
+type Env = &'static [(&'static str, &'static str)];
+
 /// `(name, flags, environment)` of each build; the first must succeed.
-const VARIANTS: &[(&str, &[&str], &[(&str, &str)])] = &[
+const VARIANTS: &[(&str, &[&str], Env)] = &[
     ("plain", &["-O2"], &[]),
     (
         "asan+ubsan",
@@ -192,11 +195,11 @@ fn compile_all() -> Option<Vec<Build>> {
         let build = Build { name, exe, env };
         // A sanitizer runtime that cannot start here (e.g. TSan and the kernel's memory
         // layout) is the toolchain's problem, not the kernels'.
-        if name != "plain" {
-            if let Err(e) = try_run(&build, "sigmoid_f32 1 32 0 1", &[Arr::F32(&[0.5])]) {
-                println!("note: {name} build does not run here, skipped:\n{e}");
-                continue;
-            }
+        if name != "plain"
+            && let Err(e) = try_run(&build, "sigmoid_f32 1 32 0 1", &[Arr::F32(&[0.5])])
+        {
+            println!("note: {name} build does not run here, skipped:\n{e}");
+            continue;
         }
         builds.push(build);
     }
