@@ -305,13 +305,37 @@ fn upload_download_round_trip_small_large_and_across_lanes() {
     );
 }
 
-/// Queues `layers` small linear layers on each of `lanes` behind a gate (a heavy GEMM on a
+/// The gate of [`gated_run`]: a heavy linear layer's weights and input on its own lane.
+struct Gate {
+    lane: Lane,
+    w: cohost_kernels::cuda::CudaTensor,
+    b: cohost_kernels::cuda::CudaTensor,
+    x: cohost_kernels::cuda::CudaTensor,
+}
+
+impl Gate {
+    /// A `4096 x 4096` layer: 8 of them are about 1.1 TFLOP, long enough to queue everything
+    /// behind them.
+    fn new(ops: &CudaOps, lane: Lane, rng: &mut StdRng) -> Self {
+        let big = 4096;
+        Gate {
+            w: ops.weight(&random(rng, big * big), big, big).unwrap(),
+            b: ops.weight(&random(rng, big), 1, big).unwrap(),
+            x: ops
+                .upload(&lane, &random(rng, big * big), big, big)
+                .unwrap(),
+            lane,
+        }
+    }
+}
+
+/// Queues `layers` small linear layers on each of `lanes` behind a gate (heavy GEMMs on a
 /// third stream every lane waits for, so all the work is queued before any of it runs), and
 /// returns the device time from the gate opening to the last lane's end, and each lane's own
 /// span, in ms (CUDA events on both ends of each lane's work).
 fn gated_run(
     ops: &CudaOps,
-    gate_lane: &Lane,
+    gate: &Gate,
     lanes: &[&Lane],
     layers: usize,
     rng: &mut StdRng,
@@ -336,21 +360,17 @@ fn gated_run(
         .iter()
         .map(|lane| ops.upload(lane, &x, n, k).unwrap())
         .collect();
-    // The gate: about 0.5 TFLOP of GEMM, long enough to queue everything behind it.
-    let big = 4096;
-    let gw = ops.weight(&random(rng, big * big), big, big).unwrap();
-    let gb = ops.weight(&random(rng, big), 1, big).unwrap();
-    let mut g = ops
-        .upload(gate_lane, &random(rng, big * big), big, big)
-        .unwrap();
     ops.synchronize().unwrap();
-    for _ in 0..8 {
+    let mut g = ops
+        .linear(&gate.lane, &gate.x, &gate.w, &gate.b, Activation::Sigmoid)
+        .unwrap();
+    for _ in 1..8 {
         g = ops
-            .linear(gate_lane, &g, &gw, &gb, Activation::Sigmoid)
+            .linear(&gate.lane, &g, &gate.w, &gate.b, Activation::Sigmoid)
             .unwrap();
     }
     let open = timing();
-    open.record(&stream(gate_lane)).unwrap();
+    open.record(&stream(&gate.lane)).unwrap();
     let marks: Vec<_> = lanes
         .iter()
         .zip(&inputs)
@@ -387,8 +407,8 @@ fn gated_run(
 fn two_lanes_run_batches_overlapping_in_time() {
     let Some((ops, _)) = setup() else { return };
     let lanes = [ops.lane(0, 0).unwrap(), ops.lane(1, 0).unwrap()];
-    let gate = ops.lane(2, 0).unwrap();
     let mut rng = StdRng::seed_from_u64(6);
+    let gate = Gate::new(&ops, ops.lane(2, 0).unwrap(), &mut rng);
     let layers = 200;
     // Warm-up (cuBLAS heuristics, allocator pools), then each lane alone, then both.
     gated_run(&ops, &gate, &[&lanes[0], &lanes[1]], 10, &mut rng);
