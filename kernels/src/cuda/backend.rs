@@ -4,10 +4,10 @@ use super::lane::{LaneRegistry, LaneState};
 use super::launch::check_len;
 use super::nvrtc::{Kernels, kernels_for};
 use super::probe::{guard, open_device};
-use super::tensor::CudaTensor;
+use super::tensor::{CudaTensor, device_len};
 use super::{Libraries, err};
 use crate::{KernelError, Lane, LaneKind, Result};
-use cudarc::driver::{CudaContext, CudaStream, LaunchConfig, sys::CUdevice_attribute};
+use cudarc::driver::{CudaContext, CudaStream, sys::CUdevice_attribute};
 use std::sync::Arc;
 
 /// cuBLAS + NVRTC ops on one CUDA device (context); lanes are streams of that context.
@@ -85,10 +85,12 @@ impl CudaOps {
     pub fn lane(&self, index: usize, priority: i32) -> Result<Lane> {
         let (least, greatest) = self.priority_range;
         let priority = priority.clamp(greatest.min(least), greatest.max(least));
-        let stream = self
-            .ctx
-            .new_stream_with_priority(priority)
-            .map_err(err("cuStreamCreateWithPriority"))?;
+        let stream = guard("cuStreamCreateWithPriority", || {
+            self.ctx
+                .new_stream_with_priority(priority)
+                .map_err(|e| format!("cuStreamCreateWithPriority: {e:?}"))
+        })
+        .map_err(KernelError::Cuda)?;
         let lane = Lane {
             index,
             kind: LaneKind::Cuda(stream),
@@ -130,7 +132,14 @@ impl CudaOps {
     ) -> Result<CudaTensor> {
         check_len("weight", data.len(), rows, cols)?;
         let stream = self.ctx.default_stream();
-        let slice = stream.clone_htod(data).map_err(err("weight upload"))?;
+        // SAFETY: overwritten by the copy below (an empty matrix's one slot is never read).
+        let mut slice = unsafe { stream.alloc::<f32>(device_len(data.len())) }
+            .map_err(err("cuMemAllocAsync"))?;
+        if !data.is_empty() {
+            stream
+                .memcpy_htod(data, &mut slice)
+                .map_err(err("weight upload"))?;
+        }
         stream.synchronize().map_err(err("weight upload"))?;
         Ok(CudaTensor {
             data: slice,
@@ -147,8 +156,12 @@ impl CudaOps {
         rows: usize,
         cols: usize,
     ) -> Result<CudaTensor> {
+        let len = rows
+            .checked_mul(cols)
+            .ok_or_else(|| KernelError::Shape(format!("[{rows}, {cols}] overflows usize")))?;
         // SAFETY: every caller fully overwrites the buffer before reading it.
-        let data = unsafe { stream.alloc::<f32>(rows * cols) }.map_err(err("cuMemAllocAsync"))?;
+        let data =
+            unsafe { stream.alloc::<f32>(device_len(len)) }.map_err(err("cuMemAllocAsync"))?;
         Ok(CudaTensor {
             data,
             rows,
@@ -157,18 +170,8 @@ impl CudaOps {
         })
     }
 
-    /// Launch shape for a grid-stride kernel over `items` blocks' worth of work.
-    pub(crate) fn grid(&self, items: usize, threads: u32, smem: u32) -> LaunchConfig {
-        let max_blocks = (self.sm_count as usize) * 32;
-        LaunchConfig {
-            grid_dim: (items.clamp(1, max_blocks) as u32, 1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: smem,
-        }
-    }
-
-    /// Launch shape for an element-wise kernel over `elems` values.
-    pub(crate) fn elementwise(&self, elems: usize) -> LaunchConfig {
-        self.grid(elems.div_ceil(256), 256, 0)
+    /// Streaming multiprocessors of the device (at least 1), for [`super::grid`].
+    pub(crate) fn sm_count(&self) -> u32 {
+        self.sm_count
     }
 }

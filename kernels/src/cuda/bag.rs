@@ -3,9 +3,10 @@
 
 use super::backend::CudaOps;
 use super::err;
+use super::grid;
 use super::lane::{LaneState, MAX_STAGED_BYTES};
 use super::launch::{CrossLane, copy_htod, to_i32};
-use super::tensor::CudaTensor;
+use super::tensor::{CudaTensor, device_len};
 use crate::{KernelError, Lane, Result};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 
@@ -26,12 +27,16 @@ impl CudaOps {
     /// Copies `indices` to a fresh device buffer on the lane (through pinned staging).
     pub(crate) fn upload_indices(&self, st: &LaneState, indices: &[i64]) -> Result<CudaSlice<i64>> {
         let stream = &st.stream;
-        if indices.is_empty() || size_of_val(indices) > MAX_STAGED_BYTES {
-            return stream.clone_htod(indices).map_err(err("index upload"));
+        // SAFETY: fully overwritten by the copy below (an empty list's one slot is unread).
+        let mut dst = unsafe { stream.alloc::<i64>(device_len(indices.len())) }
+            .map_err(err("cuMemAllocAsync"))?;
+        if indices.is_empty() {
+            return Ok(dst);
         }
-        // SAFETY: fully overwritten by the copy below.
-        let mut dst =
-            unsafe { stream.alloc::<i64>(indices.len()) }.map_err(err("cuMemAllocAsync"))?;
+        if size_of_val(indices) > MAX_STAGED_BYTES {
+            copy_htod(stream, indices, &mut dst)?;
+            return Ok(dst);
+        }
         let mut staging = st.up_i64.lock();
         staging
             .take(&self.ctx, indices.len())?
@@ -66,8 +71,7 @@ impl CudaOps {
         }
         let idx = self.upload_indices(&st, indices)?;
         let (n_arg, bag_arg, dim_arg) = (n as i64, to_i32(bag)?, to_i32(dim)?);
-        let threads = (dim.next_multiple_of(32)).clamp(32, 256) as u32;
-        let cfg = self.grid(n, threads, 0);
+        let cfg = grid::rows(n, dim, self.sm_count()).into();
         let mut b = stream.launch_builder(&self.kernels.embedding_bag_sum);
         b.arg(&table)
             .arg(&idx)
@@ -80,28 +84,23 @@ impl CudaOps {
         Ok(out)
     }
 
-    /// Copies rows `src_rows[k]` of the `? x dim` table at device address `src` (device
-    /// memory or mapped host memory) to rows `dst_rows[k]` of `dst`, on `lane`: the cache
-    /// fill of an offloaded table on a miss. Row numbers are checked against `src_len_rows`
-    /// and `dst`.
-    pub fn gather_rows(
+    /// Copies rows `src_rows[k]` of the `? x dst.cols` table at device address `src` to rows
+    /// `dst_rows[k]` of `dst`, on `lane`. The safe entry point is
+    /// [`CudaOps::gather_rows`], which takes the table itself.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be the device address of a live table of `dst.cols` columns, and
+    /// [`check_gather`] must have accepted the rows against that table and `dst`: the kernel
+    /// reads `src + src_rows[k] * dst.cols` unchecked.
+    pub(crate) unsafe fn gather_rows_at(
         &self,
         lane: &Lane,
         src: u64,
-        src_len_rows: usize,
         src_rows: &[i64],
         dst: &mut CudaTensor,
         dst_rows: &[i64],
     ) -> Result<()> {
-        if src_rows.len() != dst_rows.len() {
-            return Err(KernelError::Shape(format!(
-                "gather_rows: {} source rows but {} destination rows",
-                src_rows.len(),
-                dst_rows.len()
-            )));
-        }
-        check_indices("gather source", src_rows, src_len_rows)?;
-        check_indices("gather destination", dst_rows, dst.rows)?;
         if src_rows.is_empty() || dst.cols == 0 {
             return Ok(());
         }
@@ -111,8 +110,7 @@ impl CudaOps {
         let from = self.upload_indices(&st, src_rows)?;
         let to = self.upload_indices(&st, dst_rows)?;
         let (count, dim) = (src_rows.len() as i64, to_i32(dst.cols)?);
-        let threads = (dst.cols.next_multiple_of(32)).clamp(32, 256) as u32;
-        let cfg = self.grid(src_rows.len(), threads, 0);
+        let cfg = grid::rows(src_rows.len(), dst.cols, self.sm_count()).into();
         let mut b = stream.launch_builder(&self.kernels.gather_rows);
         b.arg(&src)
             .arg(&from)
@@ -120,8 +118,100 @@ impl CudaOps {
             .arg(&count)
             .arg(&dim)
             .arg(&mut dst.data);
-        // SAFETY: argument types match `gather_rows_f32`; all rows were checked above.
+        // SAFETY: argument types match `gather_rows_f32`; rows checked (the caller's contract).
         unsafe { b.launch(cfg) }.map_err(err("gather_rows launch"))?;
         cross.leave()
+    }
+}
+
+/// Checks a row gather from a `src = (rows, dim)` table into a `dst = (rows, cols)` matrix:
+/// as many source as destination rows, every row inside its matrix, and `dim == cols`.
+pub(crate) fn check_gather(
+    src: (usize, usize),
+    src_rows: &[i64],
+    dst: (usize, usize),
+    dst_rows: &[i64],
+) -> Result<()> {
+    if src_rows.len() != dst_rows.len() {
+        return Err(KernelError::Shape(format!(
+            "gather_rows: {} source rows but {} destination rows",
+            src_rows.len(),
+            dst_rows.len()
+        )));
+    }
+    if src.1 != dst.1 {
+        return Err(KernelError::Shape(format!(
+            "gather_rows: source rows have {} values, destination rows {}",
+            src.1, dst.1
+        )));
+    }
+    check_indices("gather source", src_rows, src.0)?;
+    check_indices("gather destination", dst_rows, dst.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_gather, check_indices};
+    use crate::KernelError;
+
+    #[test]
+    fn indices_must_lie_inside_the_table() {
+        assert!(check_indices("t", &[0, 9], 10).is_ok());
+        assert!(check_indices("t", &[], 0).is_ok());
+        for bad in [10, -1, i64::MAX, i64::MIN] {
+            assert_eq!(
+                check_indices("t", &[0, bad], 10),
+                Err(KernelError::IndexOutOfRange {
+                    table: "t".into(),
+                    index: bad,
+                    rows: 10
+                })
+            );
+        }
+        assert!(check_indices("t", &[0], 0).is_err());
+    }
+
+    #[test]
+    fn a_gather_is_checked_against_both_matrices() {
+        let (src, dst) = ((100, 8), (4, 8));
+        assert!(check_gather(src, &[99, 3], dst, &[2, 0]).is_ok());
+        assert!(check_gather(src, &[], dst, &[]).is_ok());
+        let oob = |r: Result<(), KernelError>, table: &str, index: i64, rows: usize| {
+            assert_eq!(
+                r,
+                Err(KernelError::IndexOutOfRange {
+                    table: table.into(),
+                    index,
+                    rows
+                })
+            )
+        };
+        oob(
+            check_gather(src, &[100], dst, &[0]),
+            "gather source",
+            100,
+            100,
+        );
+        oob(
+            check_gather(src, &[-1], dst, &[0]),
+            "gather source",
+            -1,
+            100,
+        );
+        oob(
+            check_gather(src, &[0], dst, &[4]),
+            "gather destination",
+            4,
+            4,
+        );
+        // Counts and row widths must agree.
+        assert!(matches!(
+            check_gather(src, &[0, 1], dst, &[0]),
+            Err(KernelError::Shape(_))
+        ));
+        assert!(matches!(
+            check_gather((100, 16), &[0], dst, &[0]),
+            Err(KernelError::Shape(_))
+        ));
     }
 }

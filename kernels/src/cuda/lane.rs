@@ -2,6 +2,7 @@
 //! own pinned staging buffers for uploads and downloads.
 
 use super::err;
+use super::probe::guard;
 use crate::{KernelError, Lane, LaneKind, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
@@ -137,7 +138,13 @@ impl LaneRegistry {
         if let Some(state) = lanes.get(&key) {
             return Ok(state.clone());
         }
-        let state = Arc::new(LaneState::new(stream.clone())?);
+        // The first cuBLAS call (cublasCreate) happens here: guard it like the probe, so a
+        // missing symbol in an old libcublas is an error, not a panic.
+        let state = guard("lane setup (cublasCreate)", || {
+            LaneState::new(stream.clone()).map_err(|e| e.to_string())
+        })
+        .map_err(KernelError::Cuda)?;
+        let state = Arc::new(state);
         lanes.insert(key, state.clone());
         Ok(state)
     }

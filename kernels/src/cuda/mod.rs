@@ -7,6 +7,8 @@
 
 mod backend;
 mod bag;
+pub mod gemm;
+pub mod grid;
 mod lane;
 mod launch;
 mod mig;

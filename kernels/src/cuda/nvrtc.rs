@@ -152,9 +152,11 @@ fn build(ctx: &Arc<CudaContext>) -> Result<Kernels, String> {
                 .map_err(|e| format!("loading the PTX of {} failed: {e:?}", source.file))
         })?;
         for &entry in source.entries {
-            let f = module
-                .load_function(entry)
-                .map_err(|e| format!("kernel {entry} missing from {}: {e:?}", source.file))?;
+            let f = guard("cuModuleGetFunction", || {
+                module
+                    .load_function(entry)
+                    .map_err(|e| format!("kernel {entry} missing from {}: {e:?}", source.file))
+            })?;
             functions.insert(entry, f);
         }
     }

@@ -2,20 +2,19 @@
 
 use super::backend::CudaOps;
 use super::err;
+use super::gemm::linear_gemm_config;
+use super::grid;
 use super::lane::MAX_STAGED_BYTES;
 use super::launch::{CrossLane, check_len, copy_htod, to_i32};
 use super::table::ResidentTable;
 use super::tensor::CudaTensor;
 use crate::{Activation, EmbeddingStore, KernelError, Lane, Ops, Result};
-use cudarc::cublas::{Gemm, GemmConfig, sys::cublasOperation_t};
+use cudarc::cublas::Gemm;
 use cudarc::driver::{DevicePtr, DeviceRepr, PushKernelArg};
 
 /// Most features (x plus pooled tables) one dot interaction takes; matches
 /// `COHOST_MAX_FEATURES` in `kernels/cuda/interaction.cu`.
 pub const MAX_FEATURES: usize = 128;
-
-/// Statically-sized shared memory a block may use without opting in (48 KiB).
-const MAX_SMEM_BYTES: usize = 48 << 10;
 
 /// The feature pointers of one dot interaction, passed to the kernel by value.
 #[repr(C)]
@@ -36,6 +35,11 @@ impl Ops for CudaOps {
 
     fn weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor> {
         self.shared_tensor(data, rows, cols)
+    }
+
+    /// Refused: the CUDA backend has no f16 path (see [`f16_refusal`]).
+    fn weight_f16(&self, _data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor> {
+        Err(f16_refusal(rows, cols))
     }
 
     fn upload(&self, lane: &Lane, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor> {
@@ -116,21 +120,8 @@ impl Ops for CudaOps {
             return Ok(y);
         }
         let cross = CrossLane::enter(stream, &[x, w, b])?;
-        // Row-major Y[n, out] = X · Wᵀ is column-major Yᵀ[out, n] = W · Xᵀ. cuBLAS sees the
-        // row-major W [out, in] as a column-major [in, out] matrix (so op = T) and X as a
-        // column-major [in, n] matrix (op = N); the result is Yᵀ column-major = Y row-major.
-        let cfg = GemmConfig {
-            transa: cublasOperation_t::CUBLAS_OP_T,
-            transb: cublasOperation_t::CUBLAS_OP_N,
-            m: to_i32(out_dim)?,
-            n: to_i32(n)?,
-            k: to_i32(k)?,
-            alpha: 1.0f32,
-            lda: to_i32(k.max(1))?,
-            ldb: to_i32(k.max(1))?,
-            beta: 0.0f32,
-            ldc: to_i32(out_dim)?,
-        };
+        // Row-major Y = X · Wᵀ as column-major Yᵀ = W · Xᵀ (see `gemm`).
+        let cfg = linear_gemm_config(n, k, out_dim)?.sgemm();
         // SAFETY: shapes checked above; all three buffers hold exactly the sizes cuBLAS reads.
         unsafe { st.blas.gemm(cfg, &w.data, &x.data, &mut y.data) }.map_err(err("cublasSgemm"))?;
         let (rows, cols, act_code) = (n as i64, out_dim as i64, activation_code(act));
@@ -141,7 +132,8 @@ impl Ops for CudaOps {
             .arg(&cols)
             .arg(&act_code);
         // SAFETY: argument types match `bias_act_f32`; `b` has `cols` values.
-        unsafe { l.launch(self.elementwise(n * out_dim)) }.map_err(err("bias_act launch"))?;
+        unsafe { l.launch(grid::elementwise(n * out_dim, self.sm_count()).into()) }
+            .map_err(err("bias_act launch"))?;
         cross.leave()?;
         Ok(y)
     }
@@ -182,9 +174,8 @@ impl Ops for CudaOps {
         for (slot, t) in ptrs.p.iter_mut().zip(&inputs) {
             *slot = t.data.device_ptr(stream).0;
         }
-        let smem = feats * d * size_of::<f32>();
-        let use_smem = i32::from(smem <= MAX_SMEM_BYTES);
-        let smem = if use_smem == 1 { smem as u32 } else { 0 };
+        let shape = grid::interaction(n, feats, d, self.sm_count());
+        let use_smem = i32::from(shape.use_smem);
         let (feats_arg, n_arg, d_arg) = (feats as i32, n as i64, to_i32(d)?);
         let mut l = stream.launch_builder(&self.kernels.dot_interaction);
         l.arg(&ptrs)
@@ -194,7 +185,7 @@ impl Ops for CudaOps {
             .arg(&mut out.data)
             .arg(&use_smem);
         // SAFETY: argument types match `dot_interaction_f32`; every feature is [n, d].
-        unsafe { l.launch(self.grid(n, 128, smem)) }.map_err(err("dot_interaction launch"))?;
+        unsafe { l.launch(shape.launch.into()) }.map_err(err("dot_interaction launch"))?;
         cross.leave()?;
         Ok(out)
     }
@@ -213,7 +204,8 @@ impl Ops for CudaOps {
         let mut l = stream.launch_builder(&self.kernels.sigmoid);
         l.arg(&x.data).arg(&mut out.data).arg(&n_arg);
         // SAFETY: argument types match `sigmoid_f32`; both buffers hold `n` values.
-        unsafe { l.launch(self.elementwise(n)) }.map_err(err("sigmoid launch"))?;
+        unsafe { l.launch(grid::elementwise(n, self.sm_count()).into()) }
+            .map_err(err("sigmoid launch"))?;
         cross.leave()?;
         Ok(out)
     }
@@ -236,5 +228,33 @@ fn activation_code(act: Activation) -> i32 {
         Activation::None => 0,
         Activation::Relu => 1,
         Activation::Sigmoid => 2,
+    }
+}
+
+/// Why an f16 weight is refused on CUDA: there is no f16 GEMM path, and keeping it as f32
+/// would hold twice the bytes the placement counted for it.
+pub(crate) fn f16_refusal(rows: usize, cols: usize) -> KernelError {
+    KernelError::Unavailable(format!(
+        "the CUDA backend has no f16 weight path: a [{rows}, {cols}] weight with \
+         weight_precision = \"fp16\" cannot be loaded on CUDA; use weight_precision = \"fp32\""
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_refusal;
+
+    #[test]
+    fn f16_weights_are_refused_naming_the_precision() {
+        let e = f16_refusal(64, 13).to_string();
+        assert!(
+            e.starts_with("backend unavailable: the CUDA backend has no f16"),
+            "{e}"
+        );
+        assert!(
+            e.contains("weight_precision = \"fp16\"") && e.contains("[64, 13]"),
+            "{e}"
+        );
+        assert!(e.contains("use weight_precision = \"fp32\""), "{e}");
     }
 }

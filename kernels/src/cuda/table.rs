@@ -1,7 +1,7 @@
 //! Embedding tables on the CUDA backend.
 
 use super::backend::CudaOps;
-use super::bag::check_indices;
+use super::bag::{check_gather, check_indices};
 use super::err;
 use super::tensor::CudaTensor;
 use crate::{EmbeddingStore, KernelError, Lane, Result, TableMemory, TablePlacement};
@@ -60,6 +60,25 @@ impl EmbeddingStore<CudaOps> for ResidentTable {
     }
 }
 
+impl CudaOps {
+    /// Copies rows `src_rows[k]` of `src` to rows `dst_rows[k]` of `dst` on `lane`: the
+    /// cache fill of an offloaded table on a miss. Refused unless there are as many source as
+    /// destination rows, every row lies inside its matrix and the row widths agree.
+    pub fn gather_rows(
+        &self,
+        lane: &Lane,
+        src: &MappedHostTable,
+        src_rows: &[i64],
+        dst: &mut CudaTensor,
+        dst_rows: &[i64],
+    ) -> Result<()> {
+        check_gather((src.rows, src.dim), src_rows, dst.shape(), dst_rows)?;
+        // SAFETY: `src` is alive for the call (and waits for every lane before it is
+        // freed); its rows, `dim == dst.cols` and `dst`'s rows were checked just above.
+        unsafe { self.gather_rows_at(lane, src.device_ptr, src_rows, dst, dst_rows) }
+    }
+}
+
 /// A table kept in pinned, device-mapped host memory and read by the kernels over the bus
 /// (zero copy): for tables that do not fit the slice's memory budget.
 ///
@@ -107,7 +126,7 @@ impl MappedHostTable {
         })
     }
 
-    /// The device address of the mapped table (for [`CudaOps::gather_rows`]).
+    /// The device address of the mapped table.
     pub fn device_ptr(&self) -> u64 {
         self.device_ptr
     }

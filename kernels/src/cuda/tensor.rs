@@ -4,6 +4,13 @@ use super::lane::LaneRegistry;
 use cudarc::driver::CudaSlice;
 use std::sync::Arc;
 
+/// Elements to allocate for a buffer of `elems` values: never 0, because `cuMemAlloc` and
+/// `cuMemAllocAsync` refuse 0 bytes (`CUDA_ERROR_INVALID_VALUE`); an empty tensor or index
+/// list holds one slot no kernel reads.
+pub(crate) fn device_len(elems: usize) -> usize {
+    elems.max(1)
+}
+
 /// A `rows x cols` row-major f32 matrix in device memory.
 ///
 /// A per-batch tensor lives on the stream (lane) that made it and is freed, stream-ordered,
@@ -24,7 +31,8 @@ impl CudaTensor {
         (self.rows, self.cols)
     }
 
-    /// The device buffer (`rows * cols` values, row-major).
+    /// The device buffer: `rows * cols` values, row-major (one unused value when empty, see
+    /// [`device_len`]).
     pub fn slice(&self) -> &CudaSlice<f32> {
         &self.data
     }
@@ -49,5 +57,17 @@ impl Drop for CudaTensor {
             // default stream.
             lanes.order_after_all_lanes(self.data.stream());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_len;
+
+    #[test]
+    fn empty_buffers_still_allocate_one_element() {
+        assert_eq!(device_len(0), 1);
+        assert_eq!(device_len(1), 1);
+        assert_eq!(device_len(4096), 4096);
     }
 }

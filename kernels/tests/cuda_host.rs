@@ -1,0 +1,582 @@
+//! Every CUDA C kernel of `kernels/cuda/*.cu` run on the CPU under `kernels/cuda/host_shim.h`,
+//! against f64 loops and the CPU backend. Needs no GPU, only a C++ compiler.
+//!
+//! The test compiles the kernel sources exactly as the backend embeds them
+//! (`cuda::nvrtc::SOURCES`), the shim and `tests/cuda_host/driver.cpp` with `$CXX` (else `c++`,
+//! `g++`, `clang++`) into `target/tmp/cuda-host/<pid>`: once plain (`-O2`), once under
+//! AddressSanitizer + UBSan (out-of-bounds reads and writes, including past the launch's
+//! dynamic shared memory) and once under ThreadSanitizer (races between a block's threads, a
+//! missing `__syncthreads()`). A sanitizer the toolchain lacks is skipped with a note;
+//! `COHOST_HOST_SANITIZERS=0` skips both. Without any C++ compiler the tests print
+//! "skipped: no C++ compiler" and pass, unless `COHOST_REQUIRE_CXX=1`.
+//!
+//! Launch shapes come from `cuda::grid` (what the backend launches with) on a 1-SM device, so
+//! grid-stride loops wrap (the grid is smaller than the work), plus explicit 1- and 3-block
+//! grids. Accuracy: `|got − want| ≤ 1e-5 · max(|want|, 1)`.
+
+use cohost_kernels::cpu::CpuOps;
+use cohost_kernels::cuda::grid::{self, Launch};
+use cohost_kernels::cuda::nvrtc::SOURCES;
+use cohost_kernels::{Activation, Lane, Ops};
+mod common;
+
+use common::{act64, random};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+const TOL: f64 = 1e-5;
+
+/// The SM count the launch shapes are computed for: at most 32 blocks per launch.
+const SMS: u32 = 1;
+
+/// One build of the driver.
+struct Build {
+    name: &'static str,
+    exe: PathBuf,
+    env: Env,
+}
+
+/// Environment variables a build runs with.
+type Env = &'static [(&'static str, &'static str)];
+
+/// `(name, flags, environment)` of each build; the first must succeed.
+const VARIANTS: &[(&str, &[&str], Env)] = &[
+    ("plain", &["-O2"], &[]),
+    (
+        "asan+ubsan",
+        &[
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+        ],
+        &[("ASAN_OPTIONS", "detect_leaks=0")],
+    ),
+    (
+        "tsan",
+        &["-O1", "-g", "-fsanitize=thread"],
+        &[("TSAN_OPTIONS", "halt_on_error=1")],
+    ),
+];
+
+fn env_flag(name: &str) -> Option<bool> {
+    std::env::var(name).ok().map(|v| !v.is_empty() && v != "0")
+}
+
+/// The first C++ compiler that answers `--version`.
+fn compiler() -> Option<String> {
+    let candidates = std::env::var("CXX")
+        .into_iter()
+        .chain(["c++", "g++", "clang++"].map(String::from));
+    candidates.into_iter().find(|cxx| {
+        Command::new(cxx)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A kernel source as C++: its one `extern __shared__ T name[];` line (dynamic shared
+/// memory, which C++ cannot declare) becomes `COHOST_DYNAMIC_SHARED(T, name);`.
+fn host_source(file: &str, src: &str) -> (String, usize) {
+    let mut rewritten = 0;
+    let mut out = format!("#line 1 \"{file}\"\n");
+    for line in src.lines() {
+        match line.trim().strip_prefix("extern __shared__ ") {
+            Some(decl) => {
+                let decl = decl
+                    .strip_suffix("[];")
+                    .unwrap_or_else(|| panic!("{file}: unexpected shared declaration: {line}"));
+                let (ty, name) = decl.rsplit_once(' ').expect("type and name");
+                out.push_str(&format!("COHOST_DYNAMIC_SHARED({ty}, {name});\n"));
+                rewritten += 1;
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    (out, rewritten)
+}
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh `target/tmp/cuda-host/<pid>` (cargo's test scratch space), after removing those
+/// of test processes that are gone.
+fn build_dir() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cuda-host");
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if !Path::new("/proc").join(&pid).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = root.join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).expect("build directory under target/tmp");
+    dir
+}
+
+/// Compiles the driver once per test process; `None` when no C++ compiler exists.
+fn builds() -> Option<&'static [Build]> {
+    static BUILDS: OnceLock<Option<Vec<Build>>> = OnceLock::new();
+    BUILDS.get_or_init(compile_all).as_deref()
+}
+
+fn compile_all() -> Option<Vec<Build>> {
+    let Some(cxx) = compiler() else {
+        assert!(
+            env_flag("COHOST_REQUIRE_CXX") != Some(true),
+            "COHOST_REQUIRE_CXX is set but no C++ compiler (CXX, c++, g++, clang++) runs"
+        );
+        return None;
+    };
+    let dir = build_dir();
+    let mut program = String::from("#include \"host_shim.h\"\n");
+    let mut shared_decls = 0;
+    for s in SOURCES {
+        let (text, n) = host_source(s.file, s.src);
+        program.push_str(&text);
+        shared_decls += n;
+    }
+    assert_eq!(
+        shared_decls, 1,
+        "interaction.cu declares one dynamic shared array"
+    );
+    program.push_str("#line 1 \"driver.cpp\"\n#include \"driver.cpp\"\n");
+    let main = dir.join("kernels_host.cpp");
+    std::fs::write(&main, program).expect("write the host program");
+    let sanitizers = env_flag("COHOST_HOST_SANITIZERS") != Some(false);
+    let jobs: Vec<_> = VARIANTS
+        .iter()
+        .filter(|(name, ..)| sanitizers || *name == "plain")
+        .map(|&(name, flags, env)| {
+            let exe = dir.join(format!("driver-{}", name.replace('+', "-")));
+            let child = Command::new(&cxx)
+                .args(["-std=c++17", "-pthread", "-Wall"])
+                .args(flags)
+                .arg("-I")
+                .arg(manifest().join("cuda"))
+                .arg("-I")
+                .arg(manifest().join("tests/cuda_host"))
+                .arg(&main)
+                .arg("-o")
+                .arg(&exe)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start the C++ compiler");
+            (name, env, exe, child)
+        })
+        .collect();
+    let mut builds = Vec::new();
+    for (name, env, exe, child) in jobs {
+        let out = child.wait_with_output().expect("C++ compiler");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            assert!(
+                name != "plain",
+                "the kernels do not compile under the host shim ({cxx}):\n{log}"
+            );
+            println!("note: {name} build unavailable ({cxx}), skipped:\n{log}");
+            continue;
+        }
+        let build = Build { name, exe, env };
+        // A sanitizer runtime that cannot start here (e.g. TSan and the kernel's memory
+        // layout) is the toolchain's problem, not the kernels'.
+        if name != "plain"
+            && let Err(e) = try_run(&build, "sigmoid_f32 1 32 0 1", &[Arr::F32(&[0.5])])
+        {
+            println!("note: {name} build does not run here, skipped:\n{e}");
+            continue;
+        }
+        builds.push(build);
+    }
+    println!(
+        "host shim builds ({cxx}): {:?}",
+        builds.iter().map(|b| b.name).collect::<Vec<_>>()
+    );
+    Some(builds)
+}
+
+/// One input array of a launch.
+enum Arr<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+}
+
+fn try_run(build: &Build, header: &str, arrays: &[Arr]) -> Result<Vec<f32>, String> {
+    let mut input = format!("{header}\n").into_bytes();
+    for a in arrays {
+        let (n, bytes): (usize, Vec<u8>) = match a {
+            Arr::F32(v) => (v.len(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Arr::I64(v) => (v.len(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        input.extend((n as u64).to_le_bytes());
+        input.extend(bytes);
+    }
+    let mut child = Command::new(&build.exe)
+        .envs(build.env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", build.exe.display()))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(format!(
+            "[{}] `{header}` failed ({}):\n{}",
+            build.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(out
+        .stdout
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Runs one launch of `kernel` on the plain build and, when `sanitized`, on the sanitizer
+/// builds too (they are 10x slower, so they get the backend's launches only); returns each
+/// build's output.
+fn run(
+    kernel: &str,
+    l: Launch,
+    sanitized: bool,
+    scalars: &str,
+    arrays: &[Arr],
+) -> Vec<(&'static str, Vec<f32>)> {
+    let header = format!("{kernel} {} {} {} {scalars}", l.grid, l.block, l.smem);
+    builds()
+        .expect("checked by the caller")
+        .iter()
+        .filter(|b| sanitized || b.name == "plain")
+        .map(|b| {
+            (
+                b.name,
+                try_run(b, &header, arrays).unwrap_or_else(|e| panic!("{e}")),
+            )
+        })
+        .collect()
+}
+
+/// `false` (after printing why) when there is no C++ compiler.
+fn ready() -> bool {
+    if builds().is_some() {
+        return true;
+    }
+    println!("skipped: no C++ compiler (set CXX or install g++)");
+    false
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs();
+        assert!(
+            err <= TOL * w.abs().max(1.0),
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// The backend's launch on a 1-SM device (`true`: run under the sanitizers too), then the
+/// same with 1 and 3 blocks.
+fn launches(backend: Launch) -> [(Launch, bool); 3] {
+    [
+        (backend, true),
+        (Launch { grid: 1, ..backend }, false),
+        (Launch { grid: 3, ..backend }, false),
+    ]
+}
+
+#[test]
+fn bias_act_matches_f64_and_the_cpu_linear() {
+    if !ready() {
+        return;
+    }
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(11);
+    // (n, k, out): batch 1; out not a multiple of the block; n * out = 11100 > 32 * 256, so
+    // the backend's grid on one SM wraps.
+    for &(n, k, out) in &[(1, 1, 1), (1, 13, 300), (3, 9, 257), (37, 20, 300)] {
+        let (x, w, b) = (
+            random(&mut rng, n * k),
+            random(&mut rng, out * k),
+            random(&mut rng, out),
+        );
+        // What cuBLAS leaves in y: x · wᵀ (here rounded from f64).
+        let gemm: Vec<f64> = (0..n * out)
+            .map(|i| {
+                let (r, o) = (i / out, i % out);
+                (0..k)
+                    .map(|c| x[r * k + c] as f64 * w[o * k + c] as f64)
+                    .sum()
+            })
+            .collect();
+        let y0: Vec<f32> = gemm.iter().map(|&v| v as f32).collect();
+        let backend = grid::elementwise(n * out, SMS);
+        if n * out > 32 * 256 {
+            assert!(
+                (backend.grid * backend.block) as usize == 32 * 256,
+                "{backend:?}"
+            );
+        }
+        for act in [Activation::None, Activation::Relu, Activation::Sigmoid] {
+            let want: Vec<f64> = (0..n * out)
+                .map(|i| act64(y0[i] as f64 + b[i % out] as f64, act))
+                .collect();
+            let code = match act {
+                Activation::None => 0,
+                Activation::Relu => 1,
+                Activation::Sigmoid => 2,
+            };
+            let cpu_y = cpu
+                .download(
+                    &cl,
+                    &cpu.linear(
+                        &cl,
+                        &cpu.upload(&cl, &x, n, k).unwrap(),
+                        &cpu.weight(&w, out, k).unwrap(),
+                        &cpu.weight(&b, 1, out).unwrap(),
+                        act,
+                    )
+                    .unwrap(),
+                )
+                .unwrap();
+            for (l, sanitized) in launches(backend) {
+                for (build, got) in run(
+                    "bias_act_f32",
+                    l,
+                    // One activation is enough to look for races and overruns.
+                    sanitized && act == Activation::Sigmoid,
+                    &format!("{n} {out} {code}"),
+                    &[Arr::F32(&y0), Arr::F32(&b)],
+                ) {
+                    let what = format!("[{build}] bias_act [{n}, {out}] {act:?} {l:?}");
+                    assert_close(&format!("{what} vs f64"), &got, &want);
+                    assert_close(&format!("{what} vs cpu linear"), &got, &widen(&cpu_y));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn sigmoid_matches_f64_and_the_cpu() {
+    if !ready() {
+        return;
+    }
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(12);
+    for &(rows, cols) in &[(1, 1), (1, 257), (33, 300)] {
+        let n = rows * cols;
+        let x: Vec<f32> = random(&mut rng, n).iter().map(|v| v * 40.0).collect();
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&v| 1.0 / (1.0 + (-(v as f64)).exp()))
+            .collect();
+        let cpu_got = cpu
+            .download(
+                &cl,
+                &cpu.sigmoid(&cl, &cpu.upload(&cl, &x, rows, cols).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+        for (l, sanitized) in launches(grid::elementwise(n, SMS)) {
+            for (build, got) in run("sigmoid_f32", l, sanitized, &n.to_string(), &[Arr::F32(&x)]) {
+                assert_close(&format!("[{build}] sigmoid {n} {l:?} vs f64"), &got, &want);
+                assert_close(
+                    &format!("[{build}] sigmoid {n} {l:?} vs cpu"),
+                    &got,
+                    &widen(&cpu_got),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_interaction_matches_f64_and_the_cpu_on_both_paths() {
+    if !ready() {
+        return;
+    }
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(13);
+    // (n, d, tables): batch 1; 40 rows > 32 blocks (wraps); d = 300 > 128 threads; 27 x 512
+    // floats (55 KiB) take the global-memory path; 128 features give 8128 pairs.
+    for &(n, d, tables) in &[
+        (1, 4, 1),
+        (40, 16, 26),
+        (3, 300, 3),
+        (9, 512, 26),
+        (2, 3, 127),
+    ] {
+        let x = random(&mut rng, n * d);
+        let pooled: Vec<Vec<f32>> = (0..tables).map(|_| random(&mut rng, n * d)).collect();
+        let feats: Vec<&Vec<f32>> = std::iter::once(&x).chain(pooled.iter()).collect();
+        let f = feats.len();
+        let width = d + f * (f - 1) / 2;
+        let mut want = vec![0f64; n * width];
+        for r in 0..n {
+            for c in 0..d {
+                want[r * width + c] = x[r * d + c] as f64;
+            }
+            let mut p = d;
+            for i in 1..f {
+                for j in 0..i {
+                    want[r * width + p] = (0..d)
+                        .map(|c| feats[i][r * d + c] as f64 * feats[j][r * d + c] as f64)
+                        .sum();
+                    p += 1;
+                }
+            }
+        }
+        let cx = cpu.upload(&cl, &x, n, d).unwrap();
+        let cp: Vec<_> = pooled
+            .iter()
+            .map(|p| cpu.upload(&cl, p, n, d).unwrap())
+            .collect();
+        let cpu_got = cpu
+            .download(&cl, &cpu.dot_interaction(&cl, &cx, &cp).unwrap())
+            .unwrap();
+        let shape = grid::interaction(n, f, d, SMS);
+        assert_eq!(shape.use_smem, f * d * 4 <= 48 << 10);
+        let arrays: Vec<Arr> = feats.iter().map(|v| Arr::F32(v)).collect();
+        for (l, sanitized) in launches(shape.launch) {
+            let scalars = format!("{f} {n} {d} {}", i32::from(shape.use_smem));
+            for (build, got) in run("dot_interaction_f32", l, sanitized, &scalars, &arrays) {
+                let what = format!(
+                    "[{build}] dot_interaction n={n} d={d} F={f} smem={} {l:?}",
+                    shape.use_smem
+                );
+                assert_close(&format!("{what} vs f64"), &got, &want);
+                assert_close(&format!("{what} vs cpu"), &got, &widen(&cpu_got));
+            }
+        }
+    }
+}
+
+#[test]
+fn embedding_bag_sum_matches_f64_and_the_cpu_table() {
+    if !ready() {
+        return;
+    }
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(14);
+    // (rows, dim, n, bag): 50 bags > 32 blocks (wraps); dim 24 (not a warp multiple);
+    // dim 300 > 256 threads; batch 1 and bag 1.
+    for &(rows, dim, n, bag) in &[
+        (1000, 24, 50, 7),
+        (10, 300, 1, 1),
+        (5, 1, 3, 1),
+        (100, 64, 33, 1),
+    ] {
+        let table = random(&mut rng, rows * dim);
+        let idx: Vec<i64> = (0..n * bag)
+            .map(|_| rng.random_range(0..rows as i64))
+            .collect();
+        let mut want = vec![0f64; n * dim];
+        for r in 0..n {
+            for k in 0..bag {
+                let row = idx[r * bag + k] as usize;
+                for c in 0..dim {
+                    want[r * dim + c] += table[row * dim + c] as f64;
+                }
+            }
+        }
+        let cpu_table = cpu.resident_table("t", &table, rows, dim).unwrap();
+        let cpu_got = cpu
+            .download(&cl, &cpu_table.bag_sum(&cpu, &cl, &idx, bag).unwrap())
+            .unwrap();
+        for (l, sanitized) in launches(grid::rows(n, dim, SMS)) {
+            for (build, got) in run(
+                "embedding_bag_sum_f32",
+                l,
+                sanitized,
+                &format!("{n} {bag} {dim}"),
+                &[Arr::F32(&table), Arr::I64(&idx)],
+            ) {
+                let what = format!("[{build}] bag_sum n={n} bag={bag} dim={dim} {l:?}");
+                assert_close(&format!("{what} vs f64"), &got, &want);
+                assert_close(&format!("{what} vs cpu"), &got, &widen(&cpu_got));
+            }
+        }
+    }
+}
+
+#[test]
+fn gather_rows_copies_exactly_the_listed_rows() {
+    if !ready() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(15);
+    // (src rows, dim, cache rows, count): 40 rows > 32 blocks (wraps); dim 300 > 256 threads.
+    for &(rows, dim, cache, count) in &[(100, 8, 4, 2), (100, 300, 64, 40), (7, 33, 7, 1)] {
+        let src = random(&mut rng, rows * dim);
+        let mut slots: Vec<i64> = (0..cache as i64).collect();
+        for i in (1..slots.len()).rev() {
+            slots.swap(i, rng.random_range(0..=i));
+        }
+        let dst_rows = &slots[..count];
+        let src_rows: Vec<i64> = (0..count)
+            .map(|_| rng.random_range(0..rows as i64))
+            .collect();
+        let before: Vec<f32> = (0..cache * dim).map(|v| -(v as f32)).collect();
+        let mut want = before.clone();
+        for (&s, &d) in src_rows.iter().zip(dst_rows) {
+            let (s, d) = (s as usize, d as usize);
+            want[d * dim..(d + 1) * dim].copy_from_slice(&src[s * dim..(s + 1) * dim]);
+        }
+        for (l, sanitized) in launches(grid::rows(count, dim, SMS)) {
+            for (build, got) in run(
+                "gather_rows_f32",
+                l,
+                sanitized,
+                &format!("{count} {dim}"),
+                &[
+                    Arr::F32(&src),
+                    Arr::I64(&src_rows),
+                    Arr::I64(dst_rows),
+                    Arr::F32(&before),
+                ],
+            ) {
+                assert_eq!(got, want, "[{build}] gather {count} rows of {dim} {l:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_shim_rewrites_only_dynamic_shared_declarations() {
+    let (text, n) = host_source("k.cu", "a\n    extern __shared__ float rows[];\nb");
+    assert_eq!(n, 1);
+    assert_eq!(
+        text,
+        "#line 1 \"k.cu\"\na\nCOHOST_DYNAMIC_SHARED(float, rows);\nb\n"
+    );
+}
