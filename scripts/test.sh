@@ -29,4 +29,7 @@ if [ "${COHOST_SKIP_PEERS:-0}" != 1 ]; then
     fi
 fi
 
+# No module may import a module that imports it back (issue 17): a cycle fails the run.
+python3 scripts/module-cycles.py
+
 cargo test --workspace "$@"

@@ -6,7 +6,7 @@
 //! bench` runs, and what other tools (an oracle, policy comparisons) can call directly.
 
 mod cli;
-pub pub mod failure;
+pub mod failure;
 pub mod grpc;
 pub mod http_client;
 pub mod loadgen;
