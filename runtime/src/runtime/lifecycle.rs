@@ -25,10 +25,17 @@ impl Runtime {
     /// Loads (or reloads) a model from the repository (blocking): new or changed versions
     /// start serving, versions no longer wanted drain and are freed.
     pub fn load_model(&self, name: &str) -> Result<()> {
+        // An invalid name is refused before anything is stored or logged under it.
+        repository::validate_name(name)?;
         let _guard = self.inner.load_lock.lock();
         let result = self.load_model_locked(name);
         if let Err(e) = &result {
-            self.inner.registry.set_failure(name, e.message.clone());
+            // Reasons name files relative to the repository, not by absolute path.
+            let reason = match self.repository() {
+                Some(repo) => e.message.replace(&format!("{}/", repo.display()), ""),
+                None => e.message.clone(),
+            };
+            self.inner.registry.set_failure(name, reason);
             tracing::warn!(model = name, "load failed: {e}");
         }
         result
