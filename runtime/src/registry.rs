@@ -6,6 +6,9 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Most load failures remembered at once (names come from clients in explicit mode).
+pub const MAX_FAILURES: usize = 1024;
+
 /// Loaded model versions by name, plus why loads failed.
 #[derive(Default)]
 pub struct Registry {
@@ -86,9 +89,14 @@ impl Registry {
             .copied()
     }
 
-    /// Remembers why loading `name` failed.
+    /// Remembers why loading `name` failed (at most [`MAX_FAILURES`] names: the first in
+    /// sort order is forgotten to make room).
     pub fn set_failure(&self, name: &str, reason: String) {
-        self.failures.lock().insert(name.to_string(), reason);
+        let mut failures = self.failures.lock();
+        if failures.len() >= MAX_FAILURES && !failures.contains_key(name) {
+            failures.pop_first();
+        }
+        failures.insert(name.to_string(), reason);
     }
 
     /// Why loading `name` failed, if it did.

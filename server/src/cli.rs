@@ -109,6 +109,17 @@ pub struct ServeArgs {
     /// Largest HTTP request body and gRPC message, e.g. 64MiB.
     #[arg(long, value_parser = parse_size, default_value = "64MiB")]
     pub max_body_bytes: u64,
+    /// Requests admitted at once over HTTP and gRPC (health and metrics exempt); more are
+    /// refused with 429 / RESOURCE_EXHAUSTED before their bodies are read.
+    #[arg(long, default_value_t = crate::serve::DEFAULT_MAX_INFLIGHT)]
+    pub max_inflight: usize,
+    /// Seconds an HTTP request body may take to arrive whole (then 408).
+    #[arg(long, default_value_t = 30.0)]
+    pub body_timeout_secs: f64,
+    /// Bearer token that repository load/unload/index calls must present (HTTP
+    /// `Authorization: Bearer TOKEN`, gRPC `authorization` metadata).
+    #[arg(long, env = "COHOST_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
     /// Threads running the HTTP and gRPC front ends (socket I/O, parsing, encoding); models
     /// run on the lanes, not here. 0 = one per 4 cores, at least 1. Each answer a lane
     /// hands back wakes one idle front-end thread, which then wakes another to look for
@@ -146,6 +157,12 @@ impl ServeArgs {
             memory_budget: self.memory_budget,
             device: self.device.into(),
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+            max_inflight: self.max_inflight,
+            body_timeout: Duration::try_from_secs_f64(self.body_timeout_secs)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .context("--body-timeout-secs must be a positive number of seconds")?,
+            control_token: self.control_token.clone(),
         })
     }
 }

@@ -1,7 +1,9 @@
 //! The process-wide Prometheus recorder behind `GET /metrics`, installed once.
 
+use cohost_runtime::Runtime;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_process::Collector;
+use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -56,8 +58,95 @@ fn build() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> 
         .install_recorder()
 }
 
-/// The current metrics in Prometheus text exposition format, the process metrics read now.
-pub fn render() -> String {
+/// The current metrics in Prometheus text exposition format, the process metrics read now,
+/// with only the model series of versions `runtime` serves (see [`keep_served`]).
+pub fn render(runtime: &Runtime) -> String {
+    let served = runtime.models();
+    let models: HashSet<&str> = served.iter().map(|m| m.name.as_str()).collect();
+    let versions: HashSet<(&str, String)> = served
+        .iter()
+        .map(|m| (m.name.as_str(), m.version.to_string()))
+        .collect();
+    keep_served(&render_all(), |model, version| match version {
+        None | Some("") => models.contains(model),
+        Some(v) => versions.contains(&(model, v.to_string())),
+    })
+}
+
+/// Drops the samples whose `model` (and `version`, when present) label names a model
+/// version that `served` says is not served, and the headers of families left empty.
+///
+/// The recorder cannot forget a series, so those of unloaded versions (and any a race
+/// between a lookup and an unload creates) would otherwise be exported forever.
+pub fn keep_served(text: &str, served: impl Fn(&str, Option<&str>) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut header = String::new();
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('#') {
+            header.push_str(line);
+        } else if line.trim().is_empty() {
+            // A family ends: its header is dropped with it when no sample was kept.
+            if header.is_empty() {
+                out.push_str(line);
+            }
+            header.clear();
+        } else {
+            let labels = sample_labels(line);
+            let keep = match labels.iter().find(|(k, _)| *k == "model") {
+                None => true,
+                Some((_, model)) => {
+                    let version = labels.iter().find(|(k, _)| *k == "version");
+                    served(model, version.map(|(_, v)| v.as_str()))
+                }
+            };
+            if keep {
+                out.push_str(&header);
+                header.clear();
+                out.push_str(line);
+            }
+        }
+    }
+    out
+}
+
+/// The labels of one sample line (`name{k="v",...} value`), values unescaped.
+fn sample_labels(line: &str) -> Vec<(&str, String)> {
+    let mut labels = Vec::new();
+    let Some(open) = line.find('{') else {
+        return labels;
+    };
+    let mut rest = &line[open + 1..];
+    while let Some(eq) = rest.find("=\"") {
+        let key = rest[..eq].trim_start_matches(',');
+        let mut value = String::new();
+        let mut chars = rest[eq + 2..].char_indices();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, other)) => value.push(other),
+                    None => break,
+                },
+                '"' => {
+                    end = Some(eq + 2 + i + 1);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        let Some(end) = end else { break };
+        labels.push((key, value));
+        rest = &rest[end..];
+        if rest.starts_with('}') {
+            break;
+        }
+    }
+    labels
+}
+
+/// Everything the recorder holds, the process metrics read now.
+fn render_all() -> String {
     let handle = install();
     PROCESS
         .get_or_init(|| {
@@ -69,7 +158,8 @@ pub fn render() -> String {
     handle.render()
 }
 
-/// Counts a request refused at the HTTP or gRPC edge (before the runtime saw it).
+/// Counts a request refused at the HTTP or gRPC edge (before the runtime saw it); callers
+/// pass only a model and version they looked up as served.
 pub fn edge_failure(model: &str, version: Option<u64>, reason: &'static str) {
     let version = version.map(|v| v.to_string()).unwrap_or_default();
     metrics::counter!(
@@ -79,4 +169,31 @@ pub fn edge_failure(model: &str, version: Option<u64>, reason: &'static str) {
         "reason" => reason
     )
     .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_versions_are_kept() {
+        let text = "# TYPE a counter\na{model=\"m\",version=\"1\"} 1\na{model=\"m\",version=\"7\"} 2\n\n\
+                    # TYPE b gauge\nb{model=\"gone\"} 1\n\n\
+                    # TYPE c gauge\nc 3\nc{lane=\"0\"} 4\n\n\
+                    # TYPE d histogram\nd_bucket{model=\"m\",version=\"\",le=\"0.5\"} 1\n\n";
+        let got = keep_served(text, |m, v| {
+            m == "m" && matches!(v, None | Some("") | Some("1"))
+        });
+        assert_eq!(
+            got,
+            "# TYPE a counter\na{model=\"m\",version=\"1\"} 1\n\n\
+             # TYPE c gauge\nc 3\nc{lane=\"0\"} 4\n\n\
+             # TYPE d histogram\nd_bucket{model=\"m\",version=\"\",le=\"0.5\"} 1\n\n"
+        );
+        let labels = sample_labels(r#"x{a="q\"uote",model="m"} 1"#);
+        assert_eq!(
+            labels,
+            vec![("a", "q\"uote".to_string()), ("model", "m".to_string())]
+        );
+    }
 }

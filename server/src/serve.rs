@@ -2,6 +2,8 @@
 //! port and repository polling, and a graceful shutdown that drains them all.
 
 use crate::grpc::{self, GrpcOptions};
+use crate::http::admission::Admission;
+use crate::http::auth::ControlToken;
 use crate::http::{self, AppState};
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -39,6 +41,12 @@ impl ModelControlMode {
     }
 }
 
+/// Default of [`ServeOptions::max_inflight`].
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+
+/// Default of [`ServeOptions::body_timeout`].
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -68,6 +76,13 @@ pub struct ServeOptions {
     pub device: Device,
     /// Largest HTTP body and gRPC message in bytes.
     pub max_body_bytes: usize,
+    /// Requests admitted at once across HTTP and gRPC (health and metrics exempt); more
+    /// are refused with 429 / RESOURCE_EXHAUSTED before their bodies are read.
+    pub max_inflight: usize,
+    /// Longest time an HTTP request body may take to arrive whole (then 408).
+    pub body_timeout: Duration,
+    /// Bearer token the repository control and index calls need (None: open).
+    pub control_token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -86,6 +101,9 @@ impl Default for ServeOptions {
             memory_budget: None,
             device: Device::Auto,
             max_body_bytes: 64 << 20,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            control_token: None,
         }
     }
 }
@@ -248,10 +266,16 @@ pub async fn serve(
     }
 
     let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+    // One in-flight limit for both transports, and one control token.
+    let admission = Admission::new(options.max_inflight);
+    let control_token = ControlToken::new(options.control_token.as_deref());
     let state = AppState {
         runtime: runtime.clone(),
         max_body_bytes: options.max_body_bytes,
+        body_timeout: options.body_timeout,
         model_control: options.model_control,
+        control_token: control_token.clone(),
+        admission: admission.clone(),
         shutting_down,
     };
     let app = http::router(state.clone());
@@ -268,6 +292,8 @@ pub async fn serve(
     let grpc_options = GrpcOptions {
         max_message_size: options.max_body_bytes,
         explicit_model_control: options.model_control == ModelControlMode::Explicit,
+        control_token,
+        admission: Some(admission),
     };
     let grpc_serve = grpc::serve(
         runtime.clone(),

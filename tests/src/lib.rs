@@ -45,6 +45,7 @@ pub fn test_options(repository: &Path) -> ServeOptions {
         memory_budget: None,
         device: Device::Cpu,
         max_body_bytes: 64 << 20,
+        ..ServeOptions::default()
     }
 }
 

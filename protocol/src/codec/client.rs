@@ -75,9 +75,10 @@ pub fn encode_request(request: &InferRequest, encoding: RequestEncoding) -> Enco
             .collect(),
         parameters: RequestParameters {
             binary_data_output: encoding.binary_outputs,
+            // At least 1: 0 on the wire means no timeout.
             timeout: request
                 .timeout
-                .map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
+                .map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1)),
         },
     };
     let mut body = Vec::with_capacity(256 + tail.len());

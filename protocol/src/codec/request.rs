@@ -51,8 +51,10 @@ pub fn decode_request(body: &[u8], header_length: Option<&str>) -> Result<Decode
     }
     tail.finish("input's")?;
 
-    let timeout =
-        parameters::unsigned(&req.parameters, "timeout", "request")?.map(Duration::from_micros);
+    // 0 means no timeout, as Triton reads it (and as the gRPC transport does).
+    let timeout = parameters::unsigned(&req.parameters, "timeout", "request")?
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
     let all_binary =
         parameters::boolean(&req.parameters, "binary_data_output", "request")?.unwrap_or(false);
     let mut binary_outputs = Vec::new();

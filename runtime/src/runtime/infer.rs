@@ -150,7 +150,8 @@ impl Runtime {
         q.model
             .check(&batch)
             .map_err(|e| Error::invalid(format!("model '{}': {e}", q.name)))?;
-        let deadline = request.timeout.map(|t| arrived + t);
+        // A deadline beyond what an Instant can represent is no deadline.
+        let deadline = request.timeout.and_then(|t| arrived.checked_add(t));
         if let Some((d, run)) =
             deadline.and_then(|d| Some((d, q.latency.calibrated_prediction(rows)?)))
         {

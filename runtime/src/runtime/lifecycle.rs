@@ -41,10 +41,17 @@ impl Runtime {
     /// Reads and builds the model's weights, after any load in progress; from async code
     /// use [`Runtime::load_model_async`].
     pub fn load_model(&self, name: &str) -> Result<()> {
+        // An invalid name is refused before anything is stored or logged under it.
+        repository::validate_model_name(name)?;
         let _guard = self.inner.load_lock.lock();
         let result = self.load_model_locked(name);
         if let Err(e) = &result {
-            self.inner.registry.set_failure(name, e.message.clone());
+            // Reasons name files relative to the repository, not by absolute path.
+            let reason = match self.repository() {
+                Some(repo) => e.message.replace(&format!("{}/", repo.display()), ""),
+                None => e.message.clone(),
+            };
+            self.inner.registry.set_failure(name, reason);
             tracing::warn!(model = name, "load failed: {e}");
         }
         result

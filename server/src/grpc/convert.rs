@@ -35,13 +35,19 @@ pub fn parse_version(model: &str, version: &str) -> Result<Option<u64>, Status> 
     })
 }
 
-/// Parses a `grpc-timeout` header value ("100m", "5S", "250000u", ...).
+/// Parses a `grpc-timeout` header value ("100m", "5S", "250000u", ...) as the gRPC
+/// HTTP/2 protocol defines it: 1 to 8 ASCII digits and one of the units H M S m u n.
+/// Anything else is None (malformed).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // At most 99_999_999, so no unit overflows a Duration.
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
@@ -97,7 +103,8 @@ pub fn decode_request(
     })
 }
 
-/// The request's `timeout` parameter in microseconds (0 or absent: none).
+/// The request's `timeout` parameter in microseconds (0 or absent: none, as Triton reads
+/// it, and as the HTTP transport does).
 fn timeout_param(
     model: &str,
     params: &HashMap<String, pb::InferParameter>,
@@ -322,6 +329,24 @@ mod tests {
         assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
         assert_eq!(parse_grpc_timeout("x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(parse_grpc_timeout("0m"), Some(Duration::ZERO));
+        for bad in [
+            "10000000000000000000S",
+            "123456789m",
+            "S",
+            "+5S",
+            "-5S",
+            "5s",
+            "5",
+            " 5S",
+            "5 S",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! * Every successful `ModelInfer` carries the load counter as trailing metadata
 //!   `endpoint-load-metrics: TEXT named_metrics.model_load=<f>, named_metrics.host_load=<f>`.
 
+mod admitted;
 mod convert;
 mod model_info;
 mod service;
@@ -13,6 +14,8 @@ mod status;
 pub use service::{EXTENSIONS, InferenceService, LOAD_METADATA, load_metadata_value};
 pub use status::{code_for, to_status};
 
+use crate::http::admission::Admission;
+use crate::http::auth::ControlToken;
 use cohost_protocol::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use cohost_protocol::wire::WireLayer;
 use cohost_runtime::Runtime;
@@ -28,6 +31,10 @@ pub struct GrpcOptions {
     pub max_message_size: usize,
     /// Repository control RPCs (load/unload) are allowed (`--model-control-mode explicit`).
     pub explicit_model_control: bool,
+    /// The token repository control and the index need (`authorization` metadata).
+    pub control_token: ControlToken,
+    /// The in-flight limit shared with HTTP (None: unlimited).
+    pub admission: Option<Admission>,
 }
 
 impl Default for GrpcOptions {
@@ -35,6 +42,8 @@ impl Default for GrpcOptions {
         GrpcOptions {
             max_message_size: 64 << 20,
             explicit_model_control: false,
+            control_token: ControlToken::default(),
+            admission: None,
         }
     }
 }
@@ -47,6 +56,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let max = options.max_message_size;
+    let admission = options.admission.clone();
     let service = InferenceService::new(runtime, options);
     let draining = service.draining();
     let server = GrpcInferenceServiceServer::new(service)
@@ -69,7 +79,7 @@ pub async fn serve(
     let load_header = tonic::codegen::http::HeaderName::from_static(LOAD_METADATA);
     tonic::transport::Server::builder()
         .layer(WireLayer::new(vec![load_header], max))
-        .add_service(server)
+        .add_service(admitted::Admitted::new(server, admission))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())

@@ -4,6 +4,8 @@ use super::GrpcOptions;
 use super::convert::{decode_request, encode_response, parse_grpc_timeout, parse_version};
 use super::model_info::{self, Placement};
 use super::status::{invalid, to_status};
+use crate::http::auth::ControlToken;
+use crate::http::errors::{invalid_name_message, quoted};
 use cohost_protocol::inference as pb;
 use cohost_protocol::inference::grpc_inference_service_server::GrpcInferenceService;
 use cohost_protocol::prost::Message;
@@ -65,14 +67,24 @@ impl InferenceService {
         header_timeout: Option<std::time::Duration>,
     ) -> Result<(pb::ModelInferResponse, LoadReport), Status> {
         let name = req.model_name.clone();
-        // A full queue refuses before the tensors are converted; a bad version is
-        // reported by `decode_request`.
-        if let Ok(version) = parse_version(&name, &req.model_version) {
-            self.runtime
-                .refuse_if_full(&name, version)
-                .map_err(to_status)?;
+        let version = parse_version(&name, &req.model_version)?;
+        // The model is looked up before any work on the tensors (an unknown model is
+        // NOT_FOUND whatever else is wrong, as over HTTP), and a full queue refuses then.
+        if !self.runtime.model_ready(&name, version) {
+            self.runtime.metadata(&name, version).map_err(to_status)?;
         }
-        let decoded = decode_request(req, header_timeout)?;
+        self.runtime
+            .refuse_if_full(&name, version)
+            .map_err(to_status)?;
+        let raw_bytes: usize = req.raw_input_contents.iter().map(Vec::len).sum();
+        let decoded = if raw_bytes > crate::http::admission::BLOCKING_DECODE_BYTES {
+            // Large tensors are converted on the blocking pool, off the async workers.
+            tokio::task::spawn_blocking(move || decode_request(req, header_timeout))
+                .await
+                .map_err(|e| Status::internal(format!("request decoding task failed: {e}")))??
+        } else {
+            decode_request(req, header_timeout)?
+        };
         let resp = self
             .runtime
             .infer(&name, decoded.version, decoded.request)
@@ -118,11 +130,40 @@ fn put_load(metadata: &mut MetadataMap, load: &LoadReport) {
     }
 }
 
-fn header_timeout<T>(req: &Request<T>) -> Option<std::time::Duration> {
-    req.metadata()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
+/// The call's `grpc-timeout`; one that is not 1 to 8 digits and a unit (the gRPC HTTP/2
+/// protocol's form) is INVALID_ARGUMENT rather than silently no deadline.
+fn header_timeout<T>(req: &Request<T>) -> Result<Option<std::time::Duration>, Status> {
+    let Some(value) = req.metadata().get("grpc-timeout") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
         .and_then(parse_grpc_timeout)
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(format!(
+                "malformed grpc-timeout '{}': send 1 to 8 digits and a unit (H, M, S, m, u or n)",
+                quoted(&String::from_utf8_lossy(value.as_bytes()))
+            ))
+        })
+}
+
+/// Refuses a repository call without the control token (when one is configured).
+fn require_token<T>(token: &ControlToken, req: &Request<T>) -> Result<(), Status> {
+    let given = req.metadata().get("authorization").map(|v| v.as_bytes());
+    if token.admits(given) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated(
+            "this call needs 'authorization: Bearer <token>' metadata with the server's --control-token",
+        ))
+    }
+}
+
+/// Checks a model name with the repository's rule before it is used, stored or logged.
+fn check_name(name: &str) -> Result<(), Status> {
+    cohost_runtime::validate_model_name(name).map_err(|_| invalid(invalid_name_message(name)))
 }
 
 fn opt_name(name: &str) -> Option<&str> {
@@ -181,7 +222,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Res<pb::ModelInferResponse> {
-        let timeout = header_timeout(&req);
+        let timeout = header_timeout(&req)?;
         let req = req.into_inner();
         let name = req.model_name.clone();
         match self.infer(req, timeout).await {
@@ -205,7 +246,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Res<InferStream> {
-        let timeout = header_timeout(&req);
+        let timeout = header_timeout(&req)?;
         let svc = self.clone();
         let out = req
             .into_inner()
@@ -269,12 +310,13 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryIndexRequest>,
     ) -> Res<pb::RepositoryIndexResponse> {
+        require_token(&self.options.control_token, &req)?;
         let req = req.into_inner();
         if !req.repository_name.is_empty() {
             // cohost serves one repository; any name other than empty is unknown.
             return Err(Status::not_found(format!(
                 "unknown repository '{}'",
-                req.repository_name
+                quoted(&req.repository_name)
             )));
         }
         let entries = self.runtime.repository_index().map_err(to_status)?;
@@ -290,7 +332,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryModelLoadRequest>,
     ) -> Res<pb::RepositoryModelLoadResponse> {
+        require_token(&self.options.control_token, &req)?;
         let req = req.into_inner();
+        check_name(&req.model_name)?;
         self.repository_control(&format!("loading model '{}'", req.model_name))?;
         if let Some(key) = req.parameters.keys().next() {
             return Err(invalid(format!(
@@ -311,7 +355,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::RepositoryModelUnloadRequest>,
     ) -> Res<pb::RepositoryModelUnloadResponse> {
+        require_token(&self.options.control_token, &req)?;
         let req = req.into_inner();
+        check_name(&req.model_name)?;
         self.repository_control(&format!("unloading model '{}'", req.model_name))?;
         let runtime = self.runtime.clone();
         let name = req.model_name;

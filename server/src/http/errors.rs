@@ -58,6 +58,34 @@ impl ApiError {
         }
     }
 
+    /// A 429: the server's in-flight limit is reached.
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Error::overloaded(message).into()
+    }
+
+    /// A 408 for a body that did not arrive whole within `limit`.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "request body did not arrive within {:.3} s (raise it with --body-timeout-secs)",
+                limit.as_secs_f64()
+            ),
+            load: None,
+        }
+    }
+
+    /// A 401 for a control call without the right bearer token.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "this call needs 'Authorization: Bearer <token>' with the server's \
+                      --control-token"
+                .into(),
+            load: None,
+        }
+    }
+
     /// Attaches a load report for the load header.
     pub fn with_load(mut self, load: Option<LoadReport>) -> Self {
         self.load = load;
@@ -121,14 +149,42 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         put_load(res.headers_mut(), self.load.as_ref());
         res
     }
 }
 
-/// Checks a model name from a URL with the repository's rule (nothing can escape it).
+/// Checks a model name from a URL with the repository's rule (nothing can escape it); the
+/// refusal quotes at most the name's first [`QUOTED_NAME_CHARS`] characters.
 pub fn check_model_name(name: &str) -> Result<(), ApiError> {
-    cohost_runtime::validate_model_name(name).map_err(ApiError::from)
+    cohost_runtime::validate_model_name(name)
+        .map_err(|_| ApiError::invalid(invalid_name_message(name)))
+}
+
+/// How much of a client-given name an error message quotes.
+pub const QUOTED_NAME_CHARS: usize = 64;
+
+/// The message for a name the repository rule refuses, quoting a bounded prefix of it.
+pub fn invalid_name_message(name: &str) -> String {
+    format!(
+        "invalid model name '{}': use 1 to 128 letters, digits, '-', '_' and '.', not starting with '.'",
+        quoted(name)
+    )
+}
+
+/// `text` escaped and cut to [`QUOTED_NAME_CHARS`] characters (with "..." when cut), for
+/// error messages and logs.
+pub fn quoted(text: &str) -> String {
+    let mut out: String = text.chars().take(QUOTED_NAME_CHARS).collect::<String>();
+    out = out.escape_debug().to_string();
+    if text.chars().nth(QUOTED_NAME_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Parses a version from a URL: a non-negative integer.

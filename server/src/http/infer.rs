@@ -1,6 +1,7 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: body limit, decode, run, encode.
 
 use super::AppState;
+use super::admission::BLOCKING_DECODE_BYTES;
 use super::errors::{ApiError, put_load};
 use super::routes::ModelPath;
 use axum::body::{Body, Bytes};
@@ -9,9 +10,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cohost_protocol::codec::{self, HEADER_LENGTH};
+use std::time::Duration;
 
-/// Reads the body up to `limit` bytes; more is a 413.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads the body up to `limit` bytes within `timeout`: more is a 413, slower a 408.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -19,8 +26,14 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if format!("{e:?}").contains("LengthLimit") || e.to_string().contains("length limit") {
+    // A total deadline, not an idle one: a body trickling a byte at a time stays busy.
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::body_timeout(timeout))?;
+    read.map_err(|e| {
+        let over_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over_limit {
             ApiError::too_large(limit)
         } else {
             ApiError::invalid(format!("could not read the request body: {e}"))
@@ -56,6 +69,11 @@ async fn run(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (name, version) = p.parse()?;
+    // The model is looked up before any work on the body, and before any labelled metric
+    // is touched: an unknown model or version is a 404, and cannot create metric series.
+    if !st.runtime.model_ready(name, version) {
+        st.runtime.metadata(name, version)?;
+    }
     // Refusals before the runtime sees the request are counted here; the runtime counts its own.
     // Only for models that exist, so arbitrary names in URLs cannot create metric series.
     let edge = |e: ApiError| {
@@ -65,7 +83,7 @@ async fn run(
         }
         e
     };
-    let bytes = read_body(headers, body, st.max_body_bytes)
+    let bytes = read_body(headers, body, st.max_body_bytes, st.body_timeout)
         .await
         .map_err(edge)?;
     // A full queue refuses before the payload is decoded, the costly part of a refusal.
@@ -78,9 +96,21 @@ async fn run(
             ))
         })?),
     };
-    let decoded =
-        codec::decode_request(&bytes, header_length).map_err(|e| edge(ApiError::from(e)))?;
-    drop(bytes);
+    let decoded = if bytes.len() > BLOCKING_DECODE_BYTES {
+        let header_length = header_length.map(str::to_owned);
+        tokio::task::spawn_blocking(move || codec::decode_request(&bytes, header_length.as_deref()))
+            .await
+            .map_err(|e| {
+                ApiError::from(cohost_runtime::Error::internal(format!(
+                    "request decoding task failed: {e}"
+                )))
+            })?
+    } else {
+        let decoded = codec::decode_request(&bytes, header_length);
+        drop(bytes);
+        decoded
+    }
+    .map_err(|e| edge(ApiError::from(e)))?;
     let resp = st.runtime.infer(name, version, decoded.request).await?;
     let encoded = decoded.encoding.encode(&resp);
     let mut res = (StatusCode::OK, encoded.body).into_response();
@@ -108,13 +138,17 @@ async fn run(
 mod tests {
     use super::*;
 
+    const T: Duration = Duration::from_secs(30);
+
     #[tokio::test]
     async fn chunked_body_over_the_limit_is_413() {
         let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1000])));
         let body = Body::from_stream(futures::stream::iter(chunks));
-        let e = read_body(&HeaderMap::new(), body, 4096).await.unwrap_err();
+        let e = read_body(&HeaderMap::new(), body, 4096, T)
+            .await
+            .unwrap_err();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", e.message);
-        let ok = read_body(&HeaderMap::new(), Body::from("{}"), 4096)
+        let ok = read_body(&HeaderMap::new(), Body::from("{}"), 4096, T)
             .await
             .unwrap();
         assert_eq!(&ok[..], b"{}");

@@ -7,8 +7,18 @@ use crate::ModelControlMode;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
+
+/// Refuses a call without the control token (when one is configured).
+fn require_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if st.control_token.admits(given) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
 
 /// `POST /v2/repository/index` (`{"ready": true}` lists only ready models).
 pub async fn index(
@@ -16,7 +26,8 @@ pub async fn index(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let body = read_body(&headers, body, st.max_body_bytes).await?;
+    require_token(&st, &headers)?;
+    let body = read_body(&headers, body, st.max_body_bytes, st.body_timeout).await?;
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
@@ -51,9 +62,16 @@ fn require_explicit(st: &AppState, action: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn control(st: AppState, model: String, load: bool) -> Result<StatusCode, ApiError> {
-    require_explicit(&st, if load { "load" } else { "unload" })?;
+async fn control(
+    st: AppState,
+    headers: HeaderMap,
+    model: String,
+    load: bool,
+) -> Result<StatusCode, ApiError> {
+    require_token(&st, &headers)?;
+    // The name is checked before anything is stored or logged.
     check_model_name(&model)?;
+    require_explicit(&st, if load { "load" } else { "unload" })?;
     let runtime = st.runtime.clone();
     let name = model.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -78,14 +96,16 @@ async fn control(st: AppState, model: String, load: bool) -> Result<StatusCode, 
 pub async fn load(
     State(st): State<AppState>,
     Path(model): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    control(st, model, true).await
+    control(st, headers, model, true).await
 }
 
 /// `POST /v2/repository/models/{m}/unload`.
 pub async fn unload(
     State(st): State<AppState>,
     Path(model): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    control(st, model, false).await
+    control(st, headers, model, false).await
 }

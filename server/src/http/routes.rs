@@ -197,7 +197,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(),
+        crate::metrics::render(&st.runtime),
     )
         .into_response()
 }
