@@ -206,7 +206,16 @@ async fn graceful_shutdown_answers_accepted_requests() {
             Ok::<_, reqwest::Error>((res.status().as_u16(), res.json::<Value>().await?))
         }));
     }
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Shut down once the first request has been served, so the rest are in flight (a fixed
+    // short sleep raced the clients on a loaded machine: none had connected yet).
+    let served = |s: &TestServer| {
+        let stats = s.handle().runtime.stats(Some(&model), None).unwrap_or_default();
+        stats.iter().map(|m| m.success.count).sum::<u64>()
+    };
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while served(&s) == 0 && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let handle = s.handle.take().unwrap();
     handle.stop().await.expect("clean shutdown");
     let mut answered = 0;
