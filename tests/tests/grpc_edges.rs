@@ -101,7 +101,7 @@ async fn repository_load_checks_names_before_storing_them() {
         .into_inner();
     for m in &index.models {
         assert!(
-            cohost_runtime::repository::validate_name(&m.name).is_ok(),
+            cohost_runtime::validate_model_name(&m.name).is_ok(),
             "an invalid name was stored: {}",
             &m.name[..m.name.len().min(80)]
         );

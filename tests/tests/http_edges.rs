@@ -202,7 +202,7 @@ async fn load_failures_are_bounded_keyed_by_valid_names_and_relative() {
     for row in rows {
         let name = row["name"].as_str().unwrap();
         assert!(
-            cohost_runtime::repository::validate_name(name).is_ok(),
+            cohost_runtime::validate_model_name(name).is_ok(),
             "{name}"
         );
     }
