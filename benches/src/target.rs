@@ -2,10 +2,10 @@
 //! and in-process implementations. Encoding happens in [`Target::encode`], off the
 //! measured path; [`Target::infer`] only ships pre-encoded bytes and waits.
 
-use cohost_protocol::codec::{RequestEncoding, encode_request};
 use crate::failure::FailKind;
 use crate::http_client::HttpPool;
 use crate::workload::GenRequest;
+use cohost_protocol::codec::{RequestEncoding, encode_request};
 use cohost_runtime::{InferRequest, ModelStats, Runtime};
 use hyper::header::{HeaderName, HeaderValue};
 use std::future::Future;

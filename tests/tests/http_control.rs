@@ -209,7 +209,11 @@ async fn graceful_shutdown_answers_accepted_requests() {
     // Shut down once the first request has been served, so the rest are in flight (a fixed
     // short sleep raced the clients on a loaded machine: none had connected yet).
     let served = |s: &TestServer| {
-        let stats = s.handle().runtime.stats(Some(&model), None).unwrap_or_default();
+        let stats = s
+            .handle()
+            .runtime
+            .stats(Some(&model), None)
+            .unwrap_or_default();
         stats.iter().map(|m| m.success.count).sum::<u64>()
     };
     let give_up = Instant::now() + Duration::from_secs(30);

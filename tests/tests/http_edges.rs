@@ -201,10 +201,7 @@ async fn load_failures_are_bounded_keyed_by_valid_names_and_relative() {
     assert!(rows.len() <= 1024 + 3, "{} index rows", rows.len());
     for row in rows {
         let name = row["name"].as_str().unwrap();
-        assert!(
-            cohost_runtime::validate_model_name(name).is_ok(),
-            "{name}"
-        );
+        assert!(cohost_runtime::validate_model_name(name).is_ok(), "{name}");
     }
     let row = rows
         .iter()
