@@ -4,9 +4,14 @@
 //! `flops_per_row × batch` for a forward pass, `2·m·n·k` for a GEMM, so the distance to
 //! the machine's GEMM rate is visible. dlrm-small is built with 10,000 rows per table
 //! (not 100,000) so it loads in seconds; per-row work does not depend on the row count.
+//!
+//! The forward groups run every batch once per instruction set the CPU has (`avx2`, and
+//! `avx512` where detected), switched with `isa::cap` inside one process so the paths are
+//! measured interleaved.
 
 use cohost_kernels::cpu::CpuOps;
 use cohost_kernels::cpu::gemm::{gemm_crate, row_dots, row_dots_f16};
+use cohost_kernels::cpu::isa::{self, Isa};
 use cohost_kernels::{Activation, Lane, Ops};
 use cohost_models::{
     BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource, build_model, synth,
@@ -44,9 +49,58 @@ fn random_batch(model: &dyn Model, rows: usize, rng: &mut StdRng) -> Batch {
     }
 }
 
+/// Batch sizes of the forward groups.
+const FORWARD_BATCHES: [usize; 6] = [1, 4, 16, 64, 256, 512];
+
+/// The instruction sets to compare: AVX2 (the fallback) and the detected one if higher.
+fn isas() -> Vec<Isa> {
+    let best = isa::detected();
+    let mut v = vec![Isa::Avx2.min(best)];
+    if best > v[0] {
+        v.push(best);
+    }
+    v
+}
+
+fn mlp_small_forward(c: &mut Criterion) {
+    let mut config = synth::preset("mlp-small").unwrap();
+    config.max_batch_size = 512;
+    let bytes = synth::random_weights(&config, 1);
+    let backend = BackendHandle::Cpu(Arc::new(CpuOps::new()));
+    let model = build_model(
+        &config,
+        WeightSource::Bytes(&bytes),
+        &backend,
+        &PlacementOptions::default(),
+    )
+    .unwrap();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut g = c.benchmark_group("mlp-small/forward");
+    for n in FORWARD_BATCHES {
+        let x = (0..n * 256)
+            .map(|_| rng.random_range(0.0f32..1.0))
+            .collect();
+        let batch = Batch {
+            rows: n,
+            inputs: vec![InputData::F32(x)],
+        };
+        g.throughput(Throughput::Elements(model.flops_per_row() * n as u64));
+        for set in isas() {
+            g.bench_function(format!("{}/batch-{n}", set.name()), |b| {
+                isa::cap(set);
+                b.iter(|| black_box(model.forward(&lane, black_box(&batch)).unwrap()))
+            });
+        }
+    }
+    g.finish();
+    isa::cap(isa::detected());
+}
+
 fn dlrm_small_forward(c: &mut Criterion) {
     let mut config = synth::preset("dlrm-small").unwrap();
     config.dlrm.as_mut().unwrap().table_sizes = vec![ROWS_PER_TABLE; 26];
+    config.max_batch_size = 512;
     let bytes = synth::random_weights(&config, 1);
     let backend = BackendHandle::Cpu(Arc::new(CpuOps::new()));
     let model = build_model(
@@ -59,14 +113,18 @@ fn dlrm_small_forward(c: &mut Criterion) {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(2);
     let mut g = c.benchmark_group("dlrm-small-10k/forward");
-    for n in [1usize, 4, 16, 64, 512] {
+    for n in FORWARD_BATCHES {
         let batch = random_batch(&*model, n, &mut rng);
         g.throughput(Throughput::Elements(model.flops_per_row() * n as u64));
-        g.bench_function(format!("batch-{n}"), |b| {
-            b.iter(|| black_box(model.forward(&lane, black_box(&batch)).unwrap()))
-        });
+        for set in isas() {
+            g.bench_function(format!("{}/batch-{n}", set.name()), |b| {
+                isa::cap(set);
+                b.iter(|| black_box(model.forward(&lane, black_box(&batch)).unwrap()))
+            });
+        }
     }
     g.finish();
+    isa::cap(isa::detected());
     // Serving looks up different rows every batch: 66 MB of tables do not fit the cache,
     // so these pay the embedding reads' misses that the same batch repeated above hides.
     let mut g = c.benchmark_group("dlrm-small-10k/forward-fresh-rows");
@@ -206,6 +264,7 @@ fn gemm_weights_in_turn_f32_f16(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    mlp_small_forward,
     dlrm_small_forward,
     gemm,
     gemm_cold_weights,
