@@ -10,7 +10,7 @@
 //! measured interleaved.
 
 use cohost_kernels::cpu::CpuOps;
-use cohost_kernels::cpu::gemm::{gemm_crate, row_dots, row_dots_f16};
+use cohost_kernels::cpu::gemm::{gemm_crate, gemm_crate_wx, row_dots, row_dots_f16};
 use cohost_kernels::cpu::isa::{self, Isa};
 use cohost_kernels::{Activation, Lane, Ops};
 use cohost_models::{
@@ -179,6 +179,35 @@ fn gemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// Where the row-dot kernel and the `gemm` crate cross over, on one thread, for the
+/// layers of mlp-small and dlrm-small's widest top layer (`k → m`), and the `gemm` crate
+/// posed both ways (`x · wᵀ` and `w · xᵀ`).
+fn crossover(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    for (k, m) in [(256usize, 1024usize), (1024, 512), (415, 512)] {
+        let w = rand(m * k);
+        let mut g = c.benchmark_group(format!("crossover-{k}x{m}"));
+        for n in [16usize, 24, 32, 48, 64, 96, 128, 256, 512] {
+            let x = rand(n * k);
+            let mut y = vec![0f32; n * m];
+            g.throughput(Throughput::Elements((2 * n * k * m) as u64));
+            if n <= 128 {
+                g.bench_function(format!("row-dots/batch-{n}"), |b| {
+                    b.iter(|| row_dots(black_box(&x), n, k, &w, m, &mut y))
+                });
+            }
+            g.bench_function(format!("gemm-xw/batch-{n}"), |b| {
+                b.iter(|| gemm_crate(black_box(&x), n, k, &w, m, &mut y, 1))
+            });
+            g.bench_function(format!("gemm-wx/batch-{n}"), |b| {
+                b.iter(|| gemm_crate_wx(black_box(&x), n, k, &w, m, &mut y, 1))
+            });
+        }
+        g.finish();
+    }
+}
+
 /// dlrm-small's non-GEMM work at batch 512: the dot interaction of 27 features of dim 64
 /// (2·351·64 FLOPs per row) and one one-hot embedding-bag over a 10k-row table.
 fn interaction_and_bags(c: &mut Criterion) {
@@ -267,6 +296,7 @@ criterion_group!(
     mlp_small_forward,
     dlrm_small_forward,
     gemm,
+    crossover,
     gemm_cold_weights,
     gemm_weights_in_turn_f32_f16,
     interaction_and_bags

@@ -19,10 +19,11 @@ use super::dot::dots;
 use super::isa::{Isa, isa};
 use half::f16;
 
-/// Batches of at most this many rows use the row-dot kernel (on one thread it beats the
-/// `gemm` crate up to here:
-/// `docs/results/2026-11-30-0838-tiled-kernel-early-refusal/kernel-tiles.txt`).
-pub const DOT_ROWS: usize = 32;
+/// Batches of at most this many rows use the row-dot kernel: on one AVX2 thread it beat
+/// the `gemm` crate on mlp-small's and dlrm-small's layers up to 64 rows and up to 128 on
+/// some (the `crossover-*` benchmark of `models/benches/forward.rs`; docs/BENCHMARKS.md,
+/// "CPU forward vs ONNX Runtime"); past 64 the batch rows no longer fit L2 beside a group.
+pub const DOT_ROWS: usize = 64;
 
 /// Writes `x · wᵀ` into `y` (`n × out`, row-major), with `x` `n × k` and `w` `out × k`,
 /// using up to `threads` threads (1: the calling thread only).
@@ -91,6 +92,51 @@ pub fn gemm_crate(
             1,
             k as isize,
             w.as_ptr(),
+            k as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// [`gemm_crate`] posed the other way round, `yᵀ = w · xᵀ` (the weights as the left
+/// operand, written into `y` through transposed strides); same contract.
+pub fn gemm_crate_wx(
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &[f32],
+    out: usize,
+    y: &mut [f32],
+    threads: usize,
+) {
+    check_sizes("gemm_crate_wx", x, n, k, w, out, y);
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: as `gemm_crate`: dst is yᵀ (out × n: element (o, i) at y[i·out + o], rs 1,
+    // cs out), lhs is w (out × k row-major: rs k, cs 1), rhs is xᵀ (k × n: element (c, i)
+    // at x[i·k + c], rs 1, cs k).
+    unsafe {
+        gemm::gemm(
+            out,
+            n,
+            k,
+            y.as_mut_ptr(),
+            out as isize,
+            1,
+            false,
+            w.as_ptr(),
+            1,
+            k as isize,
+            x.as_ptr(),
             k as isize,
             1,
             0.0f32,

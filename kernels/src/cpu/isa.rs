@@ -103,3 +103,17 @@ fn from_env() -> Isa {
         Err(_) => best,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_the_cap_never_exceeds_the_cpu() {
+        for set in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            assert_eq!(Isa::parse(set.name()), Some(set));
+        }
+        assert_eq!(Isa::parse("sse9"), None);
+        assert!(isa() <= detected());
+    }
+}
