@@ -4,9 +4,14 @@
 //! `flops_per_row × batch` for a forward pass, `2·m·n·k` for a GEMM, so the distance to
 //! the machine's GEMM rate is visible. dlrm-small is built with 10,000 rows per table
 //! (not 100,000) so it loads in seconds; per-row work does not depend on the row count.
+//!
+//! The forward groups run every batch once per instruction set the CPU has (`avx2`, and
+//! `avx512` where detected), switched with `isa::cap` inside one process so the paths are
+//! measured interleaved.
 
 use cohost_kernels::cpu::CpuOps;
-use cohost_kernels::cpu::gemm::{gemm_crate, row_dots, row_dots_f16};
+use cohost_kernels::cpu::gemm::{gemm_crate, gemm_crate_wx, row_dots, row_dots_f16};
+use cohost_kernels::cpu::isa::{self, Isa};
 use cohost_kernels::{Activation, Lane, Ops};
 use cohost_models::{
     BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource, build_model, synth,
@@ -44,9 +49,58 @@ fn random_batch(model: &dyn Model, rows: usize, rng: &mut StdRng) -> Batch {
     }
 }
 
+/// Batch sizes of the forward groups.
+const FORWARD_BATCHES: [usize; 6] = [1, 4, 16, 64, 256, 512];
+
+/// The instruction sets to compare: AVX2 (the fallback) and the detected one if higher.
+fn isas() -> Vec<Isa> {
+    let best = isa::detected();
+    let mut v = vec![Isa::Avx2.min(best)];
+    if best > v[0] {
+        v.push(best);
+    }
+    v
+}
+
+fn mlp_small_forward(c: &mut Criterion) {
+    let mut config = synth::preset("mlp-small").unwrap();
+    config.max_batch_size = 512;
+    let bytes = synth::random_weights(&config, 1);
+    let backend = BackendHandle::Cpu(Arc::new(CpuOps::new()));
+    let model = build_model(
+        &config,
+        WeightSource::Bytes(&bytes),
+        &backend,
+        &PlacementOptions::default(),
+    )
+    .unwrap();
+    let lane = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut g = c.benchmark_group("mlp-small/forward");
+    for n in FORWARD_BATCHES {
+        let x = (0..n * 256)
+            .map(|_| rng.random_range(0.0f32..1.0))
+            .collect();
+        let batch = Batch {
+            rows: n,
+            inputs: vec![InputData::F32(x)],
+        };
+        g.throughput(Throughput::Elements(model.flops_per_row() * n as u64));
+        for set in isas() {
+            g.bench_function(format!("{}/batch-{n}", set.name()), |b| {
+                isa::cap(set);
+                b.iter(|| black_box(model.forward(&lane, black_box(&batch)).unwrap()))
+            });
+        }
+    }
+    g.finish();
+    isa::cap(isa::detected());
+}
+
 fn dlrm_small_forward(c: &mut Criterion) {
     let mut config = synth::preset("dlrm-small").unwrap();
     config.dlrm.as_mut().unwrap().table_sizes = vec![ROWS_PER_TABLE; 26];
+    config.max_batch_size = 512;
     let bytes = synth::random_weights(&config, 1);
     let backend = BackendHandle::Cpu(Arc::new(CpuOps::new()));
     let model = build_model(
@@ -59,14 +113,18 @@ fn dlrm_small_forward(c: &mut Criterion) {
     let lane = Lane::cpu(0);
     let mut rng = StdRng::seed_from_u64(2);
     let mut g = c.benchmark_group("dlrm-small-10k/forward");
-    for n in [1usize, 4, 16, 64, 512] {
+    for n in FORWARD_BATCHES {
         let batch = random_batch(&*model, n, &mut rng);
         g.throughput(Throughput::Elements(model.flops_per_row() * n as u64));
-        g.bench_function(format!("batch-{n}"), |b| {
-            b.iter(|| black_box(model.forward(&lane, black_box(&batch)).unwrap()))
-        });
+        for set in isas() {
+            g.bench_function(format!("{}/batch-{n}", set.name()), |b| {
+                isa::cap(set);
+                b.iter(|| black_box(model.forward(&lane, black_box(&batch)).unwrap()))
+            });
+        }
     }
     g.finish();
+    isa::cap(isa::detected());
     // Serving looks up different rows every batch: 66 MB of tables do not fit the cache,
     // so these pay the embedding reads' misses that the same batch repeated above hides.
     let mut g = c.benchmark_group("dlrm-small-10k/forward-fresh-rows");
@@ -119,6 +177,35 @@ fn gemm(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// Where the row-dot kernel and the `gemm` crate cross over, on one thread, for the
+/// layers of mlp-small and dlrm-small's widest top layer (`k → m`), and the `gemm` crate
+/// posed both ways (`x · wᵀ` and `w · xᵀ`).
+fn crossover(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    for (k, m) in [(256usize, 1024usize), (1024, 512), (415, 512)] {
+        let w = rand(m * k);
+        let mut g = c.benchmark_group(format!("crossover-{k}x{m}"));
+        for n in [16usize, 24, 32, 48, 64, 96, 128, 256, 512] {
+            let x = rand(n * k);
+            let mut y = vec![0f32; n * m];
+            g.throughput(Throughput::Elements((2 * n * k * m) as u64));
+            if n <= 128 {
+                g.bench_function(format!("row-dots/batch-{n}"), |b| {
+                    b.iter(|| row_dots(black_box(&x), n, k, &w, m, &mut y))
+                });
+            }
+            g.bench_function(format!("gemm-xw/batch-{n}"), |b| {
+                b.iter(|| gemm_crate(black_box(&x), n, k, &w, m, &mut y, 1))
+            });
+            g.bench_function(format!("gemm-wx/batch-{n}"), |b| {
+                b.iter(|| gemm_crate_wx(black_box(&x), n, k, &w, m, &mut y, 1))
+            });
+        }
+        g.finish();
+    }
 }
 
 /// dlrm-small's non-GEMM work at batch 512: the dot interaction of 27 features of dim 64
@@ -206,8 +293,10 @@ fn gemm_weights_in_turn_f32_f16(c: &mut Criterion) {
 
 criterion_group!(
     benches,
+    mlp_small_forward,
     dlrm_small_forward,
     gemm,
+    crossover,
     gemm_cold_weights,
     gemm_weights_in_turn_f32_f16,
     interaction_and_bags

@@ -33,11 +33,12 @@ pub fn dot_interaction_rows(feats: &[&[f32]], d: usize, out: &mut [f32], threads
 }
 
 /// Computes the rows starting at `first` into `out` (a whole number of output rows),
-/// with AVX2 code generation when the CPU has it (same arithmetic order either way).
+/// with AVX2 code generation when [`isa`](super::isa::isa) allows (same arithmetic order
+/// either way).
 fn rows(feats: &[&[f32]], d: usize, first: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
+    if super::isa::isa() >= super::isa::Isa::Avx2 {
+        // SAFETY: the CPU supports AVX2 (`isa` detected it).
         unsafe { rows_avx2(feats, d, first, out) };
         return;
     }

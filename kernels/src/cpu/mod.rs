@@ -8,11 +8,13 @@
 mod dot;
 pub mod gemm;
 mod interaction;
+pub mod isa;
 mod table;
 mod view;
 
 pub use gemm::{matmul_wt, matmul_wt_f16};
 pub use interaction::dot_interaction_rows;
+pub use isa::{Isa, isa};
 pub use table::{CpuTable, embedding_bag_sum};
 
 use crate::{Activation, EmbeddingStore, KernelError, Lane, Ops, Result};
