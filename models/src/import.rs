@@ -207,7 +207,9 @@ struct TableEntry {
 }
 
 /// `(tables, multi_hot)` from the flags and the table map.
-fn table_flags(opts: &ImportOptions) -> Result<(Option<Vec<String>>, Option<Vec<usize>>), ImportError> {
+fn table_flags(
+    opts: &ImportOptions,
+) -> Result<(Option<Vec<String>>, Option<Vec<usize>>), ImportError> {
     let Some(path) = &opts.table_map else {
         return Ok((opts.tables.clone(), opts.multi_hot.clone()));
     };
@@ -216,7 +218,9 @@ fn table_flags(opts: &ImportOptions) -> Result<(Option<Vec<String>>, Option<Vec<
         problem,
     };
     if opts.tables.is_some() {
-        return Err(flag("and --tables both give the table order; use one".into()));
+        return Err(flag(
+            "and --tables both give the table order; use one".into(),
+        ));
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| ImportError::Read(format!("cannot read {}: {e}", path.display())))?;
@@ -268,8 +272,9 @@ pub fn convert(opts: &ImportOptions) -> Result<Converted, ImportError> {
         .tensors
         .iter()
         .map(|(name, t)| {
-            let view = safetensors::tensor::TensorView::new(t.stored.dtype(), t.shape.clone(), &t.bytes)
-                .map_err(|e| ImportError::Tensor {
+            let view =
+                safetensors::tensor::TensorView::new(t.stored.dtype(), t.shape.clone(), &t.bytes)
+                    .map_err(|e| ImportError::Tensor {
                     tensor: t.name.clone(),
                     problem: format!("its data does not match its shape {:?}: {e}", t.shape),
                 })?;
@@ -315,7 +320,9 @@ fn config_text(a: &arch::Arch, opts: &ImportOptions, layout: Layout) -> String {
     );
     match a.interaction {
         Interaction::Dot => {}
-        Interaction::DotItself => dlrm.push_str("interaction = \"dot\"\ninteraction_itself = true\n"),
+        Interaction::DotItself => {
+            dlrm.push_str("interaction = \"dot\"\ninteraction_itself = true\n")
+        }
         Interaction::Cat => dlrm.push_str("interaction = \"cat\"\n"),
         Interaction::Dcn => {
             let (layers, rank) = a.dcn.unwrap_or((0, 0));

@@ -53,7 +53,13 @@ fn rows_f64(v: &serde_json::Value) -> Vec<Vec<f64>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
         .collect()
 }
 
@@ -163,7 +169,10 @@ fn converted_config(name: &str) -> String {
 #[test]
 fn reference_itself_cat_and_dcn_emit_the_interaction_keys() {
     let itself = converted_config("reference-itself");
-    assert!(itself.contains("interaction = \"dot\"\ninteraction_itself = true\n"), "{itself}");
+    assert!(
+        itself.contains("interaction = \"dot\"\ninteraction_itself = true\n"),
+        "{itself}"
+    );
     assert!(itself.contains("top = [6, 1]"), "{itself}");
     let cat = converted_config("reference-cat");
     assert!(cat.contains("interaction = \"cat\"\n"), "{cat}");
@@ -234,7 +243,10 @@ fn reference_tensors() -> Vec<(&'static str, Vec<usize>)> {
     ]
 }
 
-fn refused(tensors: Vec<(&str, Vec<usize>)>, tweak: impl FnOnce(&mut ImportOptions)) -> ImportError {
+fn refused(
+    tensors: Vec<(&str, Vec<usize>)>,
+    tweak: impl FnOnce(&mut ImportOptions),
+) -> ImportError {
     let tmp = tempfile::tempdir().unwrap();
     let ck = write_st(tmp.path(), &tensors);
     let repo = tmp.path().join("repo");
@@ -256,7 +268,10 @@ fn the_small_reference_checkpoint_imports() {
     let c = import(&ImportOptions::new(ck, tmp.path().join("repo/m"))).unwrap();
     assert_eq!(c.layout, Layout::Reference);
     assert!(tmp.path().join("repo/m/1/model.safetensors").exists());
-    assert_eq!(std::fs::read_dir(tmp.path().join("repo")).unwrap().count(), 1);
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("repo")).unwrap().count(),
+        1
+    );
 }
 
 #[test]
@@ -274,7 +289,10 @@ fn missing_tensor_is_named() {
     let mut t = reference_tensors();
     t.retain(|(n, _)| *n != "emb_l.0.weight");
     let e = refused(t, |_| {});
-    assert!(matches!(&e, ImportError::Tensor { tensor, .. } if tensor == "emb_l.0.weight"), "{e}");
+    assert!(
+        matches!(&e, ImportError::Tensor { tensor, .. } if tensor == "emb_l.0.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -285,7 +303,10 @@ fn wrong_shape_is_named_with_the_expected_shape() {
     match &e {
         ImportError::Tensor { tensor, problem } => {
             assert_eq!(tensor, "top_l.0.weight");
-            assert!(problem.contains("input width 7") && problem.contains("5 for dot"), "{e}");
+            assert!(
+                problem.contains("input width 7") && problem.contains("5 for dot"),
+                "{e}"
+            );
         }
         _ => panic!("{e}"),
     }
@@ -319,7 +340,10 @@ fn unexpected_extra_tensor_is_named() {
 #[test]
 fn unknown_layout_is_refused() {
     let e = refused(
-        vec![("encoder.layer.0.weight", vec![2, 2]), ("head.bias", vec![2])],
+        vec![
+            ("encoder.layer.0.weight", vec![2, 2]),
+            ("head.bias", vec![2]),
+        ],
         |_| {},
     );
     assert!(
@@ -328,22 +352,36 @@ fn unknown_layout_is_refused() {
     );
     // A layout asked for that the names do not fit.
     let e = refused(reference_tensors(), |o| o.layout = Layout::Torchrec);
-    assert!(matches!(&e, ImportError::UnknownLayout(m) if m.contains("torchrec")), "{e}");
+    assert!(
+        matches!(&e, ImportError::UnknownLayout(m) if m.contains("torchrec")),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_flags_are_refused() {
     let e = refused(reference_tensors(), |o| o.multi_hot = Some(vec![1, 2, 3]));
-    assert!(matches!(&e, ImportError::Flag { flag, .. } if flag == "--multi-hot"), "{e}");
+    assert!(
+        matches!(&e, ImportError::Flag { flag, .. } if flag == "--multi-hot"),
+        "{e}"
+    );
     let e = refused(reference_tensors(), |o| o.dense_features = Some(13));
     assert!(
         matches!(&e, ImportError::Flag { flag, problem } if flag == "--dense-features" && problem.contains("takes 4")),
         "{e}"
     );
     let e = refused(reference_tensors(), |o| o.tables = Some(vec!["a".into()]));
-    assert!(matches!(&e, ImportError::Flag { flag, .. } if flag == "--tables"), "{e}");
-    let e = refused(reference_tensors(), |o| o.interaction = Some(Interaction::Dcn));
-    assert!(matches!(&e, ImportError::Flag { flag, .. } if flag == "--interaction"), "{e}");
+    assert!(
+        matches!(&e, ImportError::Flag { flag, .. } if flag == "--tables"),
+        "{e}"
+    );
+    let e = refused(reference_tensors(), |o| {
+        o.interaction = Some(Interaction::Dcn)
+    });
+    assert!(
+        matches!(&e, ImportError::Flag { flag, .. } if flag == "--interaction"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -359,7 +397,10 @@ fn torchrec_tables_in_safetensors_need_an_order() {
     );
     o.tables = Some(vec!["t_user".into(), "t_item".into(), "t_nope".into()]);
     let e = import(&o).unwrap_err();
-    assert!(matches!(&e, ImportError::Flag { problem, .. } if problem.contains("t_nope")), "{e}");
+    assert!(
+        matches!(&e, ImportError::Flag { problem, .. } if problem.contains("t_nope")),
+        "{e}"
+    );
     o.tables = Some(vec!["t_user".into(), "t_item".into()]);
     let e = import(&o).unwrap_err();
     assert!(
@@ -377,7 +418,10 @@ fn failures_leave_nothing_behind() {
     let ck = write_st(tmp.path(), &reference_tensors());
     // An existing model folder is not overwritten.
     let e = import(&ImportOptions::new(&ck, repo.join("other"))).unwrap_err();
-    assert!(matches!(&e, ImportError::Write(m) if m.contains("exists")), "{e}");
+    assert!(
+        matches!(&e, ImportError::Write(m) if m.contains("exists")),
+        "{e}"
+    );
     // A checkpoint that is neither zip nor safetensors.
     let junk = tmp.path().join("junk.pt");
     std::fs::write(&junk, b"not a checkpoint at all").unwrap();

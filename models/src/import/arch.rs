@@ -104,10 +104,7 @@ fn stack(
         if w.shape.len() != 2 {
             return Err(tensor_err(
                 &w.name,
-                format!(
-                    "shape {:?}; expected [out, in] (a Linear weight)",
-                    w.shape
-                ),
+                format!("shape {:?}; expected [out, in] (a Linear weight)", w.shape),
             ));
         }
         let (o, i) = (w.shape[0], w.shape[1]);
@@ -240,7 +237,10 @@ pub(crate) fn infer(
         let order: Vec<String> = match hints.tables {
             Some(list) => {
                 for name in list {
-                    if !tables.iter().any(|(k, _)| *k == TableKey::Name(name.clone())) {
+                    if !tables
+                        .iter()
+                        .any(|(k, _)| *k == TableKey::Name(name.clone()))
+                    {
                         return Err(flag_err(
                             "--tables",
                             format!(
@@ -281,9 +281,9 @@ pub(crate) fn infer(
             .collect();
         let mut out = Vec::with_capacity(order.len());
         for name in &order {
-            let t = by_name.remove(name).ok_or_else(|| {
-                flag_err("--tables", format!("names table '{name}' twice"))
-            })?;
+            let t = by_name
+                .remove(name)
+                .ok_or_else(|| flag_err("--tables", format!("names table '{name}' twice")))?;
             out.push(t);
         }
         if let Some((_, t)) = by_name.into_iter().min_by(|a, b| a.0.cmp(&b.0)) {
@@ -369,15 +369,26 @@ pub(crate) fn infer(
     for (expect, (l, mut parts)) in std::mem::take(&mut cross).into_iter().enumerate() {
         let missing = |part| {
             tensor_err(
-                &name_of(&Slot::Cross { layer: expect, part }, layout, prefix),
+                &name_of(
+                    &Slot::Cross {
+                        layer: expect,
+                        part,
+                    },
+                    layout,
+                    prefix,
+                ),
                 format!("missing: cross-net layer {expect} needs V, W and bias"),
             )
         };
         if l != expect {
             return Err(missing(CrossPart::V));
         }
-        let v = parts.remove(&CrossPart::V).ok_or_else(|| missing(CrossPart::V))?;
-        let w = parts.remove(&CrossPart::W).ok_or_else(|| missing(CrossPart::W))?;
+        let v = parts
+            .remove(&CrossPart::V)
+            .ok_or_else(|| missing(CrossPart::V))?;
+        let w = parts
+            .remove(&CrossPart::W)
+            .ok_or_else(|| missing(CrossPart::W))?;
         let b = parts
             .remove(&CrossPart::Bias)
             .ok_or_else(|| missing(CrossPart::Bias))?;
@@ -412,7 +423,11 @@ pub(crate) fn infer(
                 "{}, but a {} checkpoint{} has {}",
                 i.as_str(),
                 layout.as_str(),
-                if crossnet.is_empty() { "" } else { " with a cross net" },
+                if crossnet.is_empty() {
+                    ""
+                } else {
+                    " with a cross net"
+                },
                 choices
                     .iter()
                     .map(|c| c.as_str())
@@ -451,7 +466,10 @@ pub(crate) fn infer(
                         "--interaction",
                         format!(
                             "needed: the top MLP's input width {w} fits {}",
-                            many.iter().map(|i| i.as_str()).collect::<Vec<_>>().join(" and ")
+                            many.iter()
+                                .map(|i| i.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" and ")
                         ),
                     ));
                 }

@@ -93,7 +93,11 @@ pub(crate) fn detect<'a>(
             "the checkpoint's {} tensor names ({}{}) fit {what}",
             names.len(),
             some.join(", "),
-            if names.len() > some.len() { ", …" } else { "" }
+            if names.len() > some.len() {
+                ", …"
+            } else {
+                ""
+            }
         )));
     };
     let prefix = names
@@ -138,24 +142,50 @@ pub(crate) fn slot(name: &str, layout: Layout, prefix: &str) -> Result<Slot, Imp
     };
     let s: Vec<&str> = rest.split('.').collect();
     let found = match (layout, s.as_slice()) {
-        (Layout::Reference, ["emb_l", t, "weight"]) => index(t).map(|t| Slot::Table(TableKey::Index(t))),
-        (Layout::Reference, ["bot_l", k, p]) => index(k)
-            .zip(weight_or_bias(p))
-            .map(|(k, bias)| Slot::Bottom { order: (0, k), bias }),
-        (Layout::Reference, ["top_l", k, p]) => index(k)
-            .zip(weight_or_bias(p))
-            .map(|(k, bias)| Slot::Top { order: (0, k), bias }),
-        (Layout::Torchrec, ["sparse_arch", "embedding_bag_collection", "embedding_bags", t, "weight"]) => {
-            Some(Slot::Table(TableKey::Name(t.to_string())))
+        (Layout::Reference, ["emb_l", t, "weight"]) => {
+            index(t).map(|t| Slot::Table(TableKey::Index(t)))
         }
+        (Layout::Reference, ["bot_l", k, p]) => {
+            index(k)
+                .zip(weight_or_bias(p))
+                .map(|(k, bias)| Slot::Bottom {
+                    order: (0, k),
+                    bias,
+                })
+        }
+        (Layout::Reference, ["top_l", k, p]) => {
+            index(k).zip(weight_or_bias(p)).map(|(k, bias)| Slot::Top {
+                order: (0, k),
+                bias,
+            })
+        }
+        (
+            Layout::Torchrec,
+            [
+                "sparse_arch",
+                "embedding_bag_collection",
+                "embedding_bags",
+                t,
+                "weight",
+            ],
+        ) => Some(Slot::Table(TableKey::Name(t.to_string()))),
         (Layout::Torchrec, ["dense_arch", "model", "_mlp", i, "_linear", p]) => index(i)
             .zip(weight_or_bias(p))
-            .map(|(i, bias)| Slot::Bottom { order: (0, i), bias }),
-        (Layout::Torchrec, ["over_arch", "model", "0", "_mlp", i, "_linear", p]) => index(i)
-            .zip(weight_or_bias(p))
-            .map(|(i, bias)| Slot::Top { order: (0, i), bias }),
+            .map(|(i, bias)| Slot::Bottom {
+                order: (0, i),
+                bias,
+            }),
+        (Layout::Torchrec, ["over_arch", "model", "0", "_mlp", i, "_linear", p]) => {
+            index(i).zip(weight_or_bias(p)).map(|(i, bias)| Slot::Top {
+                order: (0, i),
+                bias,
+            })
+        }
         (Layout::Torchrec, ["over_arch", "model", "1", p]) => {
-            weight_or_bias(p).map(|bias| Slot::Top { order: (1, 0), bias })
+            weight_or_bias(p).map(|bias| Slot::Top {
+                order: (1, 0),
+                bias,
+            })
         }
         (Layout::Torchrec, ["inter_arch", "crossnet", kind, l]) => {
             let part = match *kind {
@@ -164,15 +194,26 @@ pub(crate) fn slot(name: &str, layout: Layout, prefix: &str) -> Result<Slot, Imp
                 "bias" => Some(CrossPart::Bias),
                 _ => None,
             };
-            part.zip(index(l)).map(|(part, layer)| Slot::Cross { layer, part })
+            part.zip(index(l))
+                .map(|(part, layer)| Slot::Cross { layer, part })
         }
-        (Layout::Cohost, ["embeddings", t, "weight"]) => index(t).map(|t| Slot::Table(TableKey::Index(t))),
-        (Layout::Cohost, ["bottom", i, p]) => index(i)
-            .zip(weight_or_bias(p))
-            .map(|(i, bias)| Slot::Bottom { order: (0, i), bias }),
-        (Layout::Cohost, ["top", i, p]) => index(i)
-            .zip(weight_or_bias(p))
-            .map(|(i, bias)| Slot::Top { order: (0, i), bias }),
+        (Layout::Cohost, ["embeddings", t, "weight"]) => {
+            index(t).map(|t| Slot::Table(TableKey::Index(t)))
+        }
+        (Layout::Cohost, ["bottom", i, p]) => {
+            index(i)
+                .zip(weight_or_bias(p))
+                .map(|(i, bias)| Slot::Bottom {
+                    order: (0, i),
+                    bias,
+                })
+        }
+        (Layout::Cohost, ["top", i, p]) => {
+            index(i).zip(weight_or_bias(p)).map(|(i, bias)| Slot::Top {
+                order: (0, i),
+                bias,
+            })
+        }
         (Layout::Cohost, ["crossnet", l, kind]) => {
             let part = match *kind {
                 "v" => Some(CrossPart::V),
@@ -180,7 +221,8 @@ pub(crate) fn slot(name: &str, layout: Layout, prefix: &str) -> Result<Slot, Imp
                 "bias" => Some(CrossPart::Bias),
                 _ => None,
             };
-            part.zip(index(l)).map(|(part, layer)| Slot::Cross { layer, part })
+            part.zip(index(l))
+                .map(|(part, layer)| Slot::Cross { layer, part })
         }
         _ => None,
     };
@@ -192,15 +234,25 @@ pub(crate) fn name_of(slot: &Slot, layout: Layout, prefix: &str) -> String {
     let wb = |bias: bool| if bias { "bias" } else { "weight" };
     let rest = match (layout, slot) {
         (Layout::Reference, Slot::Table(TableKey::Index(t))) => format!("emb_l.{t}.weight"),
-        (Layout::Reference, Slot::Bottom { order, bias }) => format!("bot_l.{}.{}", order.1, wb(*bias)),
-        (Layout::Reference, Slot::Top { order, bias }) => format!("top_l.{}.{}", order.1, wb(*bias)),
+        (Layout::Reference, Slot::Bottom { order, bias }) => {
+            format!("bot_l.{}.{}", order.1, wb(*bias))
+        }
+        (Layout::Reference, Slot::Top { order, bias }) => {
+            format!("top_l.{}.{}", order.1, wb(*bias))
+        }
         (Layout::Torchrec, Slot::Table(TableKey::Name(t))) => {
             format!("sparse_arch.embedding_bag_collection.embedding_bags.{t}.weight")
         }
         (Layout::Torchrec, Slot::Bottom { order, bias }) => {
             format!("dense_arch.model._mlp.{}._linear.{}", order.1, wb(*bias))
         }
-        (Layout::Torchrec, Slot::Top { order: (1, _), bias }) => format!("over_arch.model.1.{}", wb(*bias)),
+        (
+            Layout::Torchrec,
+            Slot::Top {
+                order: (1, _),
+                bias,
+            },
+        ) => format!("over_arch.model.1.{}", wb(*bias)),
         (Layout::Torchrec, Slot::Top { order, bias }) => {
             format!("over_arch.model.0._mlp.{}._linear.{}", order.1, wb(*bias))
         }
