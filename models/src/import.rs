@@ -206,10 +206,11 @@ struct TableEntry {
     multi_hot: Option<usize>,
 }
 
+/// Table order and indices per bag, as the flags and the table map give them.
+type TableFlags = (Option<Vec<String>>, Option<Vec<usize>>);
+
 /// `(tables, multi_hot)` from the flags and the table map.
-fn table_flags(
-    opts: &ImportOptions,
-) -> Result<(Option<Vec<String>>, Option<Vec<usize>>), ImportError> {
+fn table_flags(opts: &ImportOptions) -> Result<TableFlags, ImportError> {
     let Some(path) = &opts.table_map else {
         return Ok((opts.tables.clone(), opts.multi_hot.clone()));
     };
