@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dlrm;
+pub mod import;
 mod layers;
 pub mod mlp;
 mod model;

@@ -1,4 +1,4 @@
-//! The `cohost` command line: `serve`, `gen`, `bench`.
+//! The `cohost` command line: `serve`, `gen`, `import`, `bench`.
 
 use crate::{ModelControlMode, ServeOptions};
 use anyhow::{Context, bail};
@@ -26,6 +26,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Generate a synthetic model repository with seeded random weights.
     Gen(GenArgs),
+    /// Import a PyTorch or safetensors DLRM checkpoint (reference DLRM, TorchRec, cohost
+    /// names) into a model folder `serve` loads.
+    Import(ImportArgs),
     /// Benchmark a server (or the in-process runtime) under load: runs the separate
     /// `cohost-bench` binary with these arguments (`cohost bench --help` lists them).
     #[command(disable_help_flag = true)]
@@ -187,6 +190,48 @@ pub struct GenArgs {
     pub rows: Option<usize>,
 }
 
+/// `cohost import` options.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The checkpoint: a `.pt`/`.pth` state_dict (zip) or a safetensors file.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The model folder to create, `DIR/NAME` (DIR is the model repository).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tensor naming: auto, reference (dlrm_s_pytorch.py), torchrec, cohost.
+    #[arg(long, default_value = "auto", value_parser = parse_layout)]
+    pub layout: cohost_models::import::Layout,
+    /// TorchRec table names in the model's order, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "table_map")]
+    pub tables: Option<Vec<String>>,
+    /// A TOML file of `[[table]]` entries (`name`, optional `multi_hot`), in model order.
+    #[arg(long)]
+    pub table_map: Option<PathBuf>,
+    /// Indices per bag: one value for every table, or one per table, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub multi_hot: Option<Vec<usize>>,
+    /// Dense features expected (checked against the checkpoint's bottom MLP).
+    #[arg(long)]
+    pub dense_features: Option<usize>,
+    /// The interaction (dot, dot-itself, cat) when the top MLP's input width fits several.
+    #[arg(long, value_parser = parse_interaction)]
+    pub interaction: Option<cohost_models::import::Interaction>,
+    /// Keep fp16/bf16 tensors as stored (cohost widens them at load) instead of f32.
+    #[arg(long)]
+    pub keep_half: bool,
+}
+
+fn parse_layout(s: &str) -> Result<cohost_models::import::Layout, String> {
+    cohost_models::import::Layout::parse(s)
+        .ok_or_else(|| format!("'{s}': expected auto, reference, torchrec or cohost"))
+}
+
+fn parse_interaction(s: &str) -> Result<cohost_models::import::Interaction, String> {
+    cohost_models::import::Interaction::parse(s)
+        .ok_or_else(|| format!("'{s}': expected dot, dot-itself, cat or dcn"))
+}
+
 /// Parses a byte size for `--memory-budget` and `--max-body-bytes`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     cohost_runtime::parse_byte_size(s)
@@ -252,6 +297,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::demo::generate(&args.out, &args.preset, args.count, args.seed, args.rows)
             })
             .await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import(args) => {
+            let options = cohost_models::import::ImportOptions {
+                from: args.from,
+                out: args.out,
+                layout: args.layout,
+                tables: args.tables,
+                table_map: args.table_map,
+                multi_hot: args.multi_hot,
+                dense_features: args.dense_features,
+                interaction: args.interaction,
+                keep_half: args.keep_half,
+            };
+            let done = tokio::task::spawn_blocking(move || {
+                cohost_models::import::import(&options).map(|c| (c, options.out))
+            })
+            .await?;
+            let (c, out) = done.map_err(|e| anyhow::anyhow!("cohost import: {e}"))?;
+            println!(
+                "imported {} layout{} into {}: {} tensors; tables in order: {}",
+                c.layout.as_str(),
+                if c.prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (prefix '{}')", c.prefix)
+                },
+                out.display(),
+                c.tensors.len(),
+                c.table_sources.join(", ")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
