@@ -46,3 +46,18 @@ extern "C" __global__ void sigmoid_f32(
         out[i] = cohost_sigmoid(x[i]);
     }
 }
+
+// out[i] = x0[i] * y[i] + xl[i] for `n` elements: a DCN cross layer's combine, after its
+// two GEMMs and bias have produced y = W (V x_l) + b.
+extern "C" __global__ void cross_f32(
+    const float* __restrict__ x0,
+    const float* __restrict__ y,
+    const float* __restrict__ xl,
+    float* __restrict__ out,
+    long long n)
+{
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        out[i] = fmaf(x0[i], y[i], xl[i]);
+    }
+}

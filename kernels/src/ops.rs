@@ -65,6 +65,32 @@ pub trait Ops: Send + Sync + 'static {
         pooled: &[Self::Tensor],
     ) -> Result<Self::Tensor>;
 
+    /// DLRM dot interaction with self-products: as [`Ops::dot_interaction`] but `Z_flat`
+    /// holds `T_i · T_j` for every `j <= i` (the reference DLRM's `arch_interaction_itself`).
+    fn dot_interaction_itself(
+        &self,
+        lane: &Lane,
+        x: &Self::Tensor,
+        pooled: &[Self::Tensor],
+    ) -> Result<Self::Tensor>;
+
+    /// DLRM cat interaction: `[x, e_0, .., e_{k-1}]` side by side (each `[n, d]`), `[n, (k+1)·d]`.
+    fn cat_interaction(
+        &self,
+        lane: &Lane,
+        x: &Self::Tensor,
+        pooled: &[Self::Tensor],
+    ) -> Result<Self::Tensor>;
+
+    /// One DCN cross layer's combine: `x0 ⊙ y + xl`, all three the same shape.
+    fn cross(
+        &self,
+        lane: &Lane,
+        x0: &Self::Tensor,
+        y: &Self::Tensor,
+        xl: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+
     /// Element-wise logistic sigmoid.
     fn sigmoid(&self, lane: &Lane, x: &Self::Tensor) -> Result<Self::Tensor>;
 

@@ -586,3 +586,82 @@ fn f16_weights_are_refused_on_cuda() {
         other => panic!("f16 weight accepted or wrong error: {other:?}"),
     }
 }
+
+/// `[x, e_0, ..]`: `tables + 1` random `n x d` matrices on the host.
+fn random_features(rng: &mut StdRng, n: usize, d: usize, tables: usize) -> Vec<Vec<f32>> {
+    (0..=tables).map(|_| random(rng, n * d)).collect()
+}
+
+#[test]
+fn interaction_variants_match_cpu() {
+    let Some((ops, lane)) = setup() else { return };
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(21);
+    // Shared-memory and global-memory paths of the dot kernel; dlrm-v2's 27 x 128.
+    for &(n, d, tables) in &[(1, 4, 1), (64, 16, 26), (9, 512, 26), (33, 128, 26)] {
+        let feats = random_features(&mut rng, n, d, tables);
+        let g: Vec<_> = feats
+            .iter()
+            .map(|v| ops.upload(&lane, v, n, d).unwrap())
+            .collect();
+        let c: Vec<_> = feats
+            .iter()
+            .map(|v| cpu.upload(&cl, v, n, d).unwrap())
+            .collect();
+        let f = tables + 1;
+        let itself = ops.dot_interaction_itself(&lane, &g[0], &g[1..]).unwrap();
+        assert_eq!(ops.shape(&itself), (n, d + f * (f + 1) / 2));
+        let want = cpu
+            .download(
+                &cl,
+                &cpu.dot_interaction_itself(&cl, &c[0], &c[1..]).unwrap(),
+            )
+            .unwrap();
+        assert_close(
+            &format!("dot_interaction_itself n={n} d={d} k={tables} vs cpu"),
+            &ops.download(&lane, &itself).unwrap(),
+            &widen(&want),
+        );
+        let cat = ops.cat_interaction(&lane, &g[0], &g[1..]).unwrap();
+        assert_eq!(ops.shape(&cat), (n, f * d));
+        let want: Vec<f32> = (0..n)
+            .flat_map(|r| feats.iter().flat_map(move |v| &v[r * d..(r + 1) * d]))
+            .copied()
+            .collect();
+        assert_eq!(
+            ops.download(&lane, &cat).unwrap(),
+            want,
+            "cat_interaction n={n} d={d} k={tables}"
+        );
+    }
+}
+
+#[test]
+fn cross_matches_cpu_and_f64() {
+    let Some((ops, lane)) = setup() else { return };
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(22);
+    for &(rows, cols) in &[(1, 1), (1, 3456), (512, 3456)] {
+        let n = rows * cols;
+        let [x0, y, xl] = [0, 1, 2].map(|_| random(&mut rng, n));
+        let want: Vec<f64> = (0..n)
+            .map(|i| x0[i] as f64 * y[i] as f64 + xl[i] as f64)
+            .collect();
+        let up = |v: &[f32]| ops.upload(&lane, v, rows, cols).unwrap();
+        let out = ops.cross(&lane, &up(&x0), &up(&y), &up(&xl)).unwrap();
+        assert_eq!(ops.shape(&out), (rows, cols));
+        let got = ops.download(&lane, &out).unwrap();
+        assert_close(&format!("cross {rows}x{cols} vs f64"), &got, &want);
+        let cu = |v: &[f32]| cpu.upload(&cl, v, rows, cols).unwrap();
+        let cpu_got = cpu
+            .download(&cl, &cpu.cross(&cl, &cu(&x0), &cu(&y), &cu(&xl)).unwrap())
+            .unwrap();
+        assert_close(
+            &format!("cross {rows}x{cols} vs cpu"),
+            &got,
+            &widen(&cpu_got),
+        );
+    }
+}

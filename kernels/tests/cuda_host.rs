@@ -467,7 +467,7 @@ fn dot_interaction_matches_f64_and_the_cpu_on_both_paths() {
         assert_eq!(shape.use_smem, f * d * 4 <= 48 << 10);
         let arrays: Vec<Arr> = feats.iter().map(|v| Arr::F32(v)).collect();
         for (l, sanitized) in launches(shape.launch) {
-            let scalars = format!("{f} {n} {d} {}", i32::from(shape.use_smem));
+            let scalars = format!("{f} {n} {d} {} 0", i32::from(shape.use_smem));
             for (build, got) in run("dot_interaction_f32", l, sanitized, &scalars, &arrays) {
                 let what = format!(
                     "[{build}] dot_interaction n={n} d={d} F={f} smem={} {l:?}",
@@ -475,6 +475,132 @@ fn dot_interaction_matches_f64_and_the_cpu_on_both_paths() {
                 );
                 assert_close(&format!("{what} vs f64"), &got, &want);
                 assert_close(&format!("{what} vs cpu"), &got, &widen(&cpu_got));
+            }
+        }
+    }
+}
+
+#[test]
+fn dot_interaction_itself_matches_f64_and_the_cpu_on_both_paths() {
+    if !ready() {
+        return;
+    }
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(16);
+    // As the strict triangle's test; 127 tables give 8256 pairs with the diagonal.
+    for &(n, d, tables) in &[
+        (1, 4, 1),
+        (40, 16, 26),
+        (3, 300, 3),
+        (9, 512, 26),
+        (2, 3, 127),
+    ] {
+        let feats: Vec<Vec<f32>> = (0..=tables).map(|_| random(&mut rng, n * d)).collect();
+        let f = feats.len();
+        let width = d + f * (f + 1) / 2;
+        let mut want = vec![0f64; n * width];
+        for r in 0..n {
+            for c in 0..d {
+                want[r * width + c] = feats[0][r * d + c] as f64;
+            }
+            let mut p = d;
+            for i in 0..f {
+                for j in 0..=i {
+                    want[r * width + p] = (0..d)
+                        .map(|c| feats[i][r * d + c] as f64 * feats[j][r * d + c] as f64)
+                        .sum();
+                    p += 1;
+                }
+            }
+        }
+        let up: Vec<_> = feats
+            .iter()
+            .map(|v| cpu.upload(&cl, v, n, d).unwrap())
+            .collect();
+        let cpu_got = cpu
+            .download(
+                &cl,
+                &cpu.dot_interaction_itself(&cl, &up[0], &up[1..]).unwrap(),
+            )
+            .unwrap();
+        let shape = grid::interaction(n, f, d, SMS);
+        let arrays: Vec<Arr> = feats.iter().map(|v| Arr::F32(v)).collect();
+        for (l, sanitized) in launches(shape.launch) {
+            let scalars = format!("{f} {n} {d} {} 1", i32::from(shape.use_smem));
+            for (build, got) in run("dot_interaction_f32", l, sanitized, &scalars, &arrays) {
+                let what = format!(
+                    "[{build}] dot_interaction itself n={n} d={d} F={f} smem={} {l:?}",
+                    shape.use_smem
+                );
+                assert_close(&format!("{what} vs f64"), &got, &want);
+                assert_close(&format!("{what} vs cpu"), &got, &widen(&cpu_got));
+            }
+        }
+    }
+}
+
+#[test]
+fn cat_interaction_matches_the_features_side_by_side_and_the_cpu() {
+    if !ready() {
+        return;
+    }
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(17);
+    for &(n, d, tables) in &[(1, 4, 1), (40, 16, 26), (3, 300, 3), (2, 3, 127)] {
+        let feats: Vec<Vec<f32>> = (0..=tables).map(|_| random(&mut rng, n * d)).collect();
+        let f = feats.len();
+        let want: Vec<f64> = (0..n)
+            .flat_map(|r| feats.iter().flat_map(move |v| &v[r * d..(r + 1) * d]))
+            .map(|&v| v as f64)
+            .collect();
+        let up: Vec<_> = feats
+            .iter()
+            .map(|v| cpu.upload(&cl, v, n, d).unwrap())
+            .collect();
+        let cpu_got = cpu
+            .download(&cl, &cpu.cat_interaction(&cl, &up[0], &up[1..]).unwrap())
+            .unwrap();
+        let arrays: Vec<Arr> = feats.iter().map(|v| Arr::F32(v)).collect();
+        for (l, sanitized) in launches(grid::elementwise(n * f * d, SMS)) {
+            let scalars = format!("{f} {n} {d}");
+            for (build, got) in run("cat_interaction_f32", l, sanitized, &scalars, &arrays) {
+                let what = format!("[{build}] cat_interaction n={n} d={d} F={f} {l:?}");
+                assert_close(&format!("{what} vs f64"), &got, &want);
+                assert_close(&format!("{what} vs cpu"), &got, &widen(&cpu_got));
+            }
+        }
+    }
+}
+
+#[test]
+fn cross_matches_f64_and_the_cpu() {
+    if !ready() {
+        return;
+    }
+    let cpu = CpuOps::new();
+    let cl = Lane::cpu(0);
+    let mut rng = StdRng::seed_from_u64(18);
+    for &(rows, cols) in &[(1, 1), (1, 3456), (33, 300)] {
+        let n = rows * cols;
+        let [x0, y, xl] = [0, 1, 2].map(|_| random(&mut rng, n));
+        let want: Vec<f64> = (0..n)
+            .map(|i| x0[i] as f64 * y[i] as f64 + xl[i] as f64)
+            .collect();
+        let up = |v: &[f32]| cpu.upload(&cl, v, rows, cols).unwrap();
+        let cpu_got = cpu
+            .download(&cl, &cpu.cross(&cl, &up(&x0), &up(&y), &up(&xl)).unwrap())
+            .unwrap();
+        let arrays = [Arr::F32(&x0), Arr::F32(&y), Arr::F32(&xl)];
+        for (l, sanitized) in launches(grid::elementwise(n, SMS)) {
+            for (build, got) in run("cross_f32", l, sanitized, &n.to_string(), &arrays) {
+                assert_close(&format!("[{build}] cross {n} {l:?} vs f64"), &got, &want);
+                assert_close(
+                    &format!("[{build}] cross {n} {l:?} vs cpu"),
+                    &got,
+                    &widen(&cpu_got),
+                );
             }
         }
     }

@@ -225,6 +225,57 @@ pub struct DlrmParams {
     /// Eviction policy of the hot-row caches: `"lru"` (default) or `"lfu"`.
     #[serde(default)]
     pub cache_policy: CachePolicyKind,
+    /// How the bottom output and pooled embeddings meet: `"dot"` (default), `"dcn"`, `"cat"`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub interaction: InteractionKind,
+    /// Dot interaction only: keep the self-products (the Gram matrix's diagonal) too.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub interaction_itself: bool,
+    /// DCN only: cross layers.
+    #[serde(
+        default = "default_dcn_layers",
+        skip_serializing_if = "is_default_dcn_layers"
+    )]
+    pub dcn_layers: usize,
+    /// DCN only: rank of each cross layer's `W_l V_l` factorisation.
+    #[serde(
+        default = "default_dcn_low_rank",
+        skip_serializing_if = "is_default_dcn_low_rank"
+    )]
+    pub dcn_low_rank: usize,
+}
+
+/// The DLRM feature interaction (`dlrm.interaction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InteractionKind {
+    /// Pairwise dot products of `[bottom out, pooled..]` after the bottom output.
+    #[default]
+    Dot,
+    /// TorchRec's `LowRankCrossNet` over the concatenated features.
+    Dcn,
+    /// The concatenated features.
+    Cat,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn default_dcn_layers() -> usize {
+    3
+}
+
+fn is_default_dcn_layers(v: &usize) -> bool {
+    *v == default_dcn_layers()
+}
+
+fn default_dcn_low_rank() -> usize {
+    512
+}
+
+fn is_default_dcn_low_rank(v: &usize) -> bool {
+    *v == default_dcn_low_rank()
 }
 
 impl DlrmParams {
@@ -247,7 +298,22 @@ impl DlrmParams {
     /// Width of the interaction output (= input width of the top MLP).
     pub(crate) fn interaction_width(&self) -> usize {
         let f = self.table_sizes.len() + 1;
-        self.embedding_dim + f * (f - 1) / 2
+        match self.interaction {
+            InteractionKind::Dot if self.interaction_itself => self.embedding_dim + f * (f + 1) / 2,
+            InteractionKind::Dot => self.embedding_dim + f * (f - 1) / 2,
+            InteractionKind::Dcn | InteractionKind::Cat => f * self.embedding_dim,
+        }
+    }
+
+    /// Bytes of the DCN cross net's weights and biases (f32, with the `[1, low_rank]` zero
+    /// bias of its `V` products); 0 for other interactions.
+    pub(crate) fn crossnet_bytes(&self) -> u64 {
+        if self.interaction != InteractionKind::Dcn {
+            return 0;
+        }
+        let w = self.interaction_width() as u64;
+        let r = self.dcn_low_rank as u64;
+        self.dcn_layers as u64 * 4 * (2 * w * r + w) + 4 * r
     }
 }
 

@@ -1,22 +1,29 @@
-//! DLRM family, with the inference semantics of facebookresearch/dlrm (dot interaction,
-//! no self-interaction):
+//! DLRM family, with the inference semantics of facebookresearch/dlrm:
 //!
 //! - input 0 `dense` FP32 `[-1, dense_features]` → bottom MLP, ReLU after every layer
 //!   (last width = `embedding_dim`);
 //! - input 1 `sparse` INT64 `[-1, Σ multi_hot]`, per row table 0's bag of `multi_hot[0]`
 //!   indices, then table 1's bag, …; each table sum-pools its bag;
-//! - dot interaction of `[bottom output, pooled_0, ..]`;
+//! - the interaction of `[bottom output, pooled_0, ..]` (`dlrm.interaction`): `dot`
+//!   (default; strict lower triangle of their Gram matrix after the bottom output, or with
+//!   the diagonal when `interaction_itself`), `cat` (the features side by side) or `dcn`
+//!   (TorchRec `InteractionDCNArch`: a [`CrossNet`] over the features side by side);
 //! - top MLP, ReLU on hidden layers, final layer linear then sigmoid → `[-1, 1]`.
 //!
 //! Weights: `bottom.{i}.weight` / `bottom.{i}.bias`, `top.{i}.weight` / `top.{i}.bias`
-//! (`[out, in]` / `[out]`), `embeddings.{t}.weight` `[rows, embedding_dim]`.
+//! (`[out, in]` / `[out]`), `embeddings.{t}.weight` `[rows, embedding_dim]`; with `dcn`,
+//! `crossnet.{l}.v` `[low_rank, W]`, `crossnet.{l}.w` `[W, low_rank]`, `crossnet.{l}.bias`
+//! `[W]` (W = (tables + 1) · embedding_dim).
 //!
 //! Tables are placed at load time ([`placement`]): resident, or offloaded to host RAM or
 //! the mapped weights file behind a hot-row cache; `forward` does not know which.
 
+mod crossnet;
 mod placement;
 
-use crate::config::{DlrmParams, ModelConfig, WeightPrecision};
+use crossnet::CrossNet;
+
+use crate::config::{DlrmParams, InteractionKind, ModelConfig, WeightPrecision};
 use crate::layers::{DenseStack, f32_input, i64_input, input_name, layer_bytes};
 use crate::model::{Batch, MemoryReport, Model, ModelError, PlacementOptions};
 use crate::st_reader::Weights;
@@ -31,6 +38,9 @@ pub struct Dlrm<O: Ops> {
     config: ModelConfig,
     bottom: DenseStack<O>,
     top: DenseStack<O>,
+    interaction: InteractionKind,
+    itself: bool,
+    crossnet: Option<CrossNet<O>>,
     tables: Vec<Box<dyn EmbeddingStore<O>>>,
     /// Per table: (offset of its bag inside a sparse row, bag size).
     bags: Vec<(usize, usize)>,
@@ -38,7 +48,7 @@ pub struct Dlrm<O: Ops> {
     sparse_width: usize,
 }
 
-/// Bytes the model's dense layers take (weights and biases, f32).
+/// Bytes the model's dense layers and cross net take (weights and biases).
 pub(crate) fn dense_bytes(p: &DlrmParams, precision: WeightPrecision) -> u64 {
     let bottom = std::iter::once(p.dense_features).chain(p.bottom.iter().copied());
     let top = std::iter::once(p.interaction_width()).chain(p.top.iter().copied());
@@ -47,7 +57,7 @@ pub(crate) fn dense_bytes(p: &DlrmParams, precision: WeightPrecision) -> u64 {
             .map(|p| layer_bytes(p[0], p[1], precision))
             .sum()
     };
-    stack(bottom.collect()) + stack(top.collect())
+    stack(bottom.collect()) + stack(top.collect()) + p.crossnet_bytes()
 }
 
 /// Bytes of every embedding table (f32).
@@ -97,6 +107,16 @@ impl<O: Ops> Dlrm<O> {
                 Activation::Relu
             }
         })?;
+        let crossnet = match p.interaction {
+            InteractionKind::Dcn => Some(CrossNet::load(
+                &*ops,
+                weights,
+                p.interaction_width(),
+                p.dcn_layers,
+                p.dcn_low_rank,
+            )?),
+            _ => None,
+        };
         let mut tables = Vec::with_capacity(p.table_sizes.len());
         for (t, (&rows, plan)) in p.table_sizes.iter().zip(&plans).enumerate() {
             let name = format!("embeddings.{t}");
@@ -126,6 +146,9 @@ impl<O: Ops> Dlrm<O> {
             config: config.clone(),
             bottom,
             top,
+            interaction: p.interaction,
+            itself: p.interaction_itself,
+            crossnet,
             tables,
             bags,
             dense: p.dense_features,
@@ -199,14 +222,30 @@ impl<O: Ops> Model for Dlrm<O> {
             }
             pooled.push(table.bag_sum(ops, lane, &idx[ranges[t].clone()], bag)?);
         }
-        let z = ops.dot_interaction(lane, &x, &pooled)?;
+        let z = match (self.interaction, &self.crossnet) {
+            (InteractionKind::Dot, _) if self.itself => {
+                ops.dot_interaction_itself(lane, &x, &pooled)?
+            }
+            (InteractionKind::Dot, _) => ops.dot_interaction(lane, &x, &pooled)?,
+            (InteractionKind::Cat, _) => ops.cat_interaction(lane, &x, &pooled)?,
+            (InteractionKind::Dcn, Some(net)) => {
+                net.forward(ops, lane, ops.cat_interaction(lane, &x, &pooled)?)?
+            }
+            (InteractionKind::Dcn, None) => {
+                return Err(ModelError::Weights(
+                    "dcn interaction without a cross net".into(),
+                ));
+            }
+        };
         let y = self.top.forward(ops, lane, z)?;
         Ok(vec![ops.download(lane, &y)?])
     }
 
     fn memory(&self) -> MemoryReport {
         MemoryReport {
-            weight_bytes: self.bottom.bytes() + self.top.bytes(),
+            weight_bytes: self.bottom.bytes()
+                + self.top.bytes()
+                + self.crossnet.as_ref().map_or(0, CrossNet::bytes),
             tables: self
                 .tables
                 .iter()
@@ -215,13 +254,18 @@ impl<O: Ops> Model for Dlrm<O> {
         }
     }
 
-    /// Bottom and top GEMMs (2 FLOPs per multiply-add), the interaction's dot products
-    /// and the bag sums (one add per pooled element).
+    /// Bottom and top GEMMs (2 FLOPs per multiply-add), the interaction (dot products, or
+    /// the cross net's GEMMs and combine) and the bag sums (one add per pooled element).
     fn flops_per_row(&self) -> u64 {
         let d = self.tables.first().map_or(0, |t| t.dim()) as u64;
         let f = self.tables.len() as u64 + 1;
-        let pairs = f * (f - 1) / 2;
+        let interaction = match self.interaction {
+            InteractionKind::Dot if self.itself => 2 * (f * (f + 1) / 2) * d,
+            InteractionKind::Dot => 2 * (f * (f - 1) / 2) * d,
+            InteractionKind::Cat => 0,
+            InteractionKind::Dcn => self.crossnet.as_ref().map_or(0, CrossNet::flops_per_row),
+        };
         let bag_adds: u64 = self.bags.iter().map(|b| b.1 as u64 * d).sum();
-        self.bottom.flops_per_row() + self.top.flops_per_row() + 2 * pairs * d + bag_adds
+        self.bottom.flops_per_row() + self.top.flops_per_row() + interaction + bag_adds
     }
 }

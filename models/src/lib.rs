@@ -14,8 +14,8 @@ pub mod synth;
 pub mod weights;
 
 pub use config::{
-    BatchingConfig, BatchingPolicyKind, ConfigError, DataType, DlrmParams, Family, MlpParams,
-    ModelConfig, TensorSpec, VersionPolicy, WeightPrecision,
+    BatchingConfig, BatchingPolicyKind, ConfigError, DataType, DlrmParams, Family, InteractionKind,
+    MlpParams, ModelConfig, TensorSpec, VersionPolicy, WeightPrecision,
 };
 pub use model::{
     BackendHandle, Batch, InputData, MemoryReport, Model, ModelError, PlacementOptions,

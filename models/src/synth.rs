@@ -1,14 +1,15 @@
 //! Synthetic model repositories with seeded random weights (`cohost gen`).
 //!
-//! Presets: `mlp-tiny`, `mlp-small`, `dlrm-tiny`, `dlrm-small` and `dlrm-large-tables`.
+//! Presets: `mlp-tiny`, `mlp-small`, `dlrm-tiny`, `dlrm-small`, `dlrm-large-tables` and
+//! `dlrm-v2` (MLPerf's DLRM-v2 shape with a DCN interaction, tables capped in rows).
 //! Weights are He-scaled (`N(0, 2/in)`) for layers followed by ReLU, Xavier-scaled
 //! (`N(0, 2/(in+out))`) for the output layer, biases `N(0, 0.05²)`, and embedding rows
 //! `U(-√(3/dim), √(3/dim))` (unit expected norm), so activations stay O(1).
 //! Each tensor draws from its own generator seeded from `(seed, tensor index)`.
 
 use crate::config::{
-    BatchingConfig, BatchingPolicyKind, DataType, DlrmParams, Family, MlpParams, ModelConfig,
-    TensorSpec, VersionPolicy, WeightPrecision,
+    BatchingConfig, BatchingPolicyKind, DataType, DlrmParams, Family, InteractionKind, MlpParams,
+    ModelConfig, TensorSpec, VersionPolicy, WeightPrecision,
 };
 use crate::st_writer::{self, PlannedTensor};
 use rand::rngs::StdRng;
@@ -25,7 +26,43 @@ pub fn preset_names() -> &'static [&'static str] {
         "dlrm-tiny",
         "dlrm-small",
         "dlrm-large-tables",
+        "dlrm-v2",
     ]
+}
+
+/// MLPerf DLRM-v2's (Criteo 1TB multi-hot) rows per table.
+pub const DLRM_V2_TABLE_ROWS: [usize; 26] = [
+    40_000_000, 39_060, 17_295, 7_424, 20_265, 3, 7_122, 1_543, 63, 40_000_000, 3_067_956, 405_282,
+    10, 2_209, 11_938, 155, 4, 976, 14, 40_000_000, 40_000_000, 40_000_000, 590_152, 12_973, 108,
+    36,
+];
+
+/// MLPerf DLRM-v2's indices per bag for each table.
+pub const DLRM_V2_MULTI_HOT: [usize; 26] = [
+    3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1,
+];
+
+/// Rows `dlrm-v2`'s tables are capped at without `--rows`: 149,667 rows in all, 77 MB of
+/// f32 at dim 128 (a cap of 100,000 would make 472 MB, too much for a demo).
+pub const DLRM_V2_DEFAULT_ROWS: usize = 10_000;
+
+/// `dlrm-v2` with every table capped at `cap` rows.
+fn dlrm_v2(cap: usize) -> ModelConfig {
+    let rows = DLRM_V2_TABLE_ROWS.iter().map(|&r| r.min(cap)).collect();
+    let mut c = dlrm(
+        13,
+        vec![512, 256, 128],
+        vec![1024, 1024, 512, 256, 1],
+        128,
+        rows,
+        DLRM_V2_MULTI_HOT.to_vec(),
+        512,
+    );
+    let p = c.dlrm.as_mut().expect("a DLRM preset");
+    p.interaction = InteractionKind::Dcn;
+    p.dcn_layers = 3;
+    p.dcn_low_rank = 512;
+    c
 }
 
 /// The configuration of a preset, or `None` for an unknown name.
@@ -63,6 +100,8 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
             vec![1],
             512,
         ),
+        // MLPerf DLRM-v2: 26 multi-hot tables of dim 128, DCN-v2 interaction.
+        "dlrm-v2" => dlrm_v2(DLRM_V2_DEFAULT_ROWS),
         _ => return None,
     })
 }
@@ -151,6 +190,10 @@ fn dlrm(
         cache_rows: None,
         cache_bytes: None,
         cache_policy: Default::default(),
+        interaction: InteractionKind::Dot,
+        interaction_itself: false,
+        dcn_layers: 3,
+        dcn_low_rank: 512,
     });
     c
 }
@@ -199,6 +242,34 @@ fn plan(config: &ModelConfig, seed: u64) -> Vec<PlannedTensor<'static>> {
             .collect();
         stack(&mut out, "bottom", &bottom, false);
         stack(&mut out, "top", &top, true);
+        if p.interaction == InteractionKind::Dcn {
+            // x_l keeps O(1) entries: V_l x_l and W_l u have unit-variance entries scaled
+            // down by 1/4 each, so x_0 ⊙ (·) adds about 1/16 of x_0's square per layer.
+            let (w, r) = (p.interaction_width(), p.dcn_low_rank);
+            for l in 0..p.dcn_layers {
+                let n = out.len();
+                let v_std = 0.25 / (w as f32).sqrt();
+                let w_std = 0.25 / (r as f32).sqrt();
+                out.push(normal(
+                    format!("crossnet.{l}.v"),
+                    vec![r, w],
+                    v_std,
+                    rng_for(n),
+                ));
+                out.push(normal(
+                    format!("crossnet.{l}.w"),
+                    vec![w, r],
+                    w_std,
+                    rng_for(n + 1),
+                ));
+                out.push(normal(
+                    format!("crossnet.{l}.bias"),
+                    vec![w],
+                    0.05,
+                    rng_for(n + 2),
+                ));
+            }
+        }
         let a = (3.0 / p.embedding_dim as f32).sqrt();
         for (t, &rows) in p.table_sizes.iter().enumerate() {
             let mut rng = rng_for(out.len());
@@ -238,7 +309,8 @@ pub fn weight_bytes(config: &ModelConfig) -> u64 {
 ///
 /// Each model is `<out>/<name>/config.toml` and `<out>/<name>/1/model.safetensors`, where
 /// `<name>` is the preset name, or `<preset>-<i>` (i from 0) when `count > 1`; model `i`
-/// uses seed `seed + i`. `rows` overrides every table's row count (DLRM presets only).
+/// uses seed `seed + i`. `rows` overrides every table's row count (DLRM presets only;
+/// for `dlrm-v2` it caps MLPerf's row counts instead).
 /// Weights stream to disk chunk by chunk; `progress(done, total)` counts weight bytes.
 pub fn generate(
     out_dir: &Path,
@@ -270,7 +342,11 @@ pub fn generate(
                 "a table needs at least 1 row",
             ));
         }
-        p.table_sizes.iter_mut().for_each(|t| *t = r);
+        if preset_name == "dlrm-v2" {
+            config = dlrm_v2(r);
+        } else {
+            p.table_sizes.iter_mut().for_each(|t| *t = r);
+        }
     }
     let per_model = weight_bytes(&config);
     let total = per_model * count as u64;

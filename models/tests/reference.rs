@@ -11,8 +11,8 @@ mod common;
 use cohost_kernels::Lane;
 use cohost_kernels::cpu::CpuOps;
 use cohost_models::{
-    BackendHandle, Batch, InputData, Model, ModelConfig, PlacementOptions, WeightPrecision,
-    WeightSource, build_model, synth,
+    BackendHandle, Batch, InputData, InteractionKind, Model, ModelConfig, PlacementOptions,
+    WeightPrecision, WeightSource, build_model, synth,
 };
 use common::{Store, Tensors, random_batch, random_tensors, slice_rows, to_safetensors};
 use rand::SeedableRng;
@@ -45,6 +45,16 @@ fn linear64(t: &Tensors, name: &str, x: &[f64], act: fn(f64) -> f64) -> Vec<f64>
             }
             act(s)
         })
+        .collect()
+}
+
+/// `m · x` in f64 for the `[out, in]` matrix `name`.
+fn matvec64(t: &Tensors, name: &str, x: &[f64]) -> Vec<f64> {
+    let (shape, m) = &t[name];
+    let (out, inp) = (shape[0], shape[1]);
+    assert_eq!(x.len(), inp, "{name}");
+    (0..out)
+        .map(|o| (0..inp).map(|i| m[o * inp + i] as f64 * x[i]).sum())
         .collect()
 }
 
@@ -127,13 +137,36 @@ fn dlrm_reference(config: &ModelConfig, t: &Tensors, batch: &Batch) -> Vec<f64> 
             at += bag;
             feats.push(e);
         }
-        // Dot interaction: [x, T_i·T_j for j < i, ordered by i then j].
-        let mut z = x;
-        for i in 0..feats.len() {
-            for j in 0..i {
-                z.push((0..d).map(|c| feats[i][c] * feats[j][c]).sum());
+        let mut z = match p.interaction {
+            // Dot interaction: [x, T_i·T_j for j < i (j <= i with interaction_itself),
+            // ordered by i then j].
+            InteractionKind::Dot => {
+                let mut z = x;
+                for i in 0..feats.len() {
+                    let last = if p.interaction_itself { i + 1 } else { i };
+                    for j in 0..last {
+                        z.push((0..d).map(|c| feats[i][c] * feats[j][c]).sum());
+                    }
+                }
+                z
             }
-        }
+            // Cat interaction: the features side by side.
+            InteractionKind::Cat => feats.concat(),
+            // DCN: x_{l+1} = x_0 ⊙ (W_l (V_l x_l) + b_l) + x_l over x_0 = the cat.
+            InteractionKind::Dcn => {
+                let x0 = feats.concat();
+                let mut xl = x0.clone();
+                for l in 0..p.dcn_layers {
+                    let u = matvec64(t, &format!("crossnet.{l}.v"), &xl);
+                    let y = matvec64(t, &format!("crossnet.{l}.w"), &u);
+                    let (_, b) = &t[&format!("crossnet.{l}.bias")];
+                    xl = (0..x0.len())
+                        .map(|k| x0[k] * (y[k] + b[k] as f64) + xl[k])
+                        .collect();
+                }
+                xl
+            }
+        };
         // Top MLP: ReLU on hidden layers, sigmoid on the last.
         let n = p.top.len();
         for i in 0..n {
@@ -334,4 +367,55 @@ fn mlp_rows_together_equal_rows_alone() {
 #[test]
 fn dlrm_rows_together_equal_rows_alone() {
     assert_batch_invariant(&synth::preset("dlrm-tiny").unwrap(), 60);
+}
+
+/// `dlrm-tiny` with `interaction` (and `itself`); DCN with 2 cross layers of rank 5 (the
+/// features are 4 x 8 = 32 wide, so the factorisation is a real low rank).
+fn dlrm_with(interaction: InteractionKind, itself: bool) -> ModelConfig {
+    let mut config = synth::preset("dlrm-tiny").unwrap();
+    let p = config.dlrm.as_mut().unwrap();
+    p.interaction = interaction;
+    p.interaction_itself = itself;
+    p.dcn_layers = 2;
+    p.dcn_low_rank = 5;
+    config
+}
+
+#[test]
+fn dlrm_dot_with_self_products_matches_f64_reference_for_every_batch_size() {
+    every_batch_size(&dlrm_with(InteractionKind::Dot, true), 100, dlrm_reference);
+}
+
+#[test]
+fn dlrm_cat_matches_f64_reference_for_every_batch_size() {
+    every_batch_size(&dlrm_with(InteractionKind::Cat, false), 110, dlrm_reference);
+}
+
+#[test]
+fn dlrm_dcn_matches_f64_reference_for_every_batch_size() {
+    let config = dlrm_with(InteractionKind::Dcn, false);
+    assert_eq!(config.max_batch_size, 32);
+    every_batch_size(&config, 120, dlrm_reference);
+}
+
+#[test]
+fn dlrm_dcn_rows_together_equal_rows_alone() {
+    assert_batch_invariant(&dlrm_with(InteractionKind::Dcn, false), 130);
+}
+
+#[test]
+fn dlrm_dcn_memory_counts_the_cross_net() {
+    let config = dlrm_with(InteractionKind::Dcn, false);
+    let t = random_tensors(&config, 140);
+    let dense: u64 = t
+        .iter()
+        .filter(|(name, _)| !name.starts_with("embeddings."))
+        .map(|(_, (_, v))| 4 * v.len() as u64)
+        .sum();
+    // The cross net's weights and biases, plus the [1, low_rank] zero bias of its V products.
+    let low_rank = config.dlrm.as_ref().unwrap().dcn_low_rank as u64;
+    assert_eq!(
+        build(&config, &t).memory().weight_bytes,
+        dense + 4 * low_rank
+    );
 }

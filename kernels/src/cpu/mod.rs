@@ -5,16 +5,22 @@
 //! into one in-place pass over the product; dot interaction and embedding-bag are plain
 //! loops over contiguous slices.
 
+mod concat;
+mod cross;
 mod dot;
 pub mod gemm;
 mod interaction;
 pub mod isa;
+mod self_interaction;
 mod table;
 mod view;
 
+pub use concat::cat_interaction_rows;
+pub use cross::cross_rows;
 pub use gemm::{matmul_wt, matmul_wt_f16};
 pub use interaction::dot_interaction_rows;
 pub use isa::{Isa, isa};
+pub use self_interaction::dot_interaction_itself_rows;
 pub use table::{CpuTable, embedding_bag_sum};
 
 use crate::{Activation, EmbeddingStore, KernelError, Lane, Ops, Result};
@@ -113,6 +119,23 @@ fn dims2(t: &Tensor) -> Result<(usize, usize)> {
         .map_err(|_| KernelError::Shape(format!("expected a 2-D matrix, got {:?}", t.dims())))
 }
 
+/// `[x, pooled..]` as contiguous tensors after checking every one is `[n, d]` like `x`.
+fn features(op: &str, x: &Tensor, pooled: &[Tensor]) -> Result<(usize, usize, Vec<Tensor>)> {
+    let (n, d) = dims2(x)?;
+    let mut all = Vec::with_capacity(pooled.len() + 1);
+    all.push(x.contiguous()?);
+    for (t, p) in pooled.iter().enumerate() {
+        let dims = dims2(p)?;
+        if dims != (n, d) {
+            return Err(KernelError::Shape(format!(
+                "{op}: pooled[{t}] is {dims:?}, x is ({n}, {d})"
+            )));
+        }
+        all.push(p.contiguous()?);
+    }
+    Ok((n, d, all))
+}
+
 impl Ops for CpuOps {
     type Tensor = Tensor;
 
@@ -181,18 +204,7 @@ impl Ops for CpuOps {
     }
 
     fn dot_interaction(&self, _lane: &Lane, x: &Tensor, pooled: &[Tensor]) -> Result<Tensor> {
-        let (n, d) = dims2(x)?;
-        let mut all = Vec::with_capacity(pooled.len() + 1);
-        all.push(x.contiguous()?);
-        for (t, p) in pooled.iter().enumerate() {
-            let dims = dims2(p)?;
-            if dims != (n, d) {
-                return Err(KernelError::Shape(format!(
-                    "dot_interaction: pooled[{t}] is {dims:?}, x is ({n}, {d})"
-                )));
-            }
-            all.push(p.contiguous()?);
-        }
+        let (n, d, all) = features("dot_interaction", x, pooled)?;
         let views = all.iter().map(View::of).collect::<Result<Vec<_>>>()?;
         let slices: Vec<&[f32]> = views.iter().map(View::as_slice).collect();
         let f = slices.len();
@@ -200,6 +212,49 @@ impl Ops for CpuOps {
         let mut out = vec![0f32; n * width];
         dot_interaction_rows(&slices, d, &mut out, self.threads);
         Ok(Tensor::from_vec(out, (n, width), &Device::Cpu)?)
+    }
+
+    fn dot_interaction_itself(
+        &self,
+        _lane: &Lane,
+        x: &Tensor,
+        pooled: &[Tensor],
+    ) -> Result<Tensor> {
+        let (n, d, all) = features("dot_interaction_itself", x, pooled)?;
+        let views = all.iter().map(View::of).collect::<Result<Vec<_>>>()?;
+        let slices: Vec<&[f32]> = views.iter().map(View::as_slice).collect();
+        let f = slices.len();
+        let width = d + f * (f + 1) / 2;
+        let mut out = vec![0f32; n * width];
+        dot_interaction_itself_rows(&slices, d, &mut out);
+        Ok(Tensor::from_vec(out, (n, width), &Device::Cpu)?)
+    }
+
+    fn cat_interaction(&self, _lane: &Lane, x: &Tensor, pooled: &[Tensor]) -> Result<Tensor> {
+        let (n, d, all) = features("cat_interaction", x, pooled)?;
+        let views = all.iter().map(View::of).collect::<Result<Vec<_>>>()?;
+        let slices: Vec<&[f32]> = views.iter().map(View::as_slice).collect();
+        let width = slices.len() * d;
+        let mut out = vec![0f32; n * width];
+        cat_interaction_rows(&slices, d, &mut out);
+        Ok(Tensor::from_vec(out, (n, width), &Device::Cpu)?)
+    }
+
+    fn cross(&self, _lane: &Lane, x0: &Tensor, y: &Tensor, xl: &Tensor) -> Result<Tensor> {
+        let (n, w) = dims2(x0)?;
+        for (what, t) in [("y", y), ("xl", xl)] {
+            let dims = dims2(t)?;
+            if dims != (n, w) {
+                return Err(KernelError::Shape(format!(
+                    "cross: {what} is {dims:?}, x0 is ({n}, {w})"
+                )));
+            }
+        }
+        let (x0, y, xl) = (x0.contiguous()?, y.contiguous()?, xl.contiguous()?);
+        let (a, b, c) = (View::of(&x0)?, View::of(&y)?, View::of(&xl)?);
+        let mut out = vec![0f32; n * w];
+        cross_rows(a.as_slice(), b.as_slice(), c.as_slice(), &mut out);
+        Ok(Tensor::from_vec(out, (n, w), &Device::Cpu)?)
     }
 
     fn sigmoid(&self, _lane: &Lane, x: &Tensor) -> Result<Tensor> {

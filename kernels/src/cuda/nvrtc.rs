@@ -24,12 +24,12 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         file: "elementwise.cu",
         src: include_str!("../../cuda/elementwise.cu"),
-        entries: &["bias_act_f32", "sigmoid_f32"],
+        entries: &["bias_act_f32", "sigmoid_f32", "cross_f32"],
     },
     KernelSource {
         file: "interaction.cu",
         src: include_str!("../../cuda/interaction.cu"),
-        entries: &["dot_interaction_f32"],
+        entries: &["dot_interaction_f32", "cat_interaction_f32"],
     },
     KernelSource {
         file: "embedding.cu",
@@ -114,6 +114,8 @@ pub struct Kernels {
     pub(crate) bias_act: CudaFunction,
     pub(crate) sigmoid: CudaFunction,
     pub(crate) dot_interaction: CudaFunction,
+    pub(crate) cat_interaction: CudaFunction,
+    pub(crate) cross: CudaFunction,
     pub(crate) embedding_bag_sum: CudaFunction,
     pub(crate) gather_rows: CudaFunction,
 }
@@ -169,6 +171,8 @@ fn build(ctx: &Arc<CudaContext>) -> Result<Kernels, String> {
         bias_act: take("bias_act_f32")?,
         sigmoid: take("sigmoid_f32")?,
         dot_interaction: take("dot_interaction_f32")?,
+        cat_interaction: take("cat_interaction_f32")?,
+        cross: take("cross_f32")?,
         embedding_bag_sum: take("embedding_bag_sum_f32")?,
         gather_rows: take("gather_rows_f32")?,
         arch,

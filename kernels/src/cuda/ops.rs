@@ -10,7 +10,7 @@ use super::table::ResidentTable;
 use super::tensor::CudaTensor;
 use crate::{Activation, EmbeddingStore, KernelError, Lane, Ops, Result};
 use cudarc::cublas::Gemm;
-use cudarc::driver::{DevicePtr, DeviceRepr, PushKernelArg};
+use cudarc::driver::{CudaStream, DevicePtr, DeviceRepr, PushKernelArg};
 
 /// Most features (x plus pooled tables) one dot interaction takes; matches
 /// `COHOST_MAX_FEATURES` in `kernels/cuda/interaction.cu`.
@@ -144,22 +144,27 @@ impl Ops for CudaOps {
         x: &CudaTensor,
         pooled: &[CudaTensor],
     ) -> Result<CudaTensor> {
-        let (n, d) = x.shape();
+        self.dot(lane, x, pooled, false)
+    }
+
+    fn dot_interaction_itself(
+        &self,
+        lane: &Lane,
+        x: &CudaTensor,
+        pooled: &[CudaTensor],
+    ) -> Result<CudaTensor> {
+        self.dot(lane, x, pooled, true)
+    }
+
+    fn cat_interaction(
+        &self,
+        lane: &Lane,
+        x: &CudaTensor,
+        pooled: &[CudaTensor],
+    ) -> Result<CudaTensor> {
+        let (n, d) = check_features("cat_interaction", x, pooled)?;
         let feats = pooled.len() + 1;
-        if feats > MAX_FEATURES {
-            return Err(KernelError::Shape(format!(
-                "dot_interaction: {feats} features, at most {MAX_FEATURES} supported"
-            )));
-        }
-        for (t, p) in pooled.iter().enumerate() {
-            if p.shape() != (n, d) {
-                return Err(KernelError::Shape(format!(
-                    "dot_interaction: pooled[{t}] is {:?}, x is ({n}, {d})",
-                    p.shape()
-                )));
-            }
-        }
-        let width = d + feats * (feats - 1) / 2;
+        let width = feats * d;
         let st = self.lane_state(lane)?;
         let stream = &st.stream;
         let mut out = self.alloc(stream, n, width)?;
@@ -168,24 +173,55 @@ impl Ops for CudaOps {
         }
         let inputs: Vec<&CudaTensor> = std::iter::once(x).chain(pooled.iter()).collect();
         let cross = CrossLane::enter(stream, &inputs)?;
-        let mut ptrs = FeaturePtrs {
-            p: [0; MAX_FEATURES],
-        };
-        for (slot, t) in ptrs.p.iter_mut().zip(&inputs) {
-            *slot = t.data.device_ptr(stream).0;
-        }
-        let shape = grid::interaction(n, feats, d, self.sm_count());
-        let use_smem = i32::from(shape.use_smem);
+        let ptrs = feature_ptrs(stream, &inputs);
         let (feats_arg, n_arg, d_arg) = (feats as i32, n as i64, to_i32(d)?);
-        let mut l = stream.launch_builder(&self.kernels.dot_interaction);
+        let mut l = stream.launch_builder(&self.kernels.cat_interaction);
         l.arg(&ptrs)
             .arg(&feats_arg)
             .arg(&n_arg)
             .arg(&d_arg)
+            .arg(&mut out.data);
+        // SAFETY: argument types match `cat_interaction_f32`; every feature is [n, d].
+        unsafe { l.launch(grid::elementwise(n * width, self.sm_count()).into()) }
+            .map_err(err("cat_interaction launch"))?;
+        cross.leave()?;
+        Ok(out)
+    }
+
+    fn cross(
+        &self,
+        lane: &Lane,
+        x0: &CudaTensor,
+        y: &CudaTensor,
+        xl: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        let (rows, cols) = x0.shape();
+        for (what, t) in [("y", y), ("xl", xl)] {
+            if t.shape() != (rows, cols) {
+                return Err(KernelError::Shape(format!(
+                    "cross: {what} is {:?}, x0 is ({rows}, {cols})",
+                    t.shape()
+                )));
+            }
+        }
+        let st = self.lane_state(lane)?;
+        let stream = &st.stream;
+        let mut out = self.alloc(stream, rows, cols)?;
+        let n = rows * cols;
+        if n == 0 {
+            return Ok(out);
+        }
+        let cross = CrossLane::enter(stream, &[x0, y, xl])?;
+        let n_arg = n as i64;
+        let mut l = stream.launch_builder(&self.kernels.cross);
+        l.arg(&x0.data)
+            .arg(&y.data)
+            .arg(&xl.data)
             .arg(&mut out.data)
-            .arg(&use_smem);
-        // SAFETY: argument types match `dot_interaction_f32`; every feature is [n, d].
-        unsafe { l.launch(shape.launch.into()) }.map_err(err("dot_interaction launch"))?;
+            .arg(&n_arg);
+        // SAFETY: argument types match `cross_f32`; all four buffers hold `n` values.
+        unsafe { l.launch(grid::elementwise(n, self.sm_count()).into()) }
+            .map_err(err("cross launch"))?;
         cross.leave()?;
         Ok(out)
     }
@@ -220,6 +256,87 @@ impl Ops for CudaOps {
         let table = self.shared_tensor(data, rows, dim)?;
         Ok(Box::new(ResidentTable::new(name, table)))
     }
+}
+
+impl CudaOps {
+    /// The dot interaction, strict lower triangle or (`itself`) with the diagonal too.
+    fn dot(
+        &self,
+        lane: &Lane,
+        x: &CudaTensor,
+        pooled: &[CudaTensor],
+        itself: bool,
+    ) -> Result<CudaTensor> {
+        let op = if itself {
+            "dot_interaction_itself"
+        } else {
+            "dot_interaction"
+        };
+        let (n, d) = check_features(op, x, pooled)?;
+        let feats = pooled.len() + 1;
+        let pairs = if itself {
+            feats * (feats + 1) / 2
+        } else {
+            feats * (feats - 1) / 2
+        };
+        let width = d + pairs;
+        let st = self.lane_state(lane)?;
+        let stream = &st.stream;
+        let mut out = self.alloc(stream, n, width)?;
+        if n == 0 || width == 0 {
+            return Ok(out);
+        }
+        let inputs: Vec<&CudaTensor> = std::iter::once(x).chain(pooled.iter()).collect();
+        let cross = CrossLane::enter(stream, &inputs)?;
+        let ptrs = feature_ptrs(stream, &inputs);
+        let shape = grid::interaction(n, feats, d, self.sm_count());
+        let use_smem = i32::from(shape.use_smem);
+        let (feats_arg, n_arg, d_arg) = (feats as i32, n as i64, to_i32(d)?);
+        let itself_arg = i32::from(itself);
+        let mut l = stream.launch_builder(&self.kernels.dot_interaction);
+        l.arg(&ptrs)
+            .arg(&feats_arg)
+            .arg(&n_arg)
+            .arg(&d_arg)
+            .arg(&mut out.data)
+            .arg(&use_smem)
+            .arg(&itself_arg);
+        // SAFETY: argument types match `dot_interaction_f32`; every feature is [n, d].
+        unsafe { l.launch(shape.launch.into()) }.map_err(err("dot_interaction launch"))?;
+        cross.leave()?;
+        Ok(out)
+    }
+}
+
+/// `(n, d)` of `x` after checking there are at most [`MAX_FEATURES`] features, all `[n, d]`.
+fn check_features(op: &str, x: &CudaTensor, pooled: &[CudaTensor]) -> Result<(usize, usize)> {
+    let (n, d) = x.shape();
+    let feats = pooled.len() + 1;
+    if feats > MAX_FEATURES {
+        return Err(KernelError::Shape(format!(
+            "{op}: {feats} features, at most {MAX_FEATURES} supported"
+        )));
+    }
+    for (t, p) in pooled.iter().enumerate() {
+        if p.shape() != (n, d) {
+            return Err(KernelError::Shape(format!(
+                "{op}: pooled[{t}] is {:?}, x is ({n}, {d})",
+                p.shape()
+            )));
+        }
+    }
+    Ok((n, d))
+}
+
+/// The device addresses of `inputs`, in order, as the kernels' `FeaturePtrs`.
+fn feature_ptrs(stream: &CudaStream, inputs: &[&CudaTensor]) -> FeaturePtrs {
+    let mut ptrs = FeaturePtrs {
+        p: [0; MAX_FEATURES],
+    };
+    for (slot, t) in ptrs.p.iter_mut().zip(inputs) {
+        *slot = t.data.device_ptr(stream).0;
+    }
+    ptrs
 }
 
 /// The activation code the CUDA kernels understand (`COHOST_ACT_*` in elementwise.cu).

@@ -62,9 +62,9 @@ int main() {
         cohost_shim::launch(grid, block, smem, [&] { sigmoid_f32(x.data(), out.data(), n); });
         write_array(out);
     } else if (kernel == "dot_interaction_f32") {
-        int feats, d, use_smem;
+        int feats, d, use_smem, itself;
         long long n;
-        std::cin >> feats >> n >> d >> use_smem;
+        std::cin >> feats >> n >> d >> use_smem >> itself;
         std::cin.get();
         if (feats < 1 || feats > COHOST_MAX_FEATURES) {
             std::fprintf(stderr, "driver: %d features\n", feats);
@@ -76,9 +76,42 @@ int main() {
             rows[f] = read_array<float>();
             ptrs.p[f] = rows[f].data();
         }
-        auto out = unwritten(n * (d + feats * (feats - 1) / 2));
+        const int pairs = itself ? feats * (feats + 1) / 2 : feats * (feats - 1) / 2;
+        auto out = unwritten(n * (d + pairs));
         cohost_shim::launch(grid, block, smem, [&] {
-            dot_interaction_f32(ptrs, feats, n, d, out.data(), use_smem);
+            dot_interaction_f32(ptrs, feats, n, d, out.data(), use_smem, itself);
+        });
+        write_array(out);
+    } else if (kernel == "cat_interaction_f32") {
+        int feats, d;
+        long long n;
+        std::cin >> feats >> n >> d;
+        std::cin.get();
+        if (feats < 1 || feats > COHOST_MAX_FEATURES) {
+            std::fprintf(stderr, "driver: %d features\n", feats);
+            return 2;
+        }
+        std::vector<std::vector<float>> rows(feats);
+        FeaturePtrs ptrs{};
+        for (int f = 0; f < feats; ++f) {
+            rows[f] = read_array<float>();
+            ptrs.p[f] = rows[f].data();
+        }
+        auto out = unwritten(n * feats * d);
+        cohost_shim::launch(grid, block, smem, [&] {
+            cat_interaction_f32(ptrs, feats, n, d, out.data());
+        });
+        write_array(out);
+    } else if (kernel == "cross_f32") {
+        long long n;
+        std::cin >> n;
+        std::cin.get();
+        auto x0 = read_array<float>();
+        auto y = read_array<float>();
+        auto xl = read_array<float>();
+        auto out = unwritten(x0.size());
+        cohost_shim::launch(grid, block, smem, [&] {
+            cross_f32(x0.data(), y.data(), xl.data(), out.data(), n);
         });
         write_array(out);
     } else if (kernel == "embedding_bag_sum_f32") {

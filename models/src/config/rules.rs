@@ -1,6 +1,6 @@
 //! The rules a `config.toml` must satisfy, per family; each error names file and key.
 
-use crate::config::{ConfigError, DataType, Family, ModelConfig, TensorSpec};
+use crate::config::{ConfigError, DataType, Family, InteractionKind, ModelConfig, TensorSpec};
 use std::path::Path;
 
 struct Check<'a> {
@@ -204,6 +204,30 @@ pub(crate) fn validate(config: &ModelConfig, file: &Path) -> Result<(), ConfigEr
             )?;
             if let Some(r) = p.cache_rows {
                 c.require(r >= 1, "dlrm.cache_rows", "must be at least 1, got 0")?;
+            }
+            c.require(
+                !p.interaction_itself || p.interaction == InteractionKind::Dot,
+                "dlrm.interaction_itself",
+                format!(
+                    "applies only to interaction = \"dot\", got interaction = \"{}\"",
+                    match p.interaction {
+                        InteractionKind::Dot => "dot",
+                        InteractionKind::Dcn => "dcn",
+                        InteractionKind::Cat => "cat",
+                    }
+                ),
+            )?;
+            if p.interaction == InteractionKind::Dcn {
+                c.require(
+                    p.dcn_layers >= 1,
+                    "dlrm.dcn_layers",
+                    "interaction = \"dcn\" needs at least 1 cross layer, got 0",
+                )?;
+                c.require(
+                    p.dcn_low_rank >= 1,
+                    "dlrm.dcn_low_rank",
+                    "interaction = \"dcn\" needs a low rank of at least 1, got 0",
+                )?;
             }
             debug_assert!(p.interaction_width() > 0);
             let sparse: usize = p.bag_layout().iter().map(|b| b.1).sum();

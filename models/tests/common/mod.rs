@@ -2,7 +2,7 @@
 //! with the `safetensors` crate (not the crate under test), random batches.
 #![allow(dead_code)]
 
-use cohost_models::{Batch, InputData, ModelConfig};
+use cohost_models::{Batch, InputData, InteractionKind, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use safetensors::Dtype;
@@ -42,7 +42,12 @@ pub fn random_tensors(config: &ModelConfig, seed: u64) -> Tensors {
         let mut bottom = vec![p.dense_features];
         bottom.extend(&p.bottom);
         let f = p.table_sizes.len() + 1;
-        let mut top = vec![p.embedding_dim + f * (f - 1) / 2];
+        let width = match p.interaction {
+            InteractionKind::Dot if p.interaction_itself => p.embedding_dim + f * (f + 1) / 2,
+            InteractionKind::Dot => p.embedding_dim + f * (f - 1) / 2,
+            InteractionKind::Dcn | InteractionKind::Cat => f * p.embedding_dim,
+        };
+        let mut top = vec![width];
         top.extend(&p.top);
         stack(&mut t, &mut rng, "bottom", &bottom);
         stack(&mut t, &mut rng, "top", &top);
@@ -52,6 +57,19 @@ pub fn random_tensors(config: &ModelConfig, seed: u64) -> Tensors {
                 format!("embeddings.{i}.weight"),
                 (vec![rows, p.embedding_dim], data),
             );
+        }
+        if p.interaction == InteractionKind::Dcn {
+            // Uniform with variance 1/(4·fan-in): each layer adds O(x_0²/4) to x_l.
+            let r = p.dcn_low_rank;
+            for l in 0..p.dcn_layers {
+                let (av, aw) = ((0.75 / width as f32).sqrt(), (0.75 / r as f32).sqrt());
+                let v = uniform(&mut rng, r * width, av);
+                t.insert(format!("crossnet.{l}.v"), (vec![r, width], v));
+                let w = uniform(&mut rng, width * r, aw);
+                t.insert(format!("crossnet.{l}.w"), (vec![width, r], w));
+                let b = uniform(&mut rng, width, 0.3);
+                t.insert(format!("crossnet.{l}.bias"), (vec![width], b));
+            }
         }
     }
     t
