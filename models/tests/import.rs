@@ -191,19 +191,16 @@ fn reference_itself_cat_and_dcn_emit_the_interaction_keys() {
 }
 
 #[test]
-#[ignore = "needs the DLRM interaction_itself forward from the DCN helper's branch; run after both are merged"]
 fn reference_itself_matches_pytorch() {
     check("reference-itself", |_| {});
 }
 
 #[test]
-#[ignore = "needs the DLRM cat interaction from the DCN helper's branch; run after both are merged"]
 fn reference_cat_matches_pytorch() {
     check("reference-cat", |_| {});
 }
 
 #[test]
-#[ignore = "needs the DLRM dcn interaction (cross net) from the DCN helper's branch; run after both are merged"]
 fn torchrec_dcn_matches_pytorch() {
     check("torchrec-dcn", |_| {});
 }
