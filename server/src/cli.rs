@@ -176,7 +176,7 @@ pub struct GenArgs {
     /// Output repository folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Preset: mlp-tiny, mlp-small, dlrm-tiny, dlrm-small, dlrm-large-tables.
+    /// Preset: mlp-tiny, mlp-small, dlrm-tiny, dlrm-small, dlrm-large-tables, dlrm-v2 (MLPerf DLRM-v2 shape).
     #[arg(long)]
     pub preset: String,
     /// Number of models to generate.
@@ -185,7 +185,7 @@ pub struct GenArgs {
     /// Random seed for the weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Override the embedding-table row count (DLRM presets).
+    /// Override the embedding-table row count (DLRM presets; for dlrm-v2 a cap on MLPerf's rows, default 10,000).
     #[arg(long)]
     pub rows: Option<usize>,
 }
