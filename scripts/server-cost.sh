@@ -7,6 +7,22 @@
 # answered row, and its CPU time per offered request (`perf stat -p`, so Linux with perf
 # installed). scripts/refusal-cost.sh runs it on a model that refuses nearly everything.
 #
+# Two more modes measure the front end's own cost against the null servers
+# (benches/examples/null_server.rs over HTTP, null_grpc_server.rs over gRPC: the same
+# stacks answering without work), mlp-tiny, BATCH rows a request:
+#
+#   scripts/server-cost.sh front-end   # server CPU per request (/proc/PID/stat utime+stime
+#                                      # over the window) at RATE: HTTP JSON, HTTP binary and
+#                                      # gRPC, each next to its null server, ROUNDS rounds
+#   scripts/server-cost.sh callgrind   # instructions per request: each server under
+#                                      # valgrind --tool=callgrind, counting only while
+#                                      # CG_RATE req/s run for CG_SECONDS
+#
+#   (both need target/release/{cohost,cohost-bench} and target/release/examples/
+#   {null_server,null_grpc_server}: cargo build --release -p cohost-server -p cohost-bench
+#   --examples; the release profile keeps line tables, so callgrind names functions;
+#   scripts/python/callgrind_phases.py splits a cohost profile by phase)
+#
 #   scripts/server-cost.sh                      # A = B = target/release/cohost, mlp-tiny
 #   BIN_A=old BIN_B=new REPO_A=r REPO_B=r MODELS_A=dlrm-small MODELS_B=dlrm-small \
 #     RATE=2000 scripts/server-cost.sh          # the same set-up on two binaries
@@ -24,6 +40,7 @@
 #   ROUNDS              interleaved rounds [3]
 #   WINDOW              measured seconds per window, after 1 s of warm-up [4]
 #   OUT                 folder for the repository and logs [target/server-cost]
+#   CG_RATE, CG_SECONDS callgrind: offered rate and seconds counted [200, 5]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +56,7 @@ mkdir -p "$OUT"
 for b in "$BIN_A" "$BIN_B"; do
   [ -x "$b" ] || { echo "no cohost binary at $b (cargo build --release -p cohost-server -p cohost-bench)" >&2; exit 2; }
 done
-command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 2; }
+[ -n "${1:-}" ] || command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 2; }
 if [ -z "${REPO_A:-}" ] || [ -z "${REPO_B:-}" ]; then
   if [ ! -f "$OUT/repo-tiny/.complete" ]; then
     rm -rf "$OUT/repo-tiny"
@@ -55,6 +72,124 @@ MODELS_B="${MODELS_B:-mlp-tiny}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
+
+EXAMPLES="$(dirname "$BIN_B")/examples"
+# Waits until TCP port $1 accepts connections (or process $2 exits).
+wait_port() {
+  for _ in $(seq 1 1500); do
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.2)' "$1" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { echo "the server for port $1 exited; see $OUT/*.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+# Starts the servers of the front-end modes, each command prefixed with "$@" (valgrind):
+# cohost on mlp-tiny (HTTP and gRPC ports of one process), the null HTTP and the null gRPC
+# server. Sets FE_PORT and FE_PID for cohost-http, cohost-grpc, null-http and null-grpc.
+declare -A FE_PORT FE_PID
+start_front_ends() {
+  local http grpc nh ng
+  http=$(free_port) grpc=$(free_port) nh=$(free_port) ng=$(free_port)
+  for b in "$EXAMPLES/null_server" "$EXAMPLES/null_grpc_server"; do
+    [ -x "$b" ] || { echo "no $b (cargo build --release -p cohost-bench --examples)" >&2; exit 2; }
+  done
+  "$@" "$BIN_B" serve --device cpu --model-repository "$REPO_B" --http-port "$http" \
+    --grpc-port "$grpc" >"$OUT/cohost.log" 2>&1 &
+  FE_PID[cohost-http]=$! FE_PID[cohost-grpc]=$!
+  PIDS+=("$!")
+  "$@" "$EXAMPLES/null_server" "127.0.0.1:$nh" >"$OUT/null-http.log" 2>&1 &
+  FE_PID[null-http]=$!
+  PIDS+=("$!")
+  "$@" "$EXAMPLES/null_grpc_server" "127.0.0.1:$ng" >"$OUT/null-grpc.log" 2>&1 &
+  FE_PID[null-grpc]=$!
+  PIDS+=("$!")
+  FE_PORT[cohost-http]=$http FE_PORT[cohost-grpc]=$grpc FE_PORT[null-http]=$nh FE_PORT[null-grpc]=$ng
+  wait_port "$http" "${FE_PID[cohost-http]}"
+  for _ in $(seq 1 1500); do
+    curl -sf "127.0.0.1:$http/v2/health/ready" >/dev/null && break
+    sleep 0.2
+  done
+  wait_port "$grpc" "${FE_PID[cohost-grpc]}"
+  wait_port "$nh" "${FE_PID[null-http]}"
+  wait_port "$ng" "${FE_PID[null-grpc]}"
+}
+# The measured cases: label, cohost bench target, server.
+FE_CASES=("null-http http-json null-http" "cohost-json http-json cohost-http"
+  "cohost-binary http-binary cohost-http" "null-grpc grpc null-grpc" "cohost-grpc grpc cohost-grpc")
+# utime+stime of process $1 (all its threads), in clock ticks.
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+
+if [ "${1:-}" = front-end ]; then
+  start_front_ends
+  HZ=$(getconf CLK_TCK)
+  echo "server CPU per request (/proc utime+stime over $((WINDOW - 1)) s, after 1 s of load), mlp-tiny, $BATCH row(s), open loop at $RATE req/s, $ROUNDS rounds"
+  for r in $(seq 1 "$ROUNDS"); do
+    for c in "${FE_CASES[@]}"; do
+      read -r label target server <<<"$c"
+      pid=${FE_PID[$server]}
+      "$BIN_B" bench --target "$target" --url "http://127.0.0.1:${FE_PORT[$server]}" \
+        --model-repository "$REPO_B" --model mlp-tiny --batch-size "$BATCH" --rate "$RATE" \
+        --warmup 1 --duration "$WINDOW" --no-progress --json "$OUT/bench.json" \
+        >/dev/null 2>"$OUT/bench.err" &
+      bench=$!
+      sleep 1
+      t0=$(date +%s.%N) c0=$(cpu_ticks "$pid")
+      sleep "$((WINDOW - 1))"
+      t1=$(date +%s.%N) c1=$(cpu_ticks "$pid")
+      wait "$bench" || true
+      python3 - "$OUT/bench.json" "$r" "$label" "$RATE" "$t0" "$t1" "$c0" "$c1" "$HZ" <<'EOF'
+import json, sys
+f, r, label = sys.argv[1:4]
+rate, t0, t1, c0, c1, hz = map(float, sys.argv[4:10])
+o = json.load(open(f))["overall"]
+cpu_us = (c1 - c0) / hz * 1e6 / (rate * (t1 - t0))
+print(f"round {r} {label:<13} answered {o['throughput']:7.0f} req/s  errors {o['errors']:5d}  "
+      f"p50 {o['p50_ms']:5.2f} ms  p99 {o['p99_ms']:6.2f} ms  server CPU {cpu_us:6.1f} us/request")
+EOF
+    done
+  done
+  exit 0
+fi
+
+if [ "${1:-}" = callgrind ]; then
+  command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 2; }
+  CG_RATE="${CG_RATE:-200}" CG_SECONDS="${CG_SECONDS:-5}"
+  start_front_ends valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$OUT/callgrind.%p.out"
+  echo "instructions per request (callgrind, counted only while the requests run), mlp-tiny, $BATCH row(s), $CG_RATE req/s for $CG_SECONDS s"
+  for c in "${FE_CASES[@]}"; do
+    read -r label target server <<<"$c"
+    pid=${FE_PID[$server]}
+    bench_args=(--target "$target" --url "http://127.0.0.1:${FE_PORT[$server]}"
+      --model-repository "$REPO_B" --model mlp-tiny --batch-size "$BATCH" --no-progress --timeout 30)
+    # Warm-up, not counted: connections, allocator and the latency model settle.
+    "$BIN_B" bench "${bench_args[@]}" --rate 50 --warmup 0 --duration 2 >/dev/null 2>&1 || true
+    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null
+    "$BIN_B" bench "${bench_args[@]}" --rate "$CG_RATE" --warmup 0 --duration "$CG_SECONDS" \
+      --json "$OUT/bench.json" >/dev/null 2>"$OUT/bench.err" || true
+    callgrind_control -i off "$pid" >/dev/null
+    before=$(ls "$OUT"/callgrind.$pid.out* 2>/dev/null | wc -l)
+    callgrind_control -d "$label" "$pid" >/dev/null
+    for _ in $(seq 1 100); do
+      [ "$(ls "$OUT"/callgrind.$pid.out* 2>/dev/null | wc -l)" -gt "$before" ] && break
+      sleep 0.2
+    done
+    dump=$(ls -t "$OUT"/callgrind.$pid.out* | head -1)
+    mv "$dump" "$OUT/callgrind-$label.out"
+    python3 - "$OUT/bench.json" "$OUT/callgrind-$label.out" "$label" <<'EOF'
+import json, re, sys
+o = json.load(open(sys.argv[1]))["overall"]
+n = o["ok"] + o["errors"]
+text = open(sys.argv[2]).read()
+# The last "totals:" line (a dump's "summary:" header may read 0).
+totals = re.findall(r"^totals:\s+(\d+)", text, re.M)
+ir = int(totals[-1]) if totals else 0
+print(f"{sys.argv[3]:<13} {n:6d} requests ({o['errors']} failed)  {ir / max(n, 1):10.0f} instructions/request")
+EOF
+  done
+  exit 0
+fi
 
 declare -A PORT PID PORT_HTTP
 for side in A B; do

@@ -15,6 +15,7 @@ mod loadgen_tests;
 pub mod oracle;
 pub mod plot;
 pub mod prepared;
+pub mod profile;
 pub mod report;
 pub mod search;
 pub mod server_side;

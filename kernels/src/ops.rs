@@ -30,6 +30,13 @@ pub trait Ops: Send + Sync + 'static {
     /// Allocates a `rows x cols` weight matrix once, shared by every lane.
     fn weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor>;
 
+    /// Allocates a dense layer's `rows x cols` weight matrix, read only as [`Ops::linear`]'s
+    /// `w`: the backend may store it in its product kernel's own layout (so other ops, and
+    /// [`Ops::download`], need not accept it); the default is [`Ops::weight`].
+    fn dense_weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor> {
+        self.weight(data, rows, cols)
+    }
+
     /// Allocates a `rows x cols` weight matrix stored as f16 where this backend can, read as
     /// f32 by [`Ops::linear`]; the default keeps f32.
     fn weight_f16(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor> {

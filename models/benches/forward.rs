@@ -12,6 +12,7 @@
 use cohost_kernels::cpu::CpuOps;
 use cohost_kernels::cpu::gemm::{gemm_crate, gemm_crate_wx, row_dots, row_dots_f16};
 use cohost_kernels::cpu::isa::{self, Isa};
+use cohost_kernels::cpu::packed::{linear_packed, pack};
 use cohost_kernels::{Activation, Lane, Ops};
 use cohost_models::{
     BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource, build_model, synth,
@@ -180,13 +181,15 @@ fn gemm(c: &mut Criterion) {
 }
 
 /// Where the row-dot kernel and the `gemm` crate cross over, on one thread, for the
-/// layers of mlp-small and dlrm-small's widest top layer (`k → m`), and the `gemm` crate
-/// posed both ways (`x · wᵀ` and `w · xᵀ`).
+/// layers of mlp-small and dlrm-small's widest top layer (`k → m`), the `gemm` crate
+/// posed both ways (`x · wᵀ` and `w · xᵀ`), and the packed-weights kernel dense layers use
+/// (bias + ReLU included).
 fn crossover(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(7);
     let mut rand = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
     for (k, m) in [(256usize, 1024usize), (1024, 512), (415, 512)] {
         let w = rand(m * k);
+        let (packed, bias) = (pack(&w, m, k), rand(m));
         let mut g = c.benchmark_group(format!("crossover-{k}x{m}"));
         for n in [16usize, 24, 32, 48, 64, 96, 128, 256, 512] {
             let x = rand(n * k);
@@ -202,6 +205,12 @@ fn crossover(c: &mut Criterion) {
             });
             g.bench_function(format!("gemm-wx/batch-{n}"), |b| {
                 b.iter(|| gemm_crate_wx(black_box(&x), n, k, &w, m, &mut y, 1))
+            });
+            g.bench_function(format!("packed/batch-{n}"), |b| {
+                b.iter(|| {
+                    let relu = Activation::Relu;
+                    linear_packed(black_box(&x), n, k, &packed, m, &bias, relu, &mut y, 1)
+                })
             });
         }
         g.finish();

@@ -7,6 +7,37 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Upper bounds of a config's sizes, checked by [`ModelConfig::validate`]: far above any
+/// model this server runs, low enough that every byte and parameter estimate derived
+/// from them (rows × dim × 4 summed over tables, in × out per layer, the cross net) fits
+/// in a `u64` with room to spare.
+pub mod bounds {
+    /// Largest `max_batch_size` and `batching.max_batch_size`, in rows.
+    pub const BATCH_ROWS: usize = 1 << 20;
+    /// Largest `max_queue_len`, in requests.
+    pub const QUEUE_LEN: usize = 1 << 20;
+    /// Largest `batching.max_queue_delay_us`: one hour.
+    pub const QUEUE_DELAY_US: u64 = 3_600_000_000;
+    /// Largest `max_lanes`.
+    pub const LANES: usize = 4096;
+    /// Largest `weight` (fair share).
+    pub const WEIGHT: f64 = 1e6;
+    /// Most widths in `mlp.layers`, `dlrm.bottom` and `dlrm.top`.
+    pub const LAYERS: usize = 1024;
+    /// Largest layer width, `dlrm.dense_features` and `dlrm.dcn_low_rank`.
+    pub const WIDTH: usize = 1 << 20;
+    /// Largest `dlrm.embedding_dim`.
+    pub const EMBEDDING_DIM: usize = 1 << 16;
+    /// Most embedding tables (`dlrm.table_sizes` entries).
+    pub const TABLES: usize = 1024;
+    /// Largest table (`dlrm.table_sizes[t]`) and `dlrm.cache_rows`, in rows.
+    pub const TABLE_ROWS: usize = 1 << 34;
+    /// Largest bag (`dlrm.multi_hot[t]`), in indices.
+    pub const MULTI_HOT: usize = 1 << 16;
+    /// Most cross layers (`dlrm.dcn_layers`).
+    pub const DCN_LAYERS: usize = 1024;
+}
+
 /// A KServe v2 tensor datatype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DataType {
@@ -295,25 +326,34 @@ impl DlrmParams {
             .collect()
     }
 
-    /// Width of the interaction output (= input width of the top MLP).
+    /// Width of the interaction output (= input width of the top MLP); saturates at
+    /// `usize::MAX` (a validated config stays far below).
     pub(crate) fn interaction_width(&self) -> usize {
         let f = self.table_sizes.len() + 1;
         match self.interaction {
-            InteractionKind::Dot if self.interaction_itself => self.embedding_dim + f * (f + 1) / 2,
-            InteractionKind::Dot => self.embedding_dim + f * (f - 1) / 2,
-            InteractionKind::Dcn | InteractionKind::Cat => f * self.embedding_dim,
+            InteractionKind::Dot if self.interaction_itself => {
+                (self.embedding_dim).saturating_add(f.saturating_mul(f + 1) / 2)
+            }
+            InteractionKind::Dot => {
+                (self.embedding_dim).saturating_add(f.saturating_mul(f - 1) / 2)
+            }
+            InteractionKind::Dcn | InteractionKind::Cat => f.saturating_mul(self.embedding_dim),
         }
     }
 
     /// Bytes of the DCN cross net's weights and biases (f32, with the `[1, low_rank]` zero
-    /// bias of its `V` products); 0 for other interactions.
+    /// bias of its `V` products); 0 for other interactions. Saturates at `u64::MAX`.
     pub(crate) fn crossnet_bytes(&self) -> u64 {
         if self.interaction != InteractionKind::Dcn {
             return 0;
         }
         let w = self.interaction_width() as u64;
         let r = self.dcn_low_rank as u64;
-        self.dcn_layers as u64 * 4 * (2 * w * r + w) + 4 * r
+        let per_layer = w.saturating_mul(r).saturating_mul(2).saturating_add(w);
+        (self.dcn_layers as u64)
+            .saturating_mul(4)
+            .saturating_mul(per_layer)
+            .saturating_add(r.saturating_mul(4))
     }
 }
 

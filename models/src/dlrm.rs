@@ -48,24 +48,34 @@ pub struct Dlrm<O: Ops> {
     sparse_width: usize,
 }
 
-/// Bytes the model's dense layers and cross net take (weights and biases).
+/// Bytes the model's dense layers and cross net take (weights and biases), saturating at
+/// `u64::MAX`.
 pub(crate) fn dense_bytes(p: &DlrmParams, precision: WeightPrecision) -> u64 {
     let bottom = std::iter::once(p.dense_features).chain(p.bottom.iter().copied());
     let top = std::iter::once(p.interaction_width()).chain(p.top.iter().copied());
     let stack = |w: Vec<usize>| -> u64 {
         w.windows(2)
             .map(|p| layer_bytes(p[0], p[1], precision))
-            .sum()
+            .fold(0, u64::saturating_add)
     };
-    stack(bottom.collect()) + stack(top.collect()) + p.crossnet_bytes()
+    stack(bottom.collect())
+        .saturating_add(stack(top.collect()))
+        .saturating_add(p.crossnet_bytes())
 }
 
-/// Bytes of every embedding table (f32).
+/// Bytes of one `rows × dim` f32 table, saturating at `u64::MAX`.
+pub(crate) fn rows_bytes(rows: usize, dim: usize) -> u64 {
+    (rows as u64)
+        .saturating_mul(dim as u64)
+        .saturating_mul(size_of::<f32>() as u64)
+}
+
+/// Bytes of every embedding table (f32), saturating at `u64::MAX`.
 pub(crate) fn table_bytes(p: &DlrmParams) -> u64 {
     p.table_sizes
         .iter()
-        .map(|&r| (r * p.embedding_dim * 4) as u64)
-        .sum()
+        .map(|&r| rows_bytes(r, p.embedding_dim))
+        .fold(0, u64::saturating_add)
 }
 
 impl<O: Ops> Dlrm<O> {

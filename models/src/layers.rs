@@ -1,4 +1,5 @@
-//! A stack of linear layers (weights allocated once through [`Ops::weight`]) and the
+//! A stack of linear layers (weights allocated once through [`Ops::dense_weight`], which
+//! the CPU backend packs for its product kernel) and the
 //! batch-input accessors shared by the families.
 
 use crate::config::{ModelConfig, WeightPrecision};
@@ -9,9 +10,13 @@ use cohost_kernels::{Activation, Lane, Ops};
 /// The largest finite f16.
 const F16_MAX: f32 = 65504.0;
 
-/// Bytes one `inp → out` layer holds: its weight matrix in `precision`, its bias in f32.
+/// Bytes one `inp → out` layer holds: its weight matrix in `precision`, its bias in f32
+/// (saturating at `u64::MAX`, which no budget admits).
 pub(crate) fn layer_bytes(inp: usize, out: usize, precision: WeightPrecision) -> u64 {
-    (inp * out) as u64 * precision.bytes() + 4 * out as u64
+    let (inp, out) = (inp as u64, out as u64);
+    inp.saturating_mul(out)
+        .saturating_mul(precision.bytes())
+        .saturating_add(out.saturating_mul(4))
 }
 
 /// One `act(x · wᵀ + b)` layer.
@@ -46,7 +51,7 @@ impl<O: Ops> DenseStack<O> {
             let name = format!("{prefix}.{i}.weight");
             let w = weights.matrix(&name, &[out, inp])?;
             let w = match precision {
-                WeightPrecision::Fp32 => ops.weight(&w, out, inp)?,
+                WeightPrecision::Fp32 => ops.dense_weight(&w, out, inp)?,
                 WeightPrecision::Fp16 => {
                     if let Some(v) = w.iter().find(|v| !v.is_finite() || v.abs() > F16_MAX) {
                         return Err(ModelError::Weights(format!(
@@ -88,7 +93,7 @@ impl<O: Ops> DenseStack<O> {
         self.layers
             .iter()
             .map(|l| layer_bytes(l.inp, l.out, l.precision))
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 
     /// Multiply-adds counted as 2 FLOPs, per row.

@@ -50,17 +50,18 @@ pub struct MemoryReport {
 impl MemoryReport {
     /// Device bytes: weights + resident tables + caches.
     pub fn device_bytes(&self) -> u64 {
-        self.weight_bytes
-            + self
-                .tables
-                .iter()
-                .map(|(_, _, m)| m.resident_bytes + m.cache_bytes)
-                .sum::<u64>()
+        self.tables
+            .iter()
+            .map(|(_, _, m)| m.resident_bytes.saturating_add(m.cache_bytes))
+            .fold(self.weight_bytes, u64::saturating_add)
     }
 
     /// Host bytes held for offloaded tables.
     pub fn host_bytes(&self) -> u64 {
-        self.tables.iter().map(|(_, _, m)| m.host_bytes).sum()
+        self.tables
+            .iter()
+            .map(|(_, _, m)| m.host_bytes)
+            .fold(0, u64::saturating_add)
     }
 }
 

@@ -28,7 +28,12 @@ impl PlannedTensor<'_> {
 
 /// Bytes of tensor data (without the header) for these tensors.
 pub(crate) fn data_bytes(tensors: &[PlannedTensor<'_>]) -> u64 {
-    tensors.iter().map(|t| 4 * t.numel() as u64).sum()
+    let bytes = |t: &PlannedTensor<'_>| {
+        t.shape
+            .iter()
+            .fold(4u64, |acc, &d| acc.saturating_mul(d as u64))
+    };
+    tensors.iter().map(bytes).fold(0, u64::saturating_add)
 }
 
 /// The 8-byte length prefix and the JSON header, padded with spaces to 8 bytes.

@@ -10,6 +10,33 @@ pub mod inference {
     tonic::include_proto!("inference");
 }
 
+/// ORCA load reports (`xds.data.orca.v3.OrcaLoadReport`) and the out-of-band service
+/// `xds.service.orca.v3.OpenRcaService`, from `proto/xds/` (cncf/xds field numbers).
+#[allow(clippy::all, missing_docs)]
+pub mod xds {
+    pub mod data {
+        pub mod orca {
+            pub mod v3 {
+                tonic::include_proto!("xds.data.orca.v3");
+            }
+        }
+    }
+    pub mod service {
+        pub mod orca {
+            pub mod v3 {
+                tonic::include_proto!("xds.service.orca.v3");
+            }
+        }
+    }
+}
+
+/// Generated messages, client (`model_runtime_client`) and server (`model_runtime_server`)
+/// of package `mmesh`: ModelMesh's model-runtime SPI (`proto/model_runtime.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod mmesh {
+    tonic::include_proto!("mmesh");
+}
+
 /// The fully qualified gRPC service name.
 pub const SERVICE_NAME: &str = "inference.GRPCInferenceService";
 
@@ -18,3 +45,5 @@ pub mod wire;
 
 /// The protobuf runtime the generated messages use (`prost::Message` for `encoded_len`).
 pub use prost;
+/// The well-known protobuf types the generated messages use (`Duration`).
+pub use prost_types;

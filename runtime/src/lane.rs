@@ -6,6 +6,12 @@
 //! metrics, releasing it) answers each of the batch's requests with an internal error
 //! and releases the batch's accounting once; one inside [`Scheduler::next`] that the
 //! scheduler could not pin on a model is logged and retried after a growing pause.
+//!
+//! A supervisor thread watches the lanes ([`LanePool`]): a lane thread that died anyway
+//! (a panic escaping the catches above, e.g. from dropping a panic's payload) is respawned
+//! and counted (`cohost_lane_restarts_total`), and a batch running longer than its
+//! [`Overrun`] limit is reported once (`cohost_batch_overruns_total` and a log line), even
+//! while its forward has not returned.
 
 use crate::panic::panic_message;
 use crate::queue::{FormedBatch, ModelQueue, Pending, Reply};
@@ -13,27 +19,256 @@ use crate::scheduler::{Scheduler, Work};
 use crate::{Error, Result, Tensor, TensorData};
 use cohost_kernels::Lane;
 use cohost_models::{Batch, InputData};
+use parking_lot::{Condvar, Mutex};
 use std::any::Any;
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Longest pause of a lane between two scheduler panics in a row.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Starts one worker thread per lane; they exit when the scheduler shuts down.
+/// Starts one worker thread per lane, unsupervised; they exit when the scheduler shuts
+/// down. The runtime starts a [`LanePool`] instead.
+#[cfg(feature = "testing")]
 pub fn spawn_lanes(lanes: Vec<Lane>, scheduler: Arc<Scheduler>) -> Vec<JoinHandle<()>> {
     lanes
         .into_iter()
-        .map(|lane| {
-            let sched = scheduler.clone();
-            std::thread::Builder::new()
-                .name(format!("cohost-lane-{}", lane.index))
-                .spawn(move || serve(&lane, &sched))
-                .expect("spawn lane thread")
-        })
+        .map(|lane| spawn_lane(lane, scheduler.clone()).expect("spawn lane thread"))
         .collect()
+}
+
+fn spawn_lane(lane: Lane, sched: Arc<Scheduler>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("cohost-lane-{}", lane.index))
+        .spawn(move || serve(&lane, &sched))
+}
+
+/// When a running batch counts as overrunning: after `factor` times its predicted time
+/// (the model's latency fit), and never before `floor`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overrun {
+    /// Multiple of the predicted time.
+    pub factor: f64,
+    /// Shortest run that can count as an overrun (scheduling noise stays below it).
+    pub floor: Duration,
+}
+
+impl Overrun {
+    /// How long a batch predicted to take `predicted` seconds may run before it overruns.
+    pub fn limit(&self, predicted: f64) -> Duration {
+        let scaled = Duration::try_from_secs_f64(predicted.max(0.0) * self.factor.max(0.0))
+            .unwrap_or(Duration::MAX);
+        scaled.max(self.floor)
+    }
+
+    /// The longest-running of `q`'s batches that overran at `now`: how long it has run and
+    /// its predicted seconds.
+    pub fn worst(&self, q: &ModelQueue, now: Instant) -> Option<(Duration, f64)> {
+        q.running_batches(now)
+            .into_iter()
+            .filter(|(_, ran, predicted)| *ran > self.limit(*predicted))
+            .map(|(_, ran, predicted)| (ran, predicted))
+            .max_by_key(|(ran, _)| *ran)
+    }
+}
+
+/// The lanes' threads and the supervisor that respawns dead ones and reports overruns.
+pub struct LanePool {
+    shared: Arc<Supervised>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the supervisor and the pool share.
+struct Supervised {
+    scheduler: Arc<Scheduler>,
+    overrun: Overrun,
+    /// Each lane and its current thread (None once joined or given up on).
+    lanes: Vec<(Lane, Mutex<Option<JoinHandle<()>>>)>,
+    restarts: AtomicU64,
+    overruns: AtomicU64,
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl LanePool {
+    /// Starts one thread per lane and their supervisor.
+    pub fn start(lanes: Vec<Lane>, scheduler: Arc<Scheduler>, overrun: Overrun) -> LanePool {
+        let lanes = lanes
+            .into_iter()
+            .map(|lane| {
+                let handle =
+                    spawn_lane(lane.clone(), scheduler.clone()).expect("spawn lane thread");
+                (lane, Mutex::new(Some(handle)))
+            })
+            .collect();
+        let shared = Arc::new(Supervised {
+            scheduler,
+            overrun,
+            lanes,
+            restarts: AtomicU64::new(0),
+            overruns: AtomicU64::new(0),
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+        });
+        let watched = shared.clone();
+        let supervisor = std::thread::Builder::new()
+            .name("cohost-lane-supervisor".into())
+            .spawn(move || watched.supervise())
+            .expect("spawn the lane supervisor");
+        LanePool {
+            shared,
+            supervisor: Mutex::new(Some(supervisor)),
+        }
+    }
+
+    /// Lane threads respawned so far.
+    pub fn restarts(&self) -> u64 {
+        self.shared.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Batches reported as overrunning so far.
+    pub fn overruns(&self) -> u64 {
+        self.shared.overruns.load(Ordering::Relaxed)
+    }
+
+    /// Stops the supervisor (the scheduler is shut down next, so lanes exit by themselves).
+    fn stop_supervisor(&self) {
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(h) = self.supervisor.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Stops supervising and waits until `deadline` for every lane thread to exit; the
+    /// indices of the lanes still running then (left running, not waited on).
+    pub fn join_until(&self, deadline: Instant) -> Vec<usize> {
+        self.stop_supervisor();
+        loop {
+            let mut running = Vec::new();
+            for (lane, slot) in &self.shared.lanes {
+                let mut slot = slot.lock();
+                match slot.as_ref() {
+                    Some(h) if h.is_finished() => {
+                        if let Err(payload) = slot.take().expect("checked").join() {
+                            // Dropping it could panic again (that may be how it escaped).
+                            std::mem::forget(payload);
+                        }
+                    }
+                    Some(_) => running.push(lane.index),
+                    None => {}
+                }
+            }
+            if running.is_empty() || Instant::now() >= deadline {
+                // Dropping the handles of the stuck lanes detaches them.
+                for (lane, slot) in &self.shared.lanes {
+                    if running.contains(&lane.index) {
+                        slot.lock().take();
+                    }
+                }
+                return running;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for LanePool {
+    fn drop(&mut self) {
+        // The supervisor exits at its next tick; the lanes once the scheduler shuts down.
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl Supervised {
+    /// Every tick: respawns lanes that died, reports batches that overran.
+    fn supervise(&self) {
+        let tick =
+            (self.overrun.floor / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let mut reported: HashSet<(usize, u64)> = HashSet::new();
+        loop {
+            {
+                let mut stop = self.stop.lock();
+                if !*stop {
+                    self.wake.wait_for(&mut stop, tick);
+                }
+                if *stop {
+                    return;
+                }
+            }
+            for (lane, slot) in &self.lanes {
+                self.respawn_if_dead(lane, slot);
+            }
+            self.report_overruns(&mut reported);
+        }
+    }
+
+    /// Replaces a lane thread that ended by a panic (one that returned normally saw the
+    /// scheduler shut down and stays ended).
+    fn respawn_if_dead(&self, lane: &Lane, slot: &Mutex<Option<JoinHandle<()>>>) {
+        let mut slot = slot.lock();
+        if !slot.as_ref().is_some_and(|h| h.is_finished()) {
+            return;
+        }
+        let Err(payload) = slot.take().expect("checked").join() else {
+            return;
+        };
+        let msg = panic_message(&*payload);
+        // Dropping the payload could panic again (that may be how it escaped its lane).
+        std::mem::forget(payload);
+        match spawn_lane(lane.clone(), self.scheduler.clone()) {
+            Ok(h) => {
+                *slot = Some(h);
+                self.restarts.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::lane_restart(lane.index);
+                tracing::error!(lane = lane.index, "lane thread died ({msg}); respawned it");
+            }
+            Err(e) => {
+                tracing::error!(
+                    lane = lane.index,
+                    "lane thread died ({msg}) and cannot be respawned: {e}"
+                )
+            }
+        }
+    }
+
+    /// Reports each running batch the first time the supervisor sees it over its limit.
+    fn report_overruns(&self, reported: &mut HashSet<(usize, u64)>) {
+        let now = Instant::now();
+        let mut still = HashSet::new();
+        let mut overrunning = 0usize;
+        for q in self.scheduler.queues() {
+            let key = Arc::as_ptr(&q) as usize;
+            for (id, ran, predicted) in q.running_batches(now) {
+                let limit = self.overrun.limit(predicted);
+                if ran <= limit {
+                    continue;
+                }
+                overrunning += 1;
+                still.insert((key, id));
+                if reported.contains(&(key, id)) {
+                    continue;
+                }
+                self.overruns.fetch_add(1, Ordering::Relaxed);
+                q.metrics.batch_overruns.increment(1);
+                tracing::warn!(
+                    model = %q.name,
+                    version = q.version,
+                    ran_ms = ran.as_secs_f64() * 1e3,
+                    predicted_ms = predicted * 1e3,
+                    "a batch has run over {:.0}x its predicted time and its forward has not returned; its requests are answered when their deadlines pass",
+                    self.overrun.factor
+                );
+            }
+        }
+        *reported = still;
+        crate::metrics::batches_overrunning(overrunning);
+    }
 }
 
 /// A lane's loop: runs the scheduler's batches until it shuts down, whatever panics.

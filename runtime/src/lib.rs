@@ -13,6 +13,9 @@
 
 mod api;
 mod batcher;
+// The virtual clock is driven only through `testing` (by the simulator).
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+mod clock;
 mod error;
 mod lane;
 mod latency_model;
@@ -36,20 +39,28 @@ pub use api::{
 pub use cohost_models::{ModelConfig, TensorSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use repository::validate_model_name;
-pub use runtime::{Device, Runtime, RuntimeOptions};
+pub use runtime::{
+    DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR, DEFAULT_SHUTDOWN_TIMEOUT, Device, Runtime,
+    RuntimeOptions,
+};
 pub use scheduler::ScheduleKind;
 pub use size::parse_byte_size;
 pub use stats::{BatchStats, ModelStats, StatisticDuration};
 pub use table_metrics::{placement_label, record_table_metrics};
 pub use tensor::{DataType, Tensor, TensorData};
 
-/// The runtime's internals, for its own tests (cargo feature `testing`; not a stable API):
-/// queues, batching and scheduling policies, the scheduler and its lanes, built by hand.
+/// The runtime's internals, for its own tests and the simulator (`cohost-sim`; cargo
+/// feature `testing`; not a stable API): queues, batching and scheduling policies, the
+/// scheduler and its lanes, built by hand, on the real clock or a virtual one.
 #[cfg(feature = "testing")]
 pub mod testing {
-    pub use crate::batcher::{BatchPolicy, Decision, NoBatching, QueueView};
+    pub use crate::batcher::{
+        AdaptiveBatching, BatchPolicy, Decision, NoBatching, QueueView, StaticBatching, policy_for,
+    };
+    pub use crate::clock::{Clock, VirtualClock};
     pub use crate::lane::spawn_lanes;
     pub use crate::latency_model::LatencyModel;
+    pub use crate::queue::FormedBatch;
     pub use crate::queue::{MemoryLease, ModelQueue, Pending, Reply};
-    pub use crate::scheduler::{Candidate, EdfFairShare, SchedulePolicy, Scheduler};
+    pub use crate::scheduler::{Candidate, EdfFairShare, Poll, SchedulePolicy, Scheduler, Work};
 }

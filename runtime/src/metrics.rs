@@ -42,6 +42,8 @@ pub struct ModelMetrics {
     pub in_flight: Gauge,
     /// The model's load counter.
     pub load: Gauge,
+    /// Batches that ran past their overrun limit (reported while still running).
+    pub batch_overruns: Counter,
     /// `cohost_host_load`, resolved on first use (so the series appears with the first
     /// report, as before handles were kept).
     host_load: OnceLock<Gauge>,
@@ -66,6 +68,7 @@ impl ModelMetrics {
             pending: gauge!("cohost_pending_requests", &l),
             in_flight: gauge!("cohost_inflight_requests", &l),
             load: gauge!("cohost_model_load", "model" => m.clone()),
+            batch_overruns: counter!("cohost_batch_overruns_total", &l),
             host_load: OnceLock::new(),
             failures: Default::default(),
             model: m,
@@ -161,6 +164,25 @@ pub fn lane_busy(lane: usize, seconds: f64) {
         cache.gauges.resize(lane + 1, None);
     }
     cache.gauges[lane] = Some(g);
+}
+
+/// Counts one respawn of a lane thread that died (`cohost_lane_restarts_total{lane}`).
+pub fn lane_restart(lane: usize) {
+    counter!("cohost_lane_restarts_total", "lane" => lane.to_string()).increment(1);
+}
+
+/// Exports the supervision series at 0 for `lanes` lanes, so that alerts on their
+/// increase see them before the first restart.
+pub fn supervision_started(lanes: usize) {
+    for lane in 0..lanes {
+        counter!("cohost_lane_restarts_total", "lane" => lane.to_string()).increment(0);
+    }
+    batches_overrunning(0);
+}
+
+/// Sets how many batches are running past their overrun limit now.
+pub fn batches_overrunning(n: usize) {
+    gauge!("cohost_batches_overrunning").set(n as f64);
 }
 
 /// Publishes what the runtime runs on: `cohost_device_info{backend,device,mig_profile} 1`,

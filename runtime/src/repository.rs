@@ -61,13 +61,37 @@ pub struct ModelOnDisk {
 /// Reads a model folder: its config and its numeric version folders.
 pub fn read_model(repo: &Path, name: &str) -> Result<ModelOnDisk> {
     validate_model_name(name)?;
-    let dir = repo.join(name);
+    read_model_within(repo, &repo.join(name), name)
+}
+
+/// Reads the model folder `dir` (anywhere, not only in a repository) for the model `name`;
+/// its files must resolve inside `dir` itself.
+pub fn read_model_dir(dir: &Path, name: &str) -> Result<ModelOnDisk> {
+    read_model_within(dir, dir, name)
+}
+
+/// Reads the model folder `dir`, refusing files that resolve (through links) outside `repo`.
+fn read_model_within(repo: &Path, dir: &Path, name: &str) -> Result<ModelOnDisk> {
+    let dir = dir.to_path_buf();
     let config_path = dir.join(CONFIG_FILE);
     if !config_path.is_file() {
         return Err(Error::not_found(format!(
             "model '{name}' is not in the repository ({} has no {CONFIG_FILE})",
             dir.display()
         )));
+    }
+    // A link may point anywhere: only files that resolve inside the repository are read.
+    let root = repo
+        .canonicalize()
+        .map_err(|e| Error::unavailable(format!("cannot read model repository: {e}")))?;
+    let outside = |p: &Path| !p.canonicalize().is_ok_and(|c| c.starts_with(&root));
+    let refuse = |rel: String| {
+        Error::invalid(format!(
+            "model '{name}': {rel} resolves outside the model repository (a symbolic link?); refused"
+        ))
+    };
+    if outside(&config_path) {
+        return Err(refuse(format!("{name}/{CONFIG_FILE}")));
     }
     let config = ModelConfig::from_file(&config_path).map_err(|e| Error::invalid(e.to_string()))?;
     let mut versions = BTreeMap::new();
@@ -80,6 +104,13 @@ pub fn read_model(repo: &Path, name: &str) -> Result<ModelOnDisk> {
         };
         let w = e.path().join(WEIGHTS_FILE);
         if w.is_file() {
+            if outside(&w) {
+                let folder = e.file_name();
+                return Err(refuse(format!(
+                    "{name}/{}/{WEIGHTS_FILE}",
+                    folder.to_string_lossy()
+                )));
+            }
             versions.insert(v, w);
         }
     }

@@ -138,14 +138,12 @@ async fn shutdown_interrupts_a_spinning_lane() {
         .await
         .unwrap();
     assert!(wait_for(Duration::from_secs(10), || rt.lanes_spinning() > 0).await);
-    let started = Instant::now();
     let stopping = tokio::task::spawn_blocking(move || rt.shutdown());
     // Lanes spin for 60 s: a shutdown that waited for them would miss this by far.
     tokio::time::timeout(Duration::from_secs(20), stopping)
         .await
         .expect("shutdown waited for the spinning lanes")
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 /// Polls `done` every millisecond until it holds (true) or `limit` passes (false).

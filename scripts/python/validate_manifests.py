@@ -15,7 +15,8 @@ an unknown or misspelt field is an error, as is a value of the wrong type.
 Then cross-object checks: an InferenceService's runtime exists here and supports its model
 format and protocol; every `cohost serve`/`cohost gen` flag in a container's args is one the
 CLI defines (its `ServeArgs`/`GenArgs` structs under server/src); a KServe runtime serves
-/mnt/models.
+/mnt/models, except a ModelMesh one (`multiModel: true`), whose `grpcEndpoint` and
+`grpcDataEndpoint` ports must be the container's --modelmesh-port and --grpc-port.
 
 --self-test copies the folder, breaks it one way at a time (misspelt fields, a flag cohost
 does not have) and requires each broken copy to fail.
@@ -335,12 +336,21 @@ def check_kserve_links(docs: list[Document]) -> list[str]:
         if bad:
             errors.append(f"{rt.label}: unknown protocolVersions {sorted(bad)}")
         args = ((spec.get("containers") or [{}])[0]).get("args") or []
-        if f"--model-repository={KSERVE_MODEL_DIR}" not in args:
+        if spec.get("multiModel"):
+            # ModelMesh: models arrive through the SPI on grpcEndpoint, inference on
+            # grpcDataEndpoint; both must be the ports the container serves.
+            for field_name, flag in (("grpcEndpoint", "--modelmesh-port"), ("grpcDataEndpoint", "--grpc-port")):
+                want = f"{flag}={str(spec.get(field_name, '')).removeprefix('port:')}"
+                if want not in args:
+                    errors.append(f"{rt.label}: {field_name} {spec.get(field_name)!r} is not the container's {flag}")
+        elif f"--model-repository={KSERVE_MODEL_DIR}" not in args:
             errors.append(f"{rt.label}: the container does not serve {KSERVE_MODEL_DIR}")
     for d in docs:
         if d.data["kind"] != "InferenceService":
             continue
         model = ((d.data.get("spec") or {}).get("predictor") or {}).get("model") or {}
+        annotations = (d.data.get("metadata") or {}).get("annotations") or {}
+        modelmesh = annotations.get("serving.kserve.io/deploymentMode") == "ModelMesh"
         fmt = (model.get("modelFormat") or {}).get("name")
         wanted = model.get("runtime")
         candidates = (
@@ -348,6 +358,14 @@ def check_kserve_links(docs: list[Document]) -> list[str]:
         )
         if wanted and not candidates:
             errors.append(f"{d.label}: runtime {wanted} is not defined under this folder")
+            continue
+        # ModelMesh InferenceServices run on multi-model runtimes only, the others never.
+        candidates = [
+            rt for rt in candidates if bool((rt.data.get("spec") or {}).get("multiModel")) == modelmesh
+        ]
+        if wanted and not candidates:
+            mode = "ModelMesh" if modelmesh else "single-model"
+            errors.append(f"{d.label}: runtime {wanted} does not serve {mode} InferenceServices (multiModel)")
             continue
         fits = []
         for rt in candidates:
@@ -409,7 +427,14 @@ BREAKAGES = [
     ("k8s/deployment.yaml", "containerPort: 8000", 'containerPort: "8000"', "8000"),
     ("k8s/service.yaml", "targetPort: grpc", "targetport: grpc", "targetport"),
     ("k8s/service-monitor.yaml", "scrapeTimeout:", "scrapeTimout:", "scrapeTimout"),
-    ("k8s/deployment.yaml", "- --device=cpu", "- --drain-timeout=30s", "--drain-timeout"),
+    ("k8s/deployment.yaml", "- --device=cpu", "- --drain-deadline=30", "--drain-deadline"),
+    (
+        "kserve/serving-runtime-modelmesh.yaml",
+        "- --modelmesh-port=8085",
+        "- --modelmesh-port=8086",
+        "grpcEndpoint",
+    ),
+    ("kserve/serving-runtime-modelmesh.yaml", "multiModel: true", "multimodel: true", "multimodel"),
 ]
 
 

@@ -68,7 +68,8 @@ impl From<DeviceArg> for Device {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Model repository folder; without it a small demo repository is generated (once,
-    /// into the user cache folder) and served.
+    /// into the user cache folder) and served, unless --modelmesh-port is given (then
+    /// models arrive through ModelMesh's loadModel only).
     #[arg(long, env = "COHOST_MODEL_REPOSITORY")]
     pub model_repository: Option<PathBuf>,
     /// Address to bind.
@@ -123,12 +124,30 @@ pub struct ServeArgs {
     /// `Authorization: Bearer TOKEN`, gRPC `authorization` metadata).
     #[arg(long, env = "COHOST_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: Option<String>,
+    /// Seconds a graceful shutdown (SIGTERM, SIGINT) waits for accepted requests: then
+    /// requests still running get 503 / UNAVAILABLE, open streams end UNAVAILABLE, and the
+    /// process exits. A second signal exits at once.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// A batch running this many times its predicted time (and at least 1 s) is reported
+    /// as overrunning (`cohost_batch_overruns_total` and a log line).
+    #[arg(long, value_name = "FACTOR", default_value_t = cohost_runtime::DEFAULT_OVERRUN_FACTOR)]
+    pub batch_overrun_factor: f64,
     /// Threads running the HTTP and gRPC front ends (socket I/O, parsing, encoding); models
     /// run on the lanes, not here. 0 = one per 4 cores, at least 1. Each answer a lane
     /// hands back wakes one idle front-end thread, which then wakes another to look for
     /// more work: with small requests and few cores, extra threads cost more than they give.
     #[arg(long, env = "COHOST_IO_THREADS", default_value_t = 0)]
     pub io_threads: usize,
+    /// Form of the HTTP `endpoint-load-metrics` ORCA header when a request does not name
+    /// one in `endpoint-load-metrics-format` (gRPC always sends `endpoint-load-metrics-bin`).
+    #[arg(long, value_enum, default_value_t = crate::orca::Format::Text)]
+    pub load_report_format: crate::orca::Format,
+    /// Serve ModelMesh's model-runtime SPI (mmesh.ModelRuntime: loadModel, unloadModel,
+    /// modelSize, predictModelSize, runtimeStatus) on this port; needs a memory budget
+    /// (--memory-budget on the CPU). Off by default. See docs/DEPLOY.md § ModelMesh.
+    #[arg(long)]
+    pub modelmesh_port: Option<u16>,
 }
 
 impl ServeArgs {
@@ -166,6 +185,14 @@ impl ServeArgs {
                 .filter(|t| !t.is_zero())
                 .context("--body-timeout-secs must be a positive number of seconds")?,
             control_token: self.control_token.clone(),
+            load_report_format: self.load_report_format,
+            modelmesh_port: self.modelmesh_port,
+            drain_timeout: Duration::try_from_secs_f64(self.drain_timeout)
+                .ok()
+                .context("--drain-timeout must be a number of seconds, 0 or more")?,
+            overrun_factor: Some(self.batch_overrun_factor)
+                .filter(|f| *f >= 1.0 && f.is_finite())
+                .context("--batch-overrun-factor must be a number, 1 or more")?,
         })
     }
 }
@@ -237,25 +264,56 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     cohost_runtime::parse_byte_size(s)
 }
 
-/// Resolves once on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Exit status after a second SIGINT or SIGTERM cut a graceful shutdown short.
+pub const FORCED_EXIT: i32 = 130;
+
+/// Resolves on the first SIGINT (Ctrl-C) or SIGTERM; from then on a second one exits the
+/// process at once with [`FORCED_EXIT`]. The handlers are installed before this returns,
+/// so no signal is lost between the two. Call within a tokio runtime.
+pub fn shutdown_signals() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (first, first_rx) = tokio::sync::oneshot::channel::<()>();
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = signal(SignalKind::interrupt())
+            .and_then(|int| Ok((int, signal(SignalKind::terminate())?)));
+        match streams {
+            Ok((mut int, mut term)) => {
+                tokio::spawn(async move {
+                    let mut first = Some(first);
+                    loop {
+                        let name = tokio::select! {
+                            _ = int.recv() => "SIGINT",
+                            _ = term.recv() => "SIGTERM",
+                        };
+                        if let Some(first) = first.take() {
+                            tracing::info!(
+                                "{name} received: draining (a second signal exits at once)"
+                            );
+                            let _ = first.send(());
+                        } else {
+                            tracing::warn!("{name} received again: exiting without draining");
+                            std::process::exit(FORCED_EXIT);
+                        }
+                    }
+                });
             }
-            Err(_) => std::future::pending::<()>().await,
+            Err(e) => tracing::warn!("cannot install the SIGINT/SIGTERM handlers: {e}"),
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received: draining (a second one exits at once)");
+        let _ = first.send(());
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(FORCED_EXIT);
+    });
+    async move {
+        if first_rx.await.is_err() {
+            // No handler could be installed: never a signal.
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -278,16 +336,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     if !dir.is_dir() {
                         bail!("model repository '{}' is not a folder", dir.display());
                     }
-                    dir.clone()
+                    Some(dir.clone())
                 }
-                None => tokio::task::spawn_blocking(crate::demo::demo_repository)
-                    .await?
-                    .context("cannot prepare the demo repository")?,
+                // ModelMesh brings every model through loadModel.
+                None if args.modelmesh_port.is_some() => None,
+                None => Some(
+                    tokio::task::spawn_blocking(crate::demo::demo_repository)
+                        .await?
+                        .context("cannot prepare the demo repository")?,
+                ),
             };
-            tracing::info!("model repository: {}", repository.display());
+            match &repository {
+                Some(dir) => tracing::info!("model repository: {}", dir.display()),
+                None => tracing::info!("no model repository: models come from ModelMesh"),
+            }
             tracing::info!(io_threads = args.io_threads(), "front-end threads");
-            let handle =
-                crate::serve(args.to_options(Some(repository))?, shutdown_signal()).await?;
+            let handle = crate::serve(args.to_options(repository)?, shutdown_signals()).await?;
             handle.wait().await?;
             tracing::info!("bye");
             Ok(ExitCode::SUCCESS)
@@ -336,6 +400,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The `cohost` binary's `main`: logging, the command line from the process's arguments,
+/// the async runtime, and the exit status.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    // `bench` becomes the `cohost-bench` process: it needs no async runtime here.
+    if let Command::Bench(bench) = &cli.command {
+        return match crate::bench::run(&bench.args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // `serve` gets a runtime sized for the front ends (see `--io-threads`); every other
+    // command gets what `#[tokio::main]` would build.
+    let runtime = match async_runtime(&cli) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +472,16 @@ mod tests {
             Command::Bench(b) => assert!(b.args.is_empty()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_modelmesh_port_is_off_unless_given() {
+        let options = |extra: &[&str]| serve_args(extra).to_options(None).unwrap();
+        assert_eq!(options(&[]).modelmesh_port, None);
+        assert_eq!(
+            options(&["--modelmesh-port", "8085"]).modelmesh_port,
+            Some(8085)
+        );
     }
 
     #[test]

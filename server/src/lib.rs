@@ -3,9 +3,12 @@
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod drain;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod modelmesh;
+pub mod orca;
 pub mod poll;
 mod serve;
 

@@ -1,6 +1,15 @@
 //! The embeddable server: one `Runtime`, HTTP and gRPC listeners, optional metrics
-//! port and repository polling, and a graceful shutdown that drains them all.
+//! port, ModelMesh SPI port and repository polling, and a graceful shutdown that drains
+//! them all within a deadline.
+//!
+//! Shutdown, once the `shutdown` future resolves (or [`ServerHandle::shutdown`]): readiness
+//! turns false and the listeners stop accepting connections; accepted requests run to
+//! their answers. When `drain_timeout` passes first, the [`Cut`] fires: requests still
+//! running get 503 / UNAVAILABLE and open streams end with UNAVAILABLE; the listeners get
+//! [`CUT_GRACE`] more to close, then are dropped; the runtime gets [`LANE_GRACE`] to stop
+//! its lanes (a lane stuck in a forward is reported and left behind).
 
+use crate::drain::Cut;
 use crate::grpc::{self, GrpcOptions};
 use crate::http::admission::Admission;
 use crate::http::auth::ControlToken;
@@ -13,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -46,6 +55,15 @@ pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 
 /// Default of [`ServeOptions::body_timeout`].
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default of [`ServeOptions::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the listeners may take to close once the drain deadline cut what was running.
+pub const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the runtime's lanes may take to stop once the listeners are closed.
+pub const LANE_GRACE: Duration = Duration::from_secs(2);
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
@@ -83,6 +101,14 @@ pub struct ServeOptions {
     pub body_timeout: Duration,
     /// Bearer token the repository control and index calls need (None: open).
     pub control_token: Option<String>,
+    /// Form of the HTTP `endpoint-load-metrics` header when a request names none.
+    pub load_report_format: crate::orca::Format,
+    /// Port of ModelMesh's model-runtime SPI (`mmesh.ModelRuntime`; None: not served).
+    pub modelmesh_port: Option<u16>,
+    /// How long a graceful shutdown waits for accepted requests before it cuts them.
+    pub drain_timeout: Duration,
+    /// A batch running this many times its predicted time is reported as overrunning.
+    pub overrun_factor: f64,
 }
 
 impl Default for ServeOptions {
@@ -104,6 +130,10 @@ impl Default for ServeOptions {
             max_inflight: DEFAULT_MAX_INFLIGHT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             control_token: None,
+            load_report_format: crate::orca::Format::Text,
+            modelmesh_port: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            overrun_factor: cohost_runtime::DEFAULT_OVERRUN_FACTOR,
         }
     }
 }
@@ -116,10 +146,14 @@ pub struct ServerHandle {
     pub grpc_addr: SocketAddr,
     /// Where the separate metrics listener is, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where ModelMesh's model-runtime SPI listens, if it is served.
+    pub modelmesh_addr: Option<SocketAddr>,
     /// The runtime both transports share.
     pub runtime: Runtime,
     trigger: Arc<watch::Sender<bool>>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    cut: Cut,
+    drain_timeout: Duration,
 }
 
 impl ServerHandle {
@@ -133,22 +167,55 @@ impl ServerHandle {
         self.trigger.send_replace(true);
     }
 
-    /// Waits until shutdown was requested and every listener drained, then stops the runtime.
+    /// Waits until shutdown was requested and every listener drained (or the drain
+    /// deadline cut what was left), then stops the runtime.
     pub async fn wait(mut self) -> anyhow::Result<()> {
+        let _ = self.trigger.subscribe().wait_for(|stop| *stop).await;
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let mut results: Vec<Option<anyhow::Result<()>>> = tasks.iter().map(|_| None).collect();
+        let drained = collect(
+            &mut tasks,
+            &mut results,
+            tokio::time::Instant::from_std(deadline),
+        )
+        .await;
+        if !drained {
+            let open = tasks.len() - results.iter().filter(|r| r.is_some()).count();
+            tracing::warn!(
+                listeners_open = open,
+                "drain deadline ({:?}) passed: cutting the requests and streams still open",
+                self.drain_timeout
+            );
+            self.cut.fire();
+            let until = tokio::time::Instant::now() + CUT_GRACE;
+            if !collect(&mut tasks, &mut results, until).await {
+                for ((what, task), result) in tasks.iter().zip(&mut results) {
+                    if result.is_none() {
+                        tracing::warn!(
+                            "{what}: connections still open after the cut; dropping them"
+                        );
+                        task.abort();
+                        *result = Some(Ok(()));
+                    }
+                }
+            }
+        }
         let mut first_error = None;
-        for (what, task) in self.tasks.drain(..) {
-            let result = match task.await {
-                Ok(r) => r,
-                Err(e) => Err(anyhow::anyhow!("{what} task panicked: {e}")),
-            };
-            if let Err(e) = result {
+        for ((what, _), result) in tasks.iter().zip(results) {
+            if let Some(Err(e)) = result {
                 tracing::error!("{what}: {e:#}");
                 first_error.get_or_insert(e);
             }
         }
-        let runtime = self.runtime.clone();
-        tokio::task::spawn_blocking(move || runtime.shutdown()).await?;
-        tracing::info!("runtime stopped");
+        // Accepted requests are answered by now (or cut): the lanes only finish what a
+        // cut left behind.
+        let stuck = self.runtime.shutdown_within_async(LANE_GRACE).await;
+        if stuck.is_empty() {
+            tracing::info!("runtime stopped");
+        } else {
+            tracing::warn!(lanes = ?stuck, "runtime stopped with lanes still running a batch");
+        }
         first_error.map_or(Ok(()), Err)
     }
 
@@ -165,6 +232,25 @@ impl Drop for ServerHandle {
             self.trigger.send_replace(true);
         }
     }
+}
+
+/// Waits for the tasks without a result yet until `until`; true once every one has one.
+async fn collect(
+    tasks: &mut [(&'static str, JoinHandle<anyhow::Result<()>>)],
+    results: &mut [Option<anyhow::Result<()>>],
+    until: tokio::time::Instant,
+) -> bool {
+    for ((what, task), result) in tasks.iter_mut().zip(results.iter_mut()) {
+        if result.is_some() {
+            continue;
+        }
+        match tokio::time::timeout_at(until, task).await {
+            Ok(Ok(r)) => *result = Some(r),
+            Ok(Err(e)) => *result = Some(Err(anyhow::anyhow!("{what} task panicked: {e}"))),
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Connections the kernel may hold for a listener before it is accepted (capped by
@@ -207,6 +293,10 @@ pub async fn serve(
 ) -> anyhow::Result<ServerHandle> {
     crate::metrics::install();
     let mut runtime_options = RuntimeOptions::default()
+        .batch_overrun(
+            options.overrun_factor,
+            cohost_runtime::DEFAULT_OVERRUN_FLOOR,
+        )
         .lanes(options.lanes)
         .lane_spin(options.lane_spin)
         .schedule(options.schedule)
@@ -235,6 +325,13 @@ pub async fn serve(
         tracing::info!(model = %m.name, version = m.version, state = m.state.as_str(), "model");
     }
 
+    let modelmesh = match options.modelmesh_port {
+        Some(port) => Some((
+            crate::modelmesh::ModelRuntimeService::new(runtime.clone())?,
+            bind(options.host, port, "ModelMesh")?,
+        )),
+        None => None,
+    };
     let http_listener = bind(options.host, options.http_port, "HTTP")?;
     let grpc_listener = bind(options.host, options.grpc_port, "gRPC")?;
     let metrics_listener = match options.metrics_port {
@@ -247,10 +344,16 @@ pub async fn serve(
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
+    let modelmesh_addr = modelmesh
+        .as_ref()
+        .map(|(_, l)| l.local_addr())
+        .transpose()?;
 
     let (tx, rx) = watch::channel(false);
     let trigger = Arc::new(tx);
     let shutting_down = Arc::new(AtomicBool::new(false));
+    let drain_timeout = options.drain_timeout;
+    let cut = Cut::new(drain_timeout);
     {
         let trigger = trigger.clone();
         let flag = shutting_down.clone();
@@ -261,7 +364,10 @@ pub async fn serve(
                 _ = rx.wait_for(|stop| *stop) => {}
             }
             flag.store(true, Ordering::SeqCst);
-            tracing::info!("shutting down: draining accepted requests");
+            tracing::info!(
+                "shutting down: readiness is false, draining accepted requests for up to {:?}",
+                drain_timeout
+            );
         });
     }
 
@@ -269,6 +375,7 @@ pub async fn serve(
     // One in-flight limit for both transports, and one control token.
     let admission = Admission::new(options.max_inflight);
     let control_token = ControlToken::new(options.control_token.as_deref());
+    let load_reports = crate::orca::LoadReporter::new(runtime.clone(), options.load_report_format);
     let state = AppState {
         runtime: runtime.clone(),
         max_body_bytes: options.max_body_bytes,
@@ -277,8 +384,12 @@ pub async fn serve(
         control_token: control_token.clone(),
         admission: admission.clone(),
         shutting_down,
+        load_reports: load_reports.clone(),
     };
-    let app = http::router(state.clone());
+    let app = http::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        cut.clone(),
+        crate::drain::cut_http,
+    ));
     // Responses are written whole, so Nagle's algorithm only ever delays them (as gRPC's
     // accepted sockets, HTTP ones get TCP_NODELAY).
     let http_listener = http_listener.tap_io(set_nodelay);
@@ -294,6 +405,8 @@ pub async fn serve(
         explicit_model_control: options.model_control == ModelControlMode::Explicit,
         control_token,
         admission: Some(admission),
+        load_reports: Some(load_reports),
+        cut: cut.clone(),
     };
     let grpc_serve = grpc::serve(
         runtime.clone(),
@@ -314,6 +427,15 @@ pub async fn serve(
         tracing::info!(
             "Prometheus metrics on http://{}/metrics",
             metrics_addr.expect("bound")
+        );
+    }
+
+    if let Some((service, listener)) = modelmesh {
+        let serve = crate::modelmesh::serve(service, listener, signal(rx.clone()));
+        tasks.push(("ModelMesh", tokio::spawn(serve)));
+        tracing::info!(
+            "ModelMesh model runtime (mmesh.ModelRuntime) listening on {}",
+            modelmesh_addr.expect("bound")
         );
     }
 
@@ -344,8 +466,11 @@ pub async fn serve(
         http_addr,
         grpc_addr,
         metrics_addr,
+        modelmesh_addr,
         runtime,
         trigger,
         tasks,
+        cut,
+        drain_timeout,
     })
 }

@@ -132,6 +132,10 @@ pub struct BenchArgs {
     /// Write a latency-vs-throughput SVG plot.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
+    /// In-process: write (or merge into) a lane cost profile `t(n)` per model for
+    /// `cohost-sim`, from the runtime's per-batch-size statistics after the run.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     /// Never draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,

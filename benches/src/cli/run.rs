@@ -28,6 +28,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"))
     };
     let workload = workload(&args).await?;
+    if args.profile.is_some() && args.target != TargetKind::InProcess {
+        bail!("--profile needs --target in-process (it reads the runtime's own statistics)");
+    }
     if args.oracle {
         return crate::oracle::run(&oracle_options(&args)?, workload).await;
     }
@@ -69,7 +72,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 runtime.backend_name(),
                 runtime.lane_count()
             );
-            let result = run_with(InProcessTarget::new(runtime.clone()), &args, workload).await;
+            let names: Vec<String> = workload.models.iter().map(|m| m.name.clone()).collect();
+            let mut result = run_with(InProcessTarget::new(runtime.clone()), &args, workload).await;
+            if let (Ok(()), Some(path)) = (&result, &args.profile) {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                result = crate::profile::write(path, &runtime, &names);
+            }
             runtime.shutdown();
             result
         }

@@ -1,9 +1,11 @@
 //! The CPU backend: [`CpuOps`] runs the ops on candle tensors (f32, 2-D, host memory).
 //!
-//! Tensors are candle's; products run on the calling lane's thread ([`gemm`]: a row-dot
-//! kernel for a few rows, else the `gemm` crate), the bias add and activation are fused
-//! into one in-place pass over the product; dot interaction and embedding-bag are plain
-//! loops over contiguous slices.
+//! Tensors are candle's; products run on the calling lane's thread. A dense layer's weights
+//! ([`Ops::dense_weight`]) are packed once into the [`packed`] kernel's panels, which fuses
+//! the bias add and ReLU into its epilogue; other weights ([`Ops::weight`]) stay row-major
+//! and take [`gemm`] (a row-dot kernel for a few rows, else the `gemm` crate) followed by
+//! one in-place bias-and-activation pass. Dot interaction and embedding-bag are plain loops
+//! over contiguous slices.
 
 mod concat;
 mod cross;
@@ -11,6 +13,7 @@ mod dot;
 pub mod gemm;
 mod interaction;
 pub mod isa;
+pub mod packed;
 mod self_interaction;
 mod table;
 mod view;
@@ -20,6 +23,7 @@ pub use cross::cross_rows;
 pub use gemm::{matmul_wt, matmul_wt_f16};
 pub use interaction::dot_interaction_rows;
 pub use isa::{Isa, isa};
+pub use packed::linear_packed;
 pub use self_interaction::dot_interaction_itself_rows;
 pub use table::{CpuTable, embedding_bag_sum};
 
@@ -55,6 +59,42 @@ impl CpuOps {
     /// Threads one op may use.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// [`Ops::linear`] with `w` from [`Ops::dense_weight`] (`panels × wk × PANEL`).
+    fn linear_packed(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        (panels, wk): (usize, usize),
+        b: &Tensor,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let (n, k) = dims2(x)?;
+        let out = b.elem_count();
+        if k != wk || out.div_ceil(packed::PANEL) != panels {
+            return Err(KernelError::Shape(format!(
+                "linear: x [{n}, {k}], packed w of {panels} panels x {wk}, b {:?}: need {k} \
+                 inputs and {panels} panels of {} for b's outputs",
+                b.dims(),
+                packed::PANEL
+            )));
+        }
+        let (x, w, b) = (x.contiguous()?, w.contiguous()?, b.contiguous()?);
+        let (xv, wv, bv) = (View::of(&x)?, View::of(&w)?, View::of(&b)?);
+        let mut y = vec![0f32; n * out];
+        packed::linear_packed(
+            xv.as_slice(),
+            n,
+            k,
+            wv.as_slice(),
+            out,
+            bv.as_slice(),
+            act,
+            &mut y,
+            self.threads,
+        );
+        Ok(Tensor::from_vec(y, (n, out), &Device::Cpu)?)
     }
 }
 
@@ -149,6 +189,30 @@ impl Ops for CpuOps {
         host_matrix(data, rows, cols)
     }
 
+    /// Stores the matrix packed into the [`packed`] kernel's panels, a
+    /// `[out.div_ceil(PANEL), k, PANEL]` f32 tensor ([`packed::pack`]), which [`Ops::linear`]
+    /// recognises by its three dimensions.
+    fn dense_weight(&self, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
+        if data.len() != rows * cols {
+            return Err(KernelError::Shape(format!(
+                "{} values cannot form a {rows} x {cols} matrix",
+                data.len()
+            )));
+        }
+        // Fewer outputs than one panel (a DLRM's last 256→1 layer): padding to 16 columns
+        // made the packed kernel 4–6× slower there than the row-dot path (BENCHMARKS.md,
+        // "Packed dense weights"), so those keep the plain layout.
+        if rows < packed::PANEL {
+            return self.weight(data, rows, cols);
+        }
+        let panels = rows.div_ceil(packed::PANEL);
+        Ok(Tensor::from_vec(
+            packed::pack(data, rows, cols),
+            (panels, cols, packed::PANEL),
+            &Device::Cpu,
+        )?)
+    }
+
     /// Stores the matrix as f16 (candle's `F16` dtype): half the bytes a batch streams.
     fn weight_f16(&self, data: &[f32], rows: usize, cols: usize) -> Result<Tensor> {
         let m = host_matrix(data, rows, cols)?;
@@ -181,6 +245,9 @@ impl Ops for CpuOps {
         b: &Tensor,
         act: Activation,
     ) -> Result<Tensor> {
+        if let &[panels, wk, packed::PANEL] = w.dims() {
+            return self.linear_packed(x, w, (panels, wk), b, act);
+        }
         let (n, k) = dims2(x)?;
         let (out, wk) = dims2(w)?;
         if k != wk || b.elem_count() != out {

@@ -69,7 +69,11 @@ impl<O: Ops> CrossNet<O> {
     /// Bytes of the weights and biases held (f32, the zero bias included).
     pub(crate) fn bytes(&self) -> u64 {
         let (w, r) = (self.width as u64, self.low_rank as u64);
-        self.layers.len() as u64 * 4 * (2 * w * r + w) + 4 * r
+        let per_layer = w.saturating_mul(r).saturating_mul(2).saturating_add(w);
+        (self.layers.len() as u64)
+            .saturating_mul(4)
+            .saturating_mul(per_layer)
+            .saturating_add(r.saturating_mul(4))
     }
 
     /// The two GEMMs (2 FLOPs per multiply-add) and the combine (2 per element), per row.

@@ -9,7 +9,7 @@
 //! the host budget; the rest are read in place from the memory-mapped weights file.
 //! See `docs/OFFLOAD.md`.
 
-use super::{dense_bytes, table_bytes};
+use super::{dense_bytes, rows_bytes, table_bytes};
 use crate::config::{CachePolicyKind, DlrmParams, ModelConfig};
 use crate::model::{ModelError, PlacementOptions};
 use cohost_kernels::offload::{CacheConfig, CachePolicy, CacheTier, RowCache, default_cache_rows};
@@ -34,7 +34,7 @@ pub(crate) struct TablePlan {
 
 /// Bytes of table `t` as resident f32.
 fn bytes_of(p: &DlrmParams, t: usize) -> u64 {
-    (p.table_sizes[t] * p.embedding_dim * size_of::<f32>()) as u64
+    rows_bytes(p.table_sizes[t], p.embedding_dim)
 }
 
 /// The cache each table would get if offloaded.
@@ -85,7 +85,7 @@ pub(crate) fn plan(
                  {budget} bytes"
             )));
         }
-        let mut device = dense + tables;
+        let mut device = dense.saturating_add(tables);
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&t| (std::cmp::Reverse(bytes_of(p, t)), t));
         if device > budget && !p.offload {
@@ -106,7 +106,7 @@ pub(crate) fn plan(
             }
             if device_cache(t) < bytes_of(p, t) {
                 tiers[t] = Tier::Host;
-                device = device - bytes_of(p, t) + device_cache(t);
+                device = device.saturating_sub(bytes_of(p, t)) + device_cache(t);
             }
         }
         if device > budget {
@@ -122,7 +122,7 @@ pub(crate) fn plan(
     let mut off: Vec<usize> = (0..n).filter(|&t| tiers[t] != Tier::Resident).collect();
     off.sort_by_key(|&t| (bytes_of(p, t), t));
     for t in off {
-        let host = bytes_of(p, t) + (cache_cost(t) - device_cache(t));
+        let host = bytes_of(p, t).saturating_add(cache_cost(t) - device_cache(t));
         match host_left {
             None => {}
             Some(left) if host <= left => host_left = Some(left - host),

@@ -1,7 +1,7 @@
 //! The batches of one queue running on lanes now, with their predicted cost: what is
 //! left of them is work ahead of the queue, and each is released exactly once.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Running {
     started: Instant,
@@ -38,6 +38,14 @@ impl Ledger {
         };
         self.running.swap_remove(i);
         true
+    }
+
+    /// Each running batch: its id, how long it has run at `now`, its predicted seconds.
+    pub(crate) fn batches(&self, now: Instant) -> Vec<(u64, Duration, f64)> {
+        self.running
+            .iter()
+            .map(|(id, r)| (*id, now.saturating_duration_since(r.started), r.predicted))
+            .collect()
     }
 
     /// Predicted seconds left of the running batches at `now`.

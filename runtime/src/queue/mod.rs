@@ -10,6 +10,7 @@ mod ledger;
 pub(crate) mod usage;
 
 use crate::batcher::{BatchPolicy, QueueView};
+use crate::clock::Clock;
 use crate::latency_model::LatencyModel;
 use crate::metrics::ModelMetrics;
 use crate::stats::StatsRecorder;
@@ -95,10 +96,12 @@ pub struct ModelQueue {
     pub(crate) max_len: usize,
     /// Most lanes this model may occupy at once.
     pub(crate) max_lanes: usize,
-    state: Mutex<State>,
+    state: Counted<State>,
     in_flight: AtomicUsize,
     lanes_busy: AtomicUsize,
     usage: LaneUsage,
+    /// Where "now" is read when the caller does not pass it (load counter, lane usage).
+    clock: Clock,
     _memory: MemoryLease,
 }
 
@@ -128,7 +131,7 @@ impl ModelQueue {
             max_lanes,
             config,
             model,
-            state: Mutex::new(State {
+            state: Counted::new(State {
                 items: VecDeque::new(),
                 arrivals: ArrivalRate::default(),
                 rows: 0,
@@ -138,7 +141,8 @@ impl ModelQueue {
             }),
             in_flight: AtomicUsize::new(0),
             lanes_busy: AtomicUsize::new(0),
-            usage: LaneUsage::new(),
+            usage: LaneUsage::new(Instant::now()),
+            clock: Clock::Real,
             _memory: memory,
         }
     }
@@ -150,10 +154,31 @@ impl ModelQueue {
         self
     }
 
+    /// The same queue reading time from `clock` (a simulator's virtual clock); set before
+    /// the first request.
+    #[cfg(feature = "testing")]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.usage = LaneUsage::new(clock.now());
+        self.clock = clock;
+        self
+    }
+
     /// Model name.
     #[cfg(feature = "testing")]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The model's learned batch latency.
+    #[cfg(feature = "testing")]
+    pub fn latency(&self) -> &LatencyModel {
+        &self.latency
+    }
+
+    /// Most lanes this model may occupy at once.
+    #[cfg(feature = "testing")]
+    pub fn max_lanes(&self) -> usize {
+        self.max_lanes
     }
 
     /// The refusal a request would get now because the queue is full, if it is: checked
@@ -249,7 +274,24 @@ impl ModelQueue {
     /// Predicted seconds of this model's work running plus queued (not divided by lanes).
     pub fn outstanding_work(&self) -> f64 {
         let s = self.state.lock();
-        s.running.left(Instant::now()) + self.queued_work(s.rows)
+        s.running.left(self.clock.now()) + self.queued_work(s.rows)
+    }
+
+    /// The refusal a request of `rows` rows due by `deadline` gets at `now` when the work
+    /// ahead of it and its own run, by the calibrated latency fit, cannot finish by then
+    /// (None: admit it, or the fit is not calibrated yet).
+    pub fn refuse_late(&self, rows: usize, deadline: Instant, now: Instant) -> Option<Error> {
+        let run = self.latency.calibrated_prediction(rows)?;
+        let predicted = self.outstanding_work() / self.max_lanes as f64 + run;
+        let budget = deadline.saturating_duration_since(now).as_secs_f64();
+        (predicted > budget).then(|| {
+            Error::overloaded(format!(
+                "model '{}' cannot answer within the request's timeout: {:.2} ms of work is ahead, {:.2} ms remain",
+                self.name,
+                predicted * 1e3,
+                budget * 1e3
+            ))
+        })
     }
 
     fn queued_work(&self, rows: usize) -> f64 {
@@ -264,6 +306,12 @@ impl ModelQueue {
     /// Predicted seconds left of this model's batches running now.
     pub fn running_work(&self, now: Instant) -> f64 {
         self.state.lock().running.left(now)
+    }
+
+    /// This version's batches running on lanes now: id, time run so far, predicted seconds
+    /// (the lane supervisor reports those running far past their prediction).
+    pub fn running_batches(&self, now: Instant) -> Vec<(u64, Duration, f64)> {
+        self.state.lock().running.batches(now)
     }
 
     /// True when requests are waiting.
@@ -384,11 +432,44 @@ impl ModelQueue {
         drop(s);
         self.in_flight.fetch_sub(requests, Ordering::SeqCst);
         self.lanes_busy.fetch_sub(1, Ordering::SeqCst);
-        self.usage.record(busy, self.config.weight);
+        self.usage
+            .record(busy, self.config.weight, self.clock.now());
         self.metrics
             .in_flight
             .set(self.in_flight.load(Ordering::SeqCst) as f64);
         true
+    }
+}
+
+/// The queue's state behind its mutex; in testing builds it counts how often it was
+/// locked, so a test can tell which queues a scheduling pass touched.
+struct Counted<T> {
+    inner: Mutex<T>,
+    #[cfg(any(test, feature = "testing"))]
+    locks: std::sync::atomic::AtomicU64,
+}
+
+impl<T> Counted<T> {
+    fn new(value: T) -> Self {
+        Counted {
+            inner: Mutex::new(value),
+            #[cfg(any(test, feature = "testing"))]
+            locks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        #[cfg(any(test, feature = "testing"))]
+        self.locks.fetch_add(1, Ordering::Relaxed);
+        self.inner.lock()
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl ModelQueue {
+    /// How many times the queue's state was locked so far (testing builds only).
+    pub fn state_locks(&self) -> u64 {
+        self.state.locks.load(Ordering::Relaxed)
     }
 }
 

@@ -33,24 +33,20 @@ pub(crate) struct LaneUsage {
 }
 
 impl LaneUsage {
-    /// No usage yet.
-    pub(crate) fn new() -> Self {
+    /// No usage yet, as of `now`.
+    pub(crate) fn new(now: Instant) -> Self {
         LaneUsage {
             virtual_ns: AtomicU64::new(0),
-            recent: Mutex::new(Recent {
-                rate: 0.0,
-                at: Instant::now(),
-            }),
+            recent: Mutex::new(Recent { rate: 0.0, at: now }),
         }
     }
 
-    /// Counts a batch that kept a lane busy for `busy` seconds, for a model of fair-share
-    /// `weight`.
-    pub(crate) fn record(&self, busy: f64, weight: f64) {
+    /// Counts a batch that kept a lane busy for `busy` seconds, ending at `now`, for a
+    /// model of fair-share `weight`.
+    pub(crate) fn record(&self, busy: f64, weight: f64, now: Instant) {
         let weight = weight.max(1e-6);
         self.virtual_ns
             .fetch_add((busy / weight * 1e9) as u64, Ordering::Relaxed);
-        let now = Instant::now();
         let mut u = self.recent.lock();
         *u = Recent {
             rate: u.at(now) + busy / USAGE_TAU,

@@ -38,31 +38,15 @@ impl Runtime {
     }
 
     fn load_report(&self, versions: &[Arc<ModelQueue>]) -> LoadReport {
-        let mut work = 0.0;
-        let (mut queued, mut in_flight) = (0, 0);
-        let mut lanes = 1;
-        for q in versions {
-            work += q.outstanding_work();
-            let (a, b) = q.counts();
-            queued += a;
-            in_flight += b;
-            lanes = lanes.max(q.max_lanes);
-        }
-        let model_load = work / lanes as f64;
-        let host_load = self.inner.scheduler.total_work() / self.lane_count().max(1) as f64;
+        let report = self.inner.scheduler.load_report(versions);
         match versions.first() {
             Some(q) => {
-                q.metrics.load.set(model_load);
-                q.metrics.host_load(host_load);
+                q.metrics.load.set(report.model_load);
+                q.metrics.host_load(report.host_load);
             }
-            None => crate::metrics::host_load(host_load),
+            None => crate::metrics::host_load(report.host_load),
         }
-        LoadReport {
-            model_load,
-            host_load,
-            queued,
-            in_flight,
-        }
+        report
     }
 
     /// Refuses a request to a model whose queue is full before the front end decodes
@@ -152,19 +136,8 @@ impl Runtime {
             .map_err(|e| Error::invalid(format!("model '{}': {e}", q.name)))?;
         // A deadline beyond what an Instant can represent is no deadline.
         let deadline = request.timeout.and_then(|t| arrived.checked_add(t));
-        if let Some((d, run)) =
-            deadline.and_then(|d| Some((d, q.latency.calibrated_prediction(rows)?)))
-        {
-            let predicted = q.outstanding_work() / q.max_lanes as f64 + run;
-            let budget = d.saturating_duration_since(Instant::now()).as_secs_f64();
-            if predicted > budget {
-                return Err(Submit::Failed(Error::overloaded(format!(
-                    "model '{}' cannot answer within the request's timeout: {:.2} ms of work is ahead, {:.2} ms remain",
-                    q.name,
-                    predicted * 1e3,
-                    budget * 1e3
-                ))));
-            }
+        if let Some(e) = deadline.and_then(|d| q.refuse_late(rows, d, Instant::now())) {
+            return Err(Submit::Failed(e));
         }
         let (tx, mut rx) = oneshot::channel();
         q.enqueue(Pending {
@@ -185,7 +158,7 @@ impl Runtime {
         // A spinning lane takes this request at once: when its batch is predicted to take
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
-        self.inner.scheduler.notify();
+        self.inner.scheduler.notify_queue(q);
         // Only then look at the model's latency (a lock round trip).
         let early = lane_waiting
             .then(|| reply_spin(self.inner.options.lane_spin, q, rows))
@@ -198,10 +171,7 @@ impl Runtime {
                 match tokio::time::timeout(wait, rx).await {
                     Ok(r) => r.ok(),
                     Err(_) => {
-                        return Err(Submit::Failed(Error::new(
-                            ErrorKind::DeadlineExceeded,
-                            format!("request to model '{}' timed out", q.name),
-                        )));
+                        return Err(Submit::Failed(self.timed_out(q)));
                     }
                 }
             }
@@ -210,6 +180,25 @@ impl Runtime {
         let reply =
             reply.ok_or_else(|| Error::unavailable("the runtime shut down before answering"))??;
         Ok((reply.outputs, reply.queue_seconds))
+    }
+}
+
+impl Runtime {
+    /// The error of a request whose deadline passed before its answer: it says so when a
+    /// batch of the model is overrunning (a forward that has not returned).
+    fn timed_out(&self, q: &ModelQueue) -> Error {
+        let overrun = self.inner.options.overrun();
+        let message = match overrun.worst(q, Instant::now()) {
+            Some((ran, predicted)) => format!(
+                "request to model '{}' timed out: a batch of this model has been running for {:.1} s, over {}x its predicted {:.2} ms, and has not returned",
+                q.name,
+                ran.as_secs_f64(),
+                overrun.factor,
+                predicted * 1e3
+            ),
+            None => format!("request to model '{}' timed out", q.name),
+        };
+        Error::new(ErrorKind::DeadlineExceeded, message)
     }
 }
 

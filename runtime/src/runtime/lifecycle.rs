@@ -1,5 +1,6 @@
 //! Loading, reloading and unloading model versions: repository folders or code, memory
-//! budget accounting, and draining retired versions.
+//! budget accounting, draining retired versions, and shutting the runtime down within a
+//! deadline.
 
 use super::{Runtime, off_executor};
 use crate::queue::{MemoryLease, ModelQueue};
@@ -7,7 +8,10 @@ use crate::{Error, ModelConfig, Result, repository};
 use cohost_models::{PlacementOptions, WeightSource};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long [`Runtime::shutdown`] waits for accepted requests and the lanes.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Runtime {
     /// Loads every model found in the repository folder; returns the failures.
@@ -44,14 +48,16 @@ impl Runtime {
         // An invalid name is refused before anything is stored or logged under it.
         repository::validate_model_name(name)?;
         let _guard = self.inner.load_lock.lock();
-        let result = self.load_model_locked(name);
+        let result = self.load_model_locked(name).map_err(|mut e| {
+            // Reasons name files relative to the repository, not by absolute path: in the
+            // index and in the load call's own answer alike.
+            if let Some(repo) = self.repository() {
+                e.message = e.message.replace(&format!("{}/", repo.display()), "");
+            }
+            e
+        });
         if let Err(e) = &result {
-            // Reasons name files relative to the repository, not by absolute path.
-            let reason = match self.repository() {
-                Some(repo) => e.message.replace(&format!("{}/", repo.display()), ""),
-                None => e.message.clone(),
-            };
-            self.inner.registry.set_failure(name, reason);
+            self.inner.registry.set_failure(name, e.message.clone());
             tracing::warn!(model = name, "load failed: {e}");
         }
         result
@@ -203,7 +209,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn install(
+    pub(super) fn install(
         &self,
         name: &str,
         version: u64,
@@ -228,7 +234,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn retire(&self, name: &str, version: u64) {
+    pub(super) fn retire(&self, name: &str, version: u64) {
         if let Some(q) = self.inner.registry.remove(name, version) {
             q.close();
             tracing::info!(model = name, version, "model version unloading (draining)");
@@ -259,5 +265,67 @@ impl Runtime {
     pub async fn unload_model_async(&self, name: &str) -> Result<()> {
         let (runtime, name) = (self.clone(), name.to_string());
         off_executor(move || runtime.unload_model(&name)).await
+    }
+
+    /// Stops taking requests, lets accepted ones finish, then stops the lanes, waiting
+    /// at most [`DEFAULT_SHUTDOWN_TIMEOUT`]; see [`Runtime::shutdown_within`].
+    ///
+    /// # Blocking
+    ///
+    /// Waits for the accepted requests to run and joins the lane threads; from async code
+    /// use [`Runtime::shutdown_async`].
+    pub fn shutdown(&self) {
+        self.shutdown_within(DEFAULT_SHUTDOWN_TIMEOUT);
+    }
+
+    /// [`Runtime::shutdown`] on a blocking thread of the tokio runtime, for async callers.
+    pub async fn shutdown_async(&self) {
+        let runtime = self.clone();
+        off_executor(move || runtime.shutdown()).await
+    }
+
+    /// Stops taking requests, lets accepted ones finish and stops the lanes, for at most
+    /// `timeout`; the indices of the lanes still running then (a forward that never
+    /// returns), which are logged and left behind, not waited on. Requests still queued
+    /// at the deadline are answered UNAVAILABLE; those in a stuck lane's batch stay
+    /// unanswered (their callers' own deadlines apply).
+    ///
+    /// # Blocking
+    ///
+    /// Up to `timeout`; from async code use [`Runtime::shutdown_within_async`].
+    pub fn shutdown_within(&self, timeout: Duration) -> Vec<usize> {
+        let started = Instant::now();
+        // A timeout too long to represent is a year.
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
+        for q in self.inner.registry.all() {
+            q.close();
+        }
+        self.inner.scheduler.shutdown();
+        let stuck = self.inner.lanes.join_until(deadline);
+        if !stuck.is_empty() {
+            let gone = Error::unavailable("the runtime shut down before answering");
+            let mut failed = 0usize;
+            for q in self.inner.scheduler.queues() {
+                while q.fail_oldest(gone.clone()) {
+                    failed += 1;
+                }
+            }
+            tracing::warn!(
+                lanes = ?stuck,
+                queued_failed = failed,
+                "shutdown: {} lane(s) still running a batch after {timeout:?}; not waiting for them",
+                stuck.len()
+            );
+        }
+        stuck
+    }
+
+    /// [`Runtime::shutdown_within`] on a blocking thread of the tokio runtime, for async
+    /// callers.
+    pub async fn shutdown_within_async(&self, timeout: Duration) -> Vec<usize> {
+        let runtime = self.clone();
+        off_executor(move || runtime.shutdown_within(timeout)).await
     }
 }

@@ -1,6 +1,6 @@
 //! [`Runtime`]: the embeddable API over registry, queues, scheduler and lanes.
 
-use crate::lane::spawn_lanes;
+use crate::lane::{LanePool, Overrun};
 use crate::registry::Registry;
 use crate::repository;
 use crate::scheduler::{ScheduleKind, Scheduler};
@@ -13,7 +13,6 @@ use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Which backend executes models.
@@ -49,7 +48,18 @@ pub struct RuntimeOptions {
     /// Spinning saves a sleeping thread's wake-up per request at low load, and costs the
     /// CPU it spins on.
     pub lane_spin: Duration,
+    /// A batch running longer than this multiple of its predicted time (the model's
+    /// latency fit) is reported as overrunning (metric and log).
+    pub overrun_factor: f64,
+    /// No batch counts as overrunning before it has run this long.
+    pub overrun_floor: Duration,
 }
+
+/// Default of [`RuntimeOptions::overrun_factor`].
+pub const DEFAULT_OVERRUN_FACTOR: f64 = 10.0;
+
+/// Default of [`RuntimeOptions::overrun_floor`].
+pub const DEFAULT_OVERRUN_FLOOR: Duration = Duration::from_secs(1);
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
@@ -61,6 +71,8 @@ impl Default for RuntimeOptions {
             repository: None,
             schedule: ScheduleKind::default(),
             lane_spin: Duration::ZERO,
+            overrun_factor: DEFAULT_OVERRUN_FACTOR,
+            overrun_floor: DEFAULT_OVERRUN_FLOOR,
         }
     }
 }
@@ -107,6 +119,20 @@ impl RuntimeOptions {
         self.lane_spin = spin;
         self
     }
+
+    /// Sets [`RuntimeOptions::overrun_factor`] and [`RuntimeOptions::overrun_floor`].
+    pub fn batch_overrun(mut self, factor: f64, floor: Duration) -> Self {
+        self.overrun_factor = factor;
+        self.overrun_floor = floor;
+        self
+    }
+
+    fn overrun(&self) -> Overrun {
+        Overrun {
+            factor: self.overrun_factor,
+            floor: self.overrun_floor,
+        }
+    }
 }
 
 /// The embeddable runtime; cheap to clone, all clones share one set of models and lanes.
@@ -122,7 +148,7 @@ struct Inner {
     device: DeviceInfo,
     registry: Registry,
     scheduler: Arc<Scheduler>,
-    lanes: Mutex<Vec<JoinHandle<()>>>,
+    lanes: LanePool,
     memory_used: Arc<AtomicU64>,
     load_lock: Mutex<()>,
 }
@@ -136,8 +162,10 @@ impl Drop for Inner {
 mod backend;
 mod infer;
 mod lifecycle;
+mod managed;
 
 use backend::{Backend, CUDA_HEADROOM, choose_backend};
+pub use lifecycle::DEFAULT_SHUTDOWN_TIMEOUT;
 
 /// Runs `f` on the async runtime's blocking threads and returns what it returns (a panic
 /// in it resumes here), so that a blocking lifecycle call does not hold up an executor.
@@ -174,8 +202,9 @@ impl Runtime {
         let scheduler = Arc::new(
             Scheduler::new(options.schedule.policy(), lanes.len()).with_spin(options.lane_spin),
         );
-        let handles = spawn_lanes(lanes, scheduler.clone());
         crate::metrics::device(&device, options.lanes, options.memory_budget);
+        crate::metrics::supervision_started(options.lanes);
+        let lanes = LanePool::start(lanes, scheduler.clone(), options.overrun());
         tracing::info!(
             backend = backend_name,
             device = %device.name,
@@ -194,7 +223,7 @@ impl Runtime {
                 device,
                 registry: Registry::default(),
                 scheduler,
-                lanes: Mutex::new(handles),
+                lanes,
                 memory_used: Arc::new(AtomicU64::new(0)),
                 load_lock: Mutex::new(()),
             }),
@@ -230,6 +259,16 @@ impl Runtime {
     /// Lanes spinning for new work right now (see [`RuntimeOptions::lane_spin`]).
     pub fn lanes_spinning(&self) -> usize {
         self.inner.scheduler.lanes_spinning()
+    }
+
+    /// Lane threads that died and were respawned since the start.
+    pub fn lane_restarts(&self) -> u64 {
+        self.inner.lanes.restarts()
+    }
+
+    /// Batches reported as overrunning (see [`RuntimeOptions::overrun_factor`]) so far.
+    pub fn batch_overruns(&self) -> u64 {
+        self.inner.lanes.overruns()
     }
 
     /// Number of lanes.
@@ -376,28 +415,5 @@ impl Runtime {
             .iter()
             .map(|q| q.stats.snapshot(&q.name, q.version))
             .collect())
-    }
-
-    /// Stops taking requests, lets accepted ones finish, then stops the lanes.
-    ///
-    /// # Blocking
-    ///
-    /// Waits for the accepted requests to run and joins the lane threads; from async code
-    /// use [`Runtime::shutdown_async`].
-    pub fn shutdown(&self) {
-        for q in self.inner.registry.all() {
-            q.close();
-        }
-        self.inner.scheduler.shutdown();
-        let handles: Vec<_> = std::mem::take(&mut *self.inner.lanes.lock());
-        for h in handles {
-            let _ = h.join();
-        }
-    }
-
-    /// [`Runtime::shutdown`] on a blocking thread of the tokio runtime, for async callers.
-    pub async fn shutdown_async(&self) {
-        let runtime = self.clone();
-        off_executor(move || runtime.shutdown()).await
     }
 }

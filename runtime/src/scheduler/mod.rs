@@ -4,6 +4,12 @@
 //! batching policy whether its queue has a batch ready, then lets a [`SchedulePolicy`]
 //! choose among the ready ones (`policy`). An idle lane may spin for new work before it
 //! sleeps (`spin`).
+//!
+//! A pass looks only at the *active* queues: those with requests queued or running, or an
+//! arrival within the last half second (what fair shares count as active). A queue joins
+//! when a request is queued ([`Scheduler::notify_queue`]) and leaves at the first pass
+//! that finds it idle, so a thousand idle models cost a pass (and the load counter)
+//! nothing.
 
 mod policy;
 mod spin;
@@ -12,10 +18,11 @@ mod spin;
 pub use policy::EdfFairShare;
 pub use policy::{Candidate, OldestFirst, ScheduleKind, SchedulePolicy, Tenant, share_caps};
 
-use crate::Error;
 use crate::batcher::Decision;
+use crate::clock::Clock;
 use crate::panic::panic_message;
 use crate::queue::{FormedBatch, ModelQueue, SliceShare};
+use crate::{Error, LoadReport};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use spin::SpinGate;
 pub(crate) use spin::spin_wait;
@@ -26,7 +33,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 struct State {
+    /// Every scheduled queue (open or draining).
     queues: Vec<Arc<ModelQueue>>,
+    /// The queues a pass looks at: every queue with work or a recent arrival, and maybe
+    /// some that went idle since the last pass (a queue is in it at most once).
+    active: Vec<Arc<ModelQueue>>,
+    /// A wake-up named no queue: the next pass looks at every queue once first.
+    rescan: bool,
     shutdown: bool,
     gate: SpinGate,
     /// When a lane last found nothing to do and no batch has started since.
@@ -55,6 +68,19 @@ pub struct Scheduler {
     signals: AtomicU64,
     /// Lanes spinning right now; while any is, a wake-up needs no system call.
     spinning: AtomicUsize,
+    /// Where each pass reads "now".
+    clock: Clock,
+}
+
+/// What one look at the queues found for a free lane (see [`Scheduler::poll`]).
+pub enum Poll {
+    /// A batch for the lane.
+    Work(Work),
+    /// Nothing to run now: look again at this instant, or when a request arrives (None:
+    /// only then).
+    Idle(Option<Instant>),
+    /// Shut down, with nothing left queued.
+    Closed,
 }
 
 impl Scheduler {
@@ -63,6 +89,8 @@ impl Scheduler {
         Scheduler {
             state: Mutex::new(State {
                 queues: Vec::new(),
+                active: Vec::new(),
+                rescan: false,
                 shutdown: false,
                 gate: SpinGate::new(),
                 idle_since: None,
@@ -74,7 +102,20 @@ impl Scheduler {
             spin: Duration::ZERO,
             signals: AtomicU64::new(0),
             spinning: AtomicUsize::new(0),
+            clock: Clock::Real,
         }
+    }
+
+    /// The same scheduler reading time from `clock`; with a virtual clock, drive it with
+    /// [`Scheduler::poll`] (a blocking [`Scheduler::next`] would sleep in real time).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Lanes the scheduler shares out.
+    pub fn lanes(&self) -> usize {
+        self.lanes
     }
 
     /// Lets an idle lane spin up to `spin` for new work before it sleeps: a request that
@@ -179,22 +220,36 @@ impl Scheduler {
         self.policy.name()
     }
 
-    /// Starts scheduling a model version's queue.
+    /// Starts scheduling a model version's queue (a pass looks at it once a request is
+    /// queued: see [`Scheduler::notify_queue`]).
     pub fn add(&self, q: Arc<ModelQueue>) {
         self.state.lock().queues.push(q);
     }
 
-    /// Wakes a lane: a request arrived or a queue closed (a lane that finishes a batch
-    /// looks for the next one itself).
+    /// Wakes a lane for a request just queued on `q` (a lane that finishes a batch looks
+    /// for the next one itself); `q` joins the queues a pass looks at.
+    pub fn notify_queue(&self, q: &Arc<ModelQueue>) {
+        let mut state = self.state.lock();
+        if !state.active.iter().any(|a| Arc::ptr_eq(a, q)) {
+            state.active.push(q.clone());
+        }
+        self.wake_one();
+    }
+
+    /// Wakes a lane after a change to no queue in particular (a queue closed, requests
+    /// queued by hand): its next pass looks at every queue once.
     pub fn notify(&self) {
-        let _g = self.state.lock();
+        self.state.lock().rescan = true;
         self.wake_one();
     }
 
     /// Stops waiting for new work: lanes drain what is queued, then [`Scheduler::next`]
     /// returns None.
     pub fn shutdown(&self) {
-        self.state.lock().shutdown = true;
+        let mut state = self.state.lock();
+        state.shutdown = true;
+        state.rescan = true;
+        drop(state);
         self.wake_all();
     }
 
@@ -203,9 +258,32 @@ impl Scheduler {
         self.state.lock().queues.clone()
     }
 
-    /// Predicted seconds of all models' outstanding work.
+    /// Predicted seconds of all models' outstanding work (an idle queue has none, so
+    /// only the active ones are asked).
     pub fn total_work(&self) -> f64 {
-        self.queues().iter().map(|q| q.outstanding_work()).sum()
+        let state = self.state.lock();
+        state.active.iter().map(|q| q.outstanding_work()).sum()
+    }
+
+    /// The load counter of a model served by `versions` (its loaded versions), and the
+    /// host's over every model, as a response reports them.
+    pub fn load_report(&self, versions: &[Arc<ModelQueue>]) -> LoadReport {
+        let mut work = 0.0;
+        let (mut queued, mut in_flight) = (0, 0);
+        let mut lanes = 1;
+        for q in versions {
+            work += q.outstanding_work();
+            let (a, b) = q.counts();
+            queued += a;
+            in_flight += b;
+            lanes = lanes.max(q.max_lanes);
+        }
+        LoadReport {
+            model_load: work / lanes as f64,
+            host_load: self.total_work() / self.lanes as f64,
+            queued,
+            in_flight,
+        }
     }
 
     /// Blocks until a batch is ready for a free lane; None once shut down and drained.
@@ -215,28 +293,53 @@ impl Scheduler {
     /// pass goes on, so a policy that always panics drains its queue instead of spinning.
     /// A panicking (or out-of-range) cross-model pick falls back to oldest-first.
     pub fn next(&self) -> Option<Work> {
+        match self.pass(true) {
+            Poll::Work(work) => Some(work),
+            Poll::Idle(_) | Poll::Closed => None,
+        }
+    }
+
+    /// The decision [`Scheduler::next`] makes for a free lane at the clock's now, without
+    /// waiting, spinning or sleeping: a batch, or when to look again. A simulator calls it
+    /// for each free lane at each event of its virtual clock.
+    pub fn poll(&self) -> Poll {
+        self.pass(false)
+    }
+
+    /// [`Scheduler::next`]'s loop; unless `block`, it returns instead of waiting.
+    fn pass(&self, block: bool) -> Poll {
         let mut state = self.state.lock();
         let mut spin_end: Option<Instant> = None;
         loop {
             self.passes.fetch_add(1, Ordering::Relaxed);
-            let now = Instant::now();
-            state.queues.retain(|q| !q.is_drained());
+            let now = self.clock.now();
+            if std::mem::take(&mut state.rescan) {
+                rescan(&mut state, now);
+            }
+            // An idle queue (nothing queued or running, no recent arrival) leaves the
+            // active set: left out, it changes no share, cap or candidate (it is inactive
+            // and has nothing to run). A drained one leaves the scheduler too.
+            let mut drained = false;
+            state.active.retain(|q| {
+                let gone = q.is_drained();
+                drained |= gone;
+                !gone && q.recently_active(now)
+            });
+            if drained {
+                state.queues.retain(|q| !q.is_drained());
+            }
             let mut ready: Vec<(usize, usize, Candidate)> = Vec::new();
             let mut wake_at: Option<Instant> = None;
             let mut failed = false;
-            let active: Vec<bool> = state
-                .queues
-                .iter()
-                .map(|q| q.recently_active(now))
-                .collect();
-            let shares = self.shares(&state.queues, &active, now);
+            let active = vec![true; state.active.len()];
+            let shares = self.shares(&state.active, &active, now);
             let shutdown = state.shutdown;
             let capped = if shutdown {
-                vec![None; state.queues.len()]
+                vec![None; state.active.len()]
             } else {
-                self.share_caps(&state.queues, &active, now)
+                self.share_caps(&state.active, &active, now)
             };
-            for (i, q) in state.queues.iter().enumerate() {
+            for (i, q) in state.active.iter().enumerate() {
                 if q.lanes_busy() >= q.max_lanes {
                     continue;
                 }
@@ -261,7 +364,7 @@ impl Scheduler {
             if !ready.is_empty() {
                 let cands: Vec<Candidate> = ready.iter().map(|r| r.2).collect();
                 let (qi, limit, _) = ready[self.pick(&cands)];
-                let q = state.queues[qi].clone();
+                let q = state.active[qi].clone();
                 if let Some(batch) = q.take(limit, now) {
                     if ready.len() > 1 || failed || q.has_queued() {
                         self.wake_one();
@@ -269,7 +372,7 @@ impl Scheduler {
                     if let Some(idle) = state.idle_since.take() {
                         state.gate.record(now.duration_since(idle) <= self.spin * 2);
                     }
-                    return Some(Work { queue: q, batch });
+                    return Poll::Work(Work { queue: q, batch });
                 }
                 continue;
             }
@@ -277,13 +380,16 @@ impl Scheduler {
                 // The failed queue may hold more requests: look again before waiting.
                 continue;
             }
-            if state.shutdown && state.queues.iter().all(|q| !q.has_queued()) {
+            if state.shutdown && state.active.iter().all(|q| !q.has_queued()) {
                 self.wake_all();
-                return None;
+                return Poll::Closed;
             }
             if spin_end.is_none() {
                 // This lane just found nothing to do: an idle period starts.
                 state.idle_since = Some(now);
+            }
+            if !block {
+                return Poll::Idle(wake_at);
             }
             let spin_end = *spin_end.get_or_insert_with(|| {
                 if !self.spin.is_zero() && state.gate.admit() {
@@ -334,6 +440,18 @@ impl Scheduler {
                 );
                 OldestFirst.pick(cands)
             }
+        }
+    }
+}
+
+/// Drops drained queues and puts every queue with work or a recent arrival in the active
+/// set (after a wake-up that named no queue).
+fn rescan(state: &mut State, now: Instant) {
+    state.queues.retain(|q| !q.is_drained());
+    let State { queues, active, .. } = state;
+    for q in queues.iter() {
+        if q.recently_active(now) && !active.iter().any(|a| Arc::ptr_eq(a, q)) {
+            active.push(q.clone());
         }
     }
 }

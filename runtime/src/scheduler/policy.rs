@@ -119,6 +119,12 @@ impl ScheduleKind {
         (ScheduleKind::Fifo, "fifo"),
     ];
 
+    /// The policy object, for a scheduler built by hand.
+    #[cfg(feature = "testing")]
+    pub fn policy_object(self) -> Box<dyn SchedulePolicy> {
+        self.policy()
+    }
+
     /// The policy object.
     pub(crate) fn policy(self) -> Box<dyn SchedulePolicy> {
         match self {

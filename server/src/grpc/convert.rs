@@ -39,6 +39,10 @@ pub fn parse_version(model: &str, version: &str) -> Result<Option<u64>, Status> 
 /// HTTP/2 protocol defines it: 1 to 8 ASCII digits and one of the units H M S m u n.
 /// Anything else is None (malformed).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    // Only ASCII can match, and splitting a multi-byte last character would panic.
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -344,6 +348,9 @@ mod tests {
             "5",
             " 5S",
             "5 S",
+            // Found by the grpc_timeout fuzz target: a multi-byte last character panicked.
+            "x\u{6d8}",
+            "5\u{e9}",
         ] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }

@@ -6,6 +6,7 @@ use super::model_info::{self, Placement};
 use super::status::{invalid, to_status};
 use crate::http::auth::ControlToken;
 use crate::http::errors::{invalid_name_message, quoted};
+use crate::orca::{self, LoadReporter};
 use cohost_protocol::inference as pb;
 use cohost_protocol::inference::grpc_inference_service_server::GrpcInferenceService;
 use cohost_protocol::prost::Message;
@@ -19,6 +20,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// The trailing-metadata key carrying the load counter (ORCA text form).
 pub const LOAD_METADATA: &str = "endpoint-load-metrics";
+
+/// The metadata ModelMesh names the model by on inference calls (`mm-model-id-bin`:
+/// the id's UTF-8 bytes); when present it takes the place of the request's model name.
+pub const MODEL_ID_METADATA: &str = "mm-model-id";
 
 /// Extensions this transport implements, as `ServerMetadata` lists them.
 pub const EXTENSIONS: &[&str] = &[
@@ -43,16 +48,29 @@ pub struct InferenceService {
     runtime: Runtime,
     options: GrpcOptions,
     draining: Arc<AtomicBool>,
+    reporter: LoadReporter,
 }
 
 impl InferenceService {
     /// A service over `runtime`.
     pub fn new(runtime: Runtime, options: GrpcOptions) -> Self {
+        let reporter = options
+            .load_reports
+            .clone()
+            .unwrap_or_else(|| LoadReporter::new(runtime.clone(), Default::default()));
         InferenceService {
             runtime,
             options,
             draining: Arc::new(AtomicBool::new(false)),
+            reporter,
         }
+    }
+
+    /// Adds the load of a call to `metadata`: the ORCA report (binary) and the text form.
+    fn put_reports(&self, metadata: &mut MetadataMap, load: &LoadReport) {
+        let report = self.reporter.report(Some(load)).encode_to_vec();
+        metadata.insert_bin(orca::BIN_METADATA, MetadataValue::from_bytes(&report));
+        put_load(metadata, load);
     }
 
     /// The flag `serve` sets when shutdown begins (ServerReady then answers false).
@@ -113,6 +131,22 @@ impl InferenceService {
     }
 }
 
+/// `stream`, ended with UNAVAILABLE when `cut` fires (the drain deadline) before it ends.
+fn cut_at_deadline(stream: InferStream, cut: &crate::drain::Cut) -> InferStream {
+    let message = cut.message();
+    let fired: Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(cut.fired());
+    Box::pin(futures::stream::unfold(
+        Some((stream, fired, message)),
+        |state| async move {
+            let (mut stream, mut fired, message) = state?;
+            tokio::select! {
+                item = stream.next() => item.map(|item| (item, Some((stream, fired, message)))),
+                () = &mut fired => Some((Err(Status::unavailable(message)), None)),
+            }
+        },
+    ))
+}
+
 /// The ORCA text form of a load report.
 pub fn load_metadata_value(load: &LoadReport) -> String {
     let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
@@ -147,6 +181,26 @@ fn header_timeout<T>(req: &Request<T>) -> Result<Option<std::time::Duration>, St
                 quoted(&String::from_utf8_lossy(value.as_bytes()))
             ))
         })
+}
+
+/// The model a ModelMesh call names in `mm-model-id` (or `mm-model-id-bin`), if any. It
+/// replaces the request's own name: ModelMesh's clients put the InferenceService name
+/// there, while the header carries the id the model was loaded under.
+fn mesh_model<T>(req: &Request<T>) -> Result<Option<String>, Status> {
+    let md = req.metadata();
+    let id = if let Some(v) = md.get(MODEL_ID_METADATA) {
+        v.to_str()
+            .map_err(|_| invalid("mm-model-id is not ASCII; send the id as mm-model-id-bin"))?
+            .to_string()
+    } else if let Some(v) = md.get_bin("mm-model-id-bin") {
+        let bytes = v
+            .to_bytes()
+            .map_err(|_| invalid("mm-model-id-bin is not base64"))?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| invalid("mm-model-id-bin is not UTF-8"))?
+    } else {
+        return Ok(None);
+    };
+    Ok((!id.is_empty()).then_some(id))
 }
 
 /// Refuses a repository call without the control token (when one is configured).
@@ -188,7 +242,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelReadyRequest>,
     ) -> Res<pb::ModelReadyResponse> {
-        let req = req.into_inner();
+        let mesh = mesh_model(&req)?;
+        let mut req = req.into_inner();
+        req.name = mesh.unwrap_or(req.name);
         let version = parse_version(&req.name, &req.version)?;
         let ready = self.runtime.model_ready(&req.name, version);
         Ok(Response::new(pb::ModelReadyResponse { ready }))
@@ -209,7 +265,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelMetadataRequest>,
     ) -> Res<pb::ModelMetadataResponse> {
-        let req = req.into_inner();
+        let mesh = mesh_model(&req)?;
+        let mut req = req.into_inner();
+        req.name = mesh.unwrap_or(req.name);
         let version = parse_version(&req.name, &req.version)?;
         let m = self
             .runtime
@@ -223,19 +281,21 @@ impl GrpcInferenceService for InferenceService {
         req: Request<pb::ModelInferRequest>,
     ) -> Res<pb::ModelInferResponse> {
         let timeout = header_timeout(&req)?;
-        let req = req.into_inner();
+        let mesh = mesh_model(&req)?;
+        let mut req = req.into_inner();
+        req.model_name = mesh.unwrap_or(req.model_name);
         let name = req.model_name.clone();
         match self.infer(req, timeout).await {
             Ok((out, load)) => {
                 let mut resp = Response::new(out);
                 // Moved from the headers into the trailers by `cohost_protocol::wire::WireLayer`.
-                put_load(resp.metadata_mut(), &load);
+                self.put_reports(resp.metadata_mut(), &load);
                 Ok(resp)
             }
             Err(mut status) => {
                 // Errors of a model that exists carry its load too (a trailers-only response).
                 if let Ok(load) = self.runtime.load(&name) {
-                    put_load(status.metadata_mut(), &load);
+                    self.put_reports(status.metadata_mut(), &load);
                 }
                 Err(status)
             }
@@ -247,13 +307,15 @@ impl GrpcInferenceService for InferenceService {
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Res<InferStream> {
         let timeout = header_timeout(&req)?;
+        let mesh = mesh_model(&req)?;
         let svc = self.clone();
         let out = req
             .into_inner()
             .map(move |item| {
-                let svc = svc.clone();
+                let (svc, mesh) = (svc.clone(), mesh.clone());
                 async move {
-                    let req = item?;
+                    let mut req = item?;
+                    req.model_name = mesh.unwrap_or(req.model_name);
                     Ok(match svc.infer(req, timeout).await {
                         Ok((resp, _)) => pb::ModelStreamInferResponse {
                             error_message: String::new(),
@@ -267,7 +329,10 @@ impl GrpcInferenceService for InferenceService {
                 }
             })
             .buffered(STREAM_CONCURRENCY);
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(cut_at_deadline(
+            Box::pin(out),
+            &self.options.cut,
+        )))
     }
 
     async fn model_config(

@@ -2,14 +2,16 @@
 
 use super::AppState;
 use super::admission::BLOCKING_DECODE_BYTES;
-use super::errors::{ApiError, put_load};
+use super::errors::{ApiError, LOAD_HEADER};
 use super::routes::ModelPath;
+use crate::orca::{self, Format};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cohost_protocol::codec::{self, HEADER_LENGTH};
+use cohost_runtime::LoadReport;
 use std::time::Duration;
 
 /// Reads the body up to `limit` bytes within `timeout`: more is a 413, slower a 408.
@@ -57,9 +59,23 @@ pub async fn infer(
             } else {
                 e
             };
-            e.into_response()
+            let load = e.load;
+            let mut res = e.into_response();
+            if let Some(load) = load {
+                put_report(&st, &parts.headers, res.headers_mut(), &load);
+            }
+            res
         }
     }
+}
+
+/// Sets `endpoint-load-metrics` to the ORCA report of a call whose model's load was
+/// `load`, in the form the request asks for (`endpoint-load-metrics-format`) or the
+/// server's `--load-report-format`.
+fn put_report(st: &AppState, request: &HeaderMap, response: &mut HeaderMap, load: &LoadReport) {
+    let format = Format::requested(request, st.load_reports.format());
+    let report = st.load_reports.report(Some(load));
+    response.insert(LOAD_HEADER, orca::header_value(&report, format));
 }
 
 async fn run(
@@ -130,7 +146,7 @@ async fn run(
             );
         }
     }
-    put_load(h, Some(&resp.load));
+    put_report(st, headers, h, &resp.load);
     Ok(res)
 }
 

@@ -10,6 +10,7 @@ mod routes;
 mod triton;
 
 use crate::ModelControlMode;
+use crate::orca::LoadReporter;
 use admission::Admission;
 use auth::ControlToken;
 use axum::Router;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub admission: Admission,
     /// Set once shutdown began: readiness turns false.
     pub shutting_down: Arc<AtomicBool>,
+    /// The ORCA reporter behind every inference's `endpoint-load-metrics` header.
+    pub load_reports: LoadReporter,
 }
 
 /// The KServe v2 router (plus `/metrics`): health, readiness and metrics are exempt from
