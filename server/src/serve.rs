@@ -154,12 +154,18 @@ pub struct ServerHandle {
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     cut: Cut,
     drain_timeout: Duration,
+    admission: Admission,
 }
 
 impl ServerHandle {
     /// `http://host:port` of the HTTP listener.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.http_addr)
+    }
+
+    /// Requests holding an in-flight permit now (`--max-inflight`), on both transports.
+    pub fn requests_in_flight(&self) -> usize {
+        self.admission.in_flight()
     }
 
     /// Starts a graceful shutdown (same as the `shutdown` future resolving).
@@ -374,6 +380,7 @@ pub async fn serve(
     let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
     // One in-flight limit for both transports, and one control token.
     let admission = Admission::new(options.max_inflight);
+    let admission_handle = admission.clone();
     let control_token = ControlToken::new(options.control_token.as_deref());
     let load_reports = crate::orca::LoadReporter::new(runtime.clone(), options.load_report_format);
     let state = AppState {
@@ -472,5 +479,6 @@ pub async fn serve(
         tasks,
         cut,
         drain_timeout,
+        admission: admission_handle,
     })
 }

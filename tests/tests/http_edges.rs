@@ -31,6 +31,19 @@ async fn start_slow_body(s: &TestServer, model: &str, declared: usize) -> TcpStr
     conn
 }
 
+/// Waits (at most 20 s) until `n` requests hold an in-flight permit.
+async fn wait_for_in_flight(s: &TestServer, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.handle().requests_in_flight() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} requests in flight, expected {n}",
+            s.handle().requests_in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Reads one HTTP/1.1 response from `conn`: its status and body (up to the connection's
 /// close or the declared length).
 async fn read_response(conn: &mut TcpStream) -> (u16, String) {
@@ -244,9 +257,6 @@ async fn a_trickling_body_gets_408_while_others_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky (failed 2 of ~12 runs on 2026-12-01): in the failing runs the two slow bodies \
-            held no in-flight permit for 20 s, so every infer got 200; cause not found yet \
-            (docs/RELIABILITY.md, issue 18). Run with --ignored."]
 async fn a_saturated_inflight_limit_refuses_before_work_but_health_answers() {
     let s = TestServer::start(|o| o.max_inflight = 2).await;
     let model = s.model_of(Family::Mlp);
@@ -257,9 +267,14 @@ async fn a_saturated_inflight_limit_refuses_before_work_but_health_answers() {
             .0,
         200
     );
-    // Two slow bodies hold both permits.
+    // The answered request's permit is released by the server's connection task, which may
+    // run a moment after the client has its response: wait for it (bounded) so that the
+    // two slow bodies below meet two free permits.
+    wait_for_in_flight(&s, 0).await;
+    // Two slow bodies hold both permits (their headers are in, their bodies never end).
     let _a = start_slow_body(&s, &model, 1_000_000).await;
     let _b = start_slow_body(&s, &model, 1_000_000).await;
+    wait_for_in_flight(&s, 2).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let (status, v, retry_after) = loop {
         let res = s

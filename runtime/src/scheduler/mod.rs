@@ -73,6 +73,7 @@ pub struct Scheduler {
 }
 
 /// What one look at the queues found for a free lane (see [`Scheduler::poll`]).
+#[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the simulator (cohost-sim)
 pub enum Poll {
     /// A batch for the lane.
     Work(Work),
@@ -106,6 +107,7 @@ impl Scheduler {
         }
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the simulator (cohost-sim)
     /// The same scheduler reading time from `clock`; with a virtual clock, drive it with
     /// [`Scheduler::poll`] (a blocking [`Scheduler::next`] would sleep in real time).
     pub fn with_clock(mut self, clock: Clock) -> Self {
@@ -113,6 +115,7 @@ impl Scheduler {
         self
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the simulator (cohost-sim)
     /// Lanes the scheduler shares out.
     pub fn lanes(&self) -> usize {
         self.lanes
@@ -299,6 +302,7 @@ impl Scheduler {
         }
     }
 
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by the simulator (cohost-sim)
     /// The decision [`Scheduler::next`] makes for a free lane at the clock's now, without
     /// waiting, spinning or sleeping: a batch, or when to look again. A simulator calls it
     /// for each free lane at each event of its virtual clock.

@@ -37,6 +37,11 @@ impl Admission {
         self.limit
     }
 
+    /// Requests holding a permit now.
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.permits.available_permits().min(self.limit)
+    }
+
     /// A permit if one is free now (the gRPC edge holds it for the call).
     pub fn try_admit(&self) -> Option<OwnedSemaphorePermit> {
         self.permits.clone().try_acquire_owned().ok()
