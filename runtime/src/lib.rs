@@ -40,8 +40,9 @@ pub use cohost_models::{ModelConfig, TensorSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use repository::validate_model_name;
 pub use runtime::{
-    DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR, DEFAULT_SHUTDOWN_TIMEOUT, Device, Runtime,
-    RuntimeOptions,
+    DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TRANSITION_MAX_WAIT, Device, Runtime, RuntimeOptions, SliceUtilization,
+    TRANSITION_TICK, TransitionOutcome, UtilizationSource,
 };
 pub use scheduler::ScheduleKind;
 pub use size::parse_byte_size;

@@ -205,3 +205,16 @@ pub fn device(info: &crate::DeviceInfo, lanes: usize, budget: Option<u64>) {
 pub fn memory_used(bytes: u64) {
     gauge!("cohost_memory_used_bytes").set(bytes as f64);
 }
+
+/// Moves `cohost_transitions_waiting` (version transitions waiting for the slice's
+/// utilization to drop below the budget) by `delta`; every runtime in the process adds
+/// its own.
+pub fn transitions_waiting(delta: f64) {
+    gauge!("cohost_transitions_waiting").increment(delta);
+}
+
+/// Counts one finished version transition of `model` (`cohost_transitions_total{model,outcome}`).
+pub fn transition_finished(model: &str, outcome: &'static str) {
+    counter!("cohost_transitions_total", "model" => model.to_string(), "outcome" => outcome)
+        .increment(1);
+}

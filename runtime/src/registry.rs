@@ -9,23 +9,39 @@ use std::sync::Arc;
 /// Most load failures remembered at once (names come from clients in explicit mode).
 pub const MAX_FAILURES: usize = 1024;
 
+/// One model's loaded versions and the version unversioned requests are held on, if any.
+#[derive(Default)]
+struct Versions {
+    loaded: BTreeMap<u64, Arc<ModelQueue>>,
+    /// A version that keeps the unversioned traffic while a newer one waits to take it
+    /// (a transition budget); None: the highest loaded version takes it.
+    pinned: Option<u64>,
+}
+
 /// Loaded model versions by name, plus why loads failed.
 #[derive(Default)]
 pub struct Registry {
-    models: RwLock<BTreeMap<String, BTreeMap<u64, Arc<ModelQueue>>>>,
+    models: RwLock<BTreeMap<String, Versions>>,
     failures: Mutex<BTreeMap<String, String>>,
     fingerprints: Mutex<BTreeMap<(String, u64), u64>>,
 }
 
 impl Registry {
-    /// The requested version, or the highest loaded one when `version` is None.
+    /// The requested version, or when `version` is None the pinned version (see
+    /// [`Registry::pin`]) or else the highest loaded one.
     pub fn get(&self, name: &str, version: Option<u64>) -> Result<Arc<ModelQueue>> {
         let models = self.models.read();
-        let Some(versions) = models.get(name).filter(|v| !v.is_empty()) else {
+        let Some(entry) = models.get(name).filter(|v| !v.loaded.is_empty()) else {
             return Err(Error::not_found(format!("model '{name}' is not loaded")));
         };
+        let versions = &entry.loaded;
         match version {
-            None => Ok(versions.values().next_back().unwrap().clone()),
+            None => Ok(entry
+                .pinned
+                .and_then(|p| versions.get(&p))
+                .or_else(|| versions.values().next_back())
+                .unwrap()
+                .clone()),
             Some(v) => versions.get(&v).cloned().ok_or_else(|| {
                 let ready: Vec<String> = versions.keys().map(|k| k.to_string()).collect();
                 Error::not_found(format!(
@@ -41,8 +57,24 @@ impl Registry {
         self.models
             .read()
             .get(name)
-            .map(|v| v.values().cloned().collect())
+            .map(|v| v.loaded.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The highest loaded version of `name`, pinned or not.
+    pub fn highest(&self, name: &str) -> Option<u64> {
+        self.models
+            .read()
+            .get(name)
+            .and_then(|v| v.loaded.keys().next_back().copied())
+    }
+
+    /// Keeps unversioned requests to `name` on `version` (while it is loaded), whatever
+    /// newer versions load; None: back to the highest loaded version.
+    pub fn pin(&self, name: &str, version: Option<u64>) {
+        if let Some(entry) = self.models.write().get_mut(name) {
+            entry.pinned = version;
+        }
     }
 
     /// Every loaded version of every model.
@@ -50,7 +82,7 @@ impl Registry {
         self.models
             .read()
             .values()
-            .flat_map(|v| v.values().cloned())
+            .flat_map(|v| v.loaded.values().cloned())
             .collect()
     }
 
@@ -64,6 +96,7 @@ impl Registry {
             .write()
             .entry(q.name.clone())
             .or_default()
+            .loaded
             .insert(q.version, q)
     }
 
@@ -74,8 +107,11 @@ impl Registry {
             .remove(&(name.to_string(), version));
         let mut models = self.models.write();
         let versions = models.get_mut(name)?;
-        let q = versions.remove(&version);
-        if versions.is_empty() {
+        let q = versions.loaded.remove(&version);
+        if versions.pinned == Some(version) {
+            versions.pinned = None;
+        }
+        if versions.loaded.is_empty() {
             models.remove(name);
         }
         q

@@ -148,6 +148,15 @@ pub struct ServeArgs {
     /// (--memory-budget on the CPU). Off by default. See docs/DEPLOY.md § ModelMesh.
     #[arg(long)]
     pub modelmesh_port: Option<u16>,
+    /// Snapshot transition budget, 0 < f ≤ 1: a new version of a serving model takes the
+    /// unversioned traffic only while the slice's lane utilization is below FRACTION (the old
+    /// version serves meanwhile, then drains and is unloaded). Off: switch at once.
+    #[arg(long, value_name = "FRACTION")]
+    pub transition_budget: Option<f64>,
+    /// Seconds a transition waits for the slice to drop below --transition-budget before it
+    /// proceeds anyway.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub transition_max_wait: f64,
 }
 
 impl ServeArgs {
@@ -193,6 +202,15 @@ impl ServeArgs {
             overrun_factor: Some(self.batch_overrun_factor)
                 .filter(|f| *f >= 1.0 && f.is_finite())
                 .context("--batch-overrun-factor must be a number, 1 or more")?,
+            transition_budget: match self.transition_budget {
+                Some(f) if !(f > 0.0 && f <= 1.0) => {
+                    bail!("--transition-budget must be a fraction above 0 and at most 1")
+                }
+                f => f,
+            },
+            transition_max_wait: Duration::try_from_secs_f64(self.transition_max_wait)
+                .ok()
+                .context("--transition-max-wait must be a number of seconds, 0 or more")?,
         })
     }
 }
@@ -490,5 +508,21 @@ mod tests {
         assert_eq!(options(&[]).lane_spin, Duration::ZERO);
         let spin = options(&["--lane-spin-us", "250"]).lane_spin;
         assert_eq!(spin, Duration::from_micros(250));
+    }
+
+    #[test]
+    fn the_transition_budget_is_off_unless_given_and_must_be_a_fraction() {
+        let args = |extra: &[&str]| serve_args(extra).to_options(None);
+        let off = args(&[]).unwrap();
+        assert_eq!(off.transition_budget, None);
+        assert_eq!(off.transition_max_wait, Duration::from_secs(60));
+        let on = args(&["--transition-budget", "0.7", "--transition-max-wait", "5"]).unwrap();
+        assert_eq!(on.transition_budget, Some(0.7));
+        assert_eq!(on.transition_max_wait, Duration::from_secs(5));
+        for bad in ["0", "1.5", "-0.2", "NaN"] {
+            let flag = format!("--transition-budget={bad}");
+            assert!(args(&[&flag]).is_err(), "{bad}");
+        }
+        assert!(args(&["--transition-max-wait=-1"]).is_err());
     }
 }

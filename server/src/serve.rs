@@ -109,6 +109,10 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// A batch running this many times its predicted time is reported as overrunning.
     pub overrun_factor: f64,
+    /// Snapshot transition budget (None: a new version takes over at once).
+    pub transition_budget: Option<f64>,
+    /// How long a transition waits for the slice to drop below the budget.
+    pub transition_max_wait: Duration,
 }
 
 impl Default for ServeOptions {
@@ -134,6 +138,8 @@ impl Default for ServeOptions {
             modelmesh_port: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             overrun_factor: cohost_runtime::DEFAULT_OVERRUN_FACTOR,
+            transition_budget: None,
+            transition_max_wait: cohost_runtime::DEFAULT_TRANSITION_MAX_WAIT,
         }
     }
 }
@@ -303,6 +309,8 @@ pub async fn serve(
             options.overrun_factor,
             cohost_runtime::DEFAULT_OVERRUN_FLOOR,
         )
+        .transition_budget(options.transition_budget)
+        .transition_max_wait(options.transition_max_wait)
         .lanes(options.lanes)
         .lane_spin(options.lane_spin)
         .schedule(options.schedule)

@@ -80,6 +80,7 @@ impl Runtime {
                 repository::WEIGHTS_FILE
             )));
         }
+        let serving = self.serving(name);
         for &v in &wanted {
             let path = &disk.versions[&v];
             let fp = repository::fingerprint(&[path]) ^ disk.config_fingerprint;
@@ -88,11 +89,7 @@ impl Runtime {
             }
             self.install(name, v, disk.config.clone(), WeightSource::File(path), fp)?;
         }
-        for q in self.inner.registry.versions(name) {
-            if !wanted.contains(&q.version) {
-                self.retire(name, q.version);
-            }
-        }
+        self.settle(name, serving, Some(wanted));
         Ok(())
     }
 
@@ -115,7 +112,15 @@ impl Runtime {
             .map_err(|e| Error::invalid(e.to_string()))?;
         let _guard = self.inner.load_lock.lock();
         let fp = repository::fingerprint(&[]) ^ version ^ (safetensors.len() as u64);
-        self.install(name, version, config, WeightSource::Bytes(safetensors), fp)
+        let serving = self.serving(name);
+        self.install(name, version, config, WeightSource::Bytes(safetensors), fp)?;
+        self.settle(name, serving, None);
+        Ok(())
+    }
+
+    /// The version unversioned requests to `name` go to now, if it is loaded.
+    pub(super) fn serving(&self, name: &str) -> Option<u64> {
+        self.inner.registry.get(name, None).ok().map(|q| q.version)
     }
 
     /// [`Runtime::load_model_from`] on a blocking thread of the tokio runtime, for async
@@ -151,7 +156,10 @@ impl Runtime {
             .map_err(|e| Error::invalid(e.to_string()))?;
         let _guard = self.inner.load_lock.lock();
         let budget = self.device_budget(&config);
-        self.serve_version(name, version, config, model, budget, version)
+        let serving = self.serving(name);
+        self.serve_version(name, version, config, model, budget, version)?;
+        self.settle(name, serving, None);
+        Ok(())
     }
 
     /// [`Runtime::load_model_instance`] on a blocking thread of the tokio runtime, for
@@ -254,6 +262,7 @@ impl Runtime {
         if versions.is_empty() {
             return Err(Error::not_found(format!("model '{name}' is not loaded")));
         }
+        self.cancel_transition(name);
         for q in versions {
             self.retire(name, q.version);
         }

@@ -33,6 +33,7 @@ impl Runtime {
                 repository::WEIGHTS_FILE
             )));
         }
+        let serving = self.serving(name);
         let mut installed = Vec::new();
         for &v in &wanted {
             let path = &disk.versions[&v];
@@ -50,11 +51,7 @@ impl Runtime {
             }
             installed.push(v);
         }
-        for q in self.inner.registry.versions(name) {
-            if !wanted.contains(&q.version) {
-                self.retire(name, q.version);
-            }
-        }
+        self.settle(name, serving, Some(wanted));
         Ok(())
     }
 
@@ -72,6 +69,7 @@ impl Runtime {
             if versions.is_empty() {
                 return Err(Error::not_found(format!("model '{name}' is not loaded")));
             }
+            self.cancel_transition(name);
             let weak = versions.iter().map(Arc::downgrade).collect();
             for q in versions {
                 self.retire(name, q.version);

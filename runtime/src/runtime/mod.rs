@@ -53,6 +53,15 @@ pub struct RuntimeOptions {
     pub overrun_factor: f64,
     /// No batch counts as overrunning before it has run this long.
     pub overrun_floor: Duration,
+    /// Snapshot transition budget, 0 < f ≤ 1: a new version of a model that already
+    /// serves takes the unversioned traffic only while the slice's utilization
+    /// ([`Runtime::utilization`]) is below it; the old version serves meanwhile, then
+    /// drains and is unloaded. None: a new version takes over at once.
+    pub transition_budget: Option<f64>,
+    /// A transition waiting this long proceeds even with the slice at or above the budget.
+    pub transition_max_wait: Duration,
+    /// Where the transition budget reads the slice's utilization (default: the scheduler).
+    pub utilization: UtilizationSource,
 }
 
 /// Default of [`RuntimeOptions::overrun_factor`].
@@ -73,6 +82,9 @@ impl Default for RuntimeOptions {
             lane_spin: Duration::ZERO,
             overrun_factor: DEFAULT_OVERRUN_FACTOR,
             overrun_floor: DEFAULT_OVERRUN_FLOOR,
+            transition_budget: None,
+            transition_max_wait: DEFAULT_TRANSITION_MAX_WAIT,
+            utilization: UtilizationSource::default(),
         }
     }
 }
@@ -127,6 +139,24 @@ impl RuntimeOptions {
         self
     }
 
+    /// Sets [`RuntimeOptions::transition_budget`] (None: switch versions at once).
+    pub fn transition_budget(mut self, budget: Option<f64>) -> Self {
+        self.transition_budget = budget;
+        self
+    }
+
+    /// Sets [`RuntimeOptions::transition_max_wait`].
+    pub fn transition_max_wait(mut self, wait: Duration) -> Self {
+        self.transition_max_wait = wait;
+        self
+    }
+
+    /// Sets [`RuntimeOptions::utilization`]: the transition budget reads `source`.
+    pub fn utilization_source(mut self, source: Arc<dyn SliceUtilization>) -> Self {
+        self.utilization = UtilizationSource(Some(source));
+        self
+    }
+
     fn overrun(&self) -> Overrun {
         Overrun {
             factor: self.overrun_factor,
@@ -151,10 +181,12 @@ struct Inner {
     lanes: LanePool,
     memory_used: Arc<AtomicU64>,
     load_lock: Mutex<()>,
+    transitions: Arc<Transitions>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.transitions.stop();
         self.scheduler.shutdown();
     }
 }
@@ -163,9 +195,15 @@ mod backend;
 mod infer;
 mod lifecycle;
 mod managed;
+mod transition;
 
 use backend::{Backend, CUDA_HEADROOM, choose_backend};
 pub use lifecycle::DEFAULT_SHUTDOWN_TIMEOUT;
+use transition::Transitions;
+pub use transition::{
+    DEFAULT_TRANSITION_MAX_WAIT, SliceUtilization, TRANSITION_TICK, TransitionOutcome,
+    UtilizationSource,
+};
 
 /// Runs `f` on the async runtime's blocking threads and returns what it returns (a panic
 /// in it resumes here), so that a blocking lifecycle call does not hold up an executor.
@@ -187,6 +225,13 @@ impl Runtime {
     /// Probes and opens the device and starts one thread per lane; from async code use
     /// [`Runtime::start`].
     pub fn new(mut options: RuntimeOptions) -> Result<Runtime> {
+        if let Some(b) = options.transition_budget
+            && !(b > 0.0 && b <= 1.0)
+        {
+            return Err(Error::invalid(format!(
+                "transition budget must be a fraction above 0 and at most 1, not {b}"
+            )));
+        }
         let Backend {
             handle: backend,
             name: backend_name,
@@ -215,7 +260,8 @@ impl Runtime {
             lane_spin_us = options.lane_spin.as_micros() as u64,
             "runtime started"
         );
-        Ok(Runtime {
+        let budget = options.transition_budget;
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 options,
                 backend,
@@ -226,8 +272,16 @@ impl Runtime {
                 lanes,
                 memory_used: Arc::new(AtomicU64::new(0)),
                 load_lock: Mutex::new(()),
+                transitions: Arc::default(),
             }),
-        })
+        };
+        if budget.is_some() {
+            let inner = Arc::downgrade(&runtime.inner);
+            runtime.inner.transitions.supervise(inner).map_err(|e| {
+                Error::internal(format!("cannot start the transition supervisor: {e}"))
+            })?;
+        }
+        Ok(runtime)
     }
 
     /// [`Runtime::new`] on a blocking thread of the tokio runtime, for async callers.

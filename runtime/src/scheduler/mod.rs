@@ -268,6 +268,21 @@ impl Scheduler {
         state.active.iter().map(|q| q.outstanding_work()).sum()
     }
 
+    /// The slice's utilization: the lanes the active models kept busy over the last half
+    /// second or so (the fair-share cap's recent lane usage, summed) over all lanes,
+    /// 0 to 1.
+    pub fn utilization(&self) -> f64 {
+        let now = self.clock.now();
+        let state = self.state.lock();
+        let busy: f64 = state.active.iter().map(|q| q.lane_usage(now)).sum();
+        let u = busy / self.lanes as f64;
+        if u.is_finite() {
+            u.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
+
     /// The load counter of a model served by `versions` (its loaded versions), and the
     /// host's over every model, as a response reports them.
     pub fn load_report(&self, versions: &[Arc<ModelQueue>]) -> LoadReport {
