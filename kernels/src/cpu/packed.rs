@@ -15,7 +15,7 @@
 //! the tile it fell in (only on the instruction set). The bias add and ReLU are applied in
 //! the last block's epilogue, before the tile is stored; a sigmoid is one pass after.
 //!
-//! The AVX-512 F micro-kernel (12 rows × 32 columns, one panel a vector) runs where
+//! The AVX-512 F micro-kernel (6 rows × 32 columns, one panel a vector) runs where
 //! [`isa()`] allows AVX-512; the AVX2 + FMA one (6 rows × 16 columns, or wider and shorter
 //! for batches of fewer than 6 rows) where it allows AVX2; else a portable loop over the
 //! same layout. The two vector kernels give the same bits.

@@ -3,19 +3,20 @@
 //!
 //! A tile is `TR` batch rows × `V` panels: per input column it loads `V` weight vectors,
 //! broadcasts `TR` batch values and issues `TR·V` multiply-adds into register accumulators.
-//! Batches of 12 rows or more take 12 × 32 tiles (24 accumulators, 2 weight vectors and a
-//! broadcast of the 32 registers), each pair of panels meeting every 12-row tile of the
-//! block while its slice is in L1; a rest of 4 to 11 rows takes one tile of its height on
-//! the same panels, and 1 to 3 rows (or a whole batch under 12) take tiles that trade rows
-//! for panels so that enough independent sums stay in flight (1 × 128, 2 × 128, 3 × 64,
-//! 4 × 64 ... 11 × 32). Every output is one chain of multiply-adds over the block's
+//! Batches of 6 rows or more take 6 × 32 tiles (12 accumulators, 2 weight vectors and a
+//! broadcast), each pair of panels meeting every 6-row tile of the block while its slice
+//! is in L1; a rest of 4 or 5 rows takes one tile of its height on the same panels, and 1
+//! to 3 rows (or a whole batch under 6) take tiles that trade rows for panels so that
+//! enough independent sums stay in flight (1 × 128, 2 × 128, 3 × 64, 4 × 64, 5 × 64).
+//! (12 × 32 tiles, 24 accumulators, ran at a third of this speed on Zen5: 74 against 215
+//! GFLOP/s at batch 256, `dense_rates`.) The rest cases up to 11 rows stay for any `MR`. Every output is one chain of multiply-adds over the block's
 //! columns in order, as in the AVX2 kernel, so both give the same bits.
 
 use super::{Block, PANEL};
 use std::arch::x86_64::*;
 
 /// Batch rows per tile once a block has at least that many.
-const MR: usize = 12;
+const MR: usize = 6;
 
 /// Runs every tile of one block.
 ///
@@ -73,7 +74,7 @@ pub(super) unsafe fn block(b: &Block) {
     }
 }
 
-/// One tile of `rest` (4 to 11) rows from row `r` on panels `p..p + V`.
+/// One tile of `rest` (4 to `MR - 1`) rows from row `r` on panels `p..p + V`.
 ///
 /// # Safety
 /// As [`block`], with rows `r..r + rest` and panels `p..p + V` inside the block.
