@@ -25,8 +25,7 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
-/// Every path this CPU can run: portable, AVX2, and AVX-512 (which takes the AVX2
-/// micro-kernel) where present.
+/// Every path this CPU can run: portable, AVX2, and AVX-512 where present.
 fn paths() -> Vec<Isa> {
     [Isa::Portable, Isa::Avx2, Isa::Avx512]
         .into_iter()
@@ -60,8 +59,11 @@ fn reference(
 /// `(rows, k, out)`: rows 1..=5 (the wide tiles), 6, 7, 11, 13 (a 6-row tile and every
 /// remainder), MC ± 1 and 2·MC + 5 (row blocks); k = 1, 7, KC − 1, KC, KC + 1, 3·KC + 5 and
 /// 1500 (column blocks, the large-k sums); out = 1, 15, 16, 17, 33, 64, 65, 100 (partial and
-/// whole panels, more panels than a wide tile takes).
-const SHAPES: [(usize, usize, usize); 22] = [
+/// whole panels, more panels than a wide tile takes). Then the AVX-512 kernel's blocking:
+/// 12-row tiles exact and with every rest (1 to 11 rows, inside the panel loop or across),
+/// an odd last panel, 1 to 8 panels across (8 + 4 + 2 + 1 left over), k = 1, out exactly a
+/// panel, M = 1 and M = 513, and MC, KC and PANEL all exact at once.
+const SHAPES: [(usize, usize, usize); 40] = [
     (1, 1, 1),
     (1, 7, 100),
     (1, 1500, 65),
@@ -84,6 +86,24 @@ const SHAPES: [(usize, usize, usize); 22] = [
     (17, 415, 1),
     (64, 256, 64),
     (32, 1, 15),
+    (12, 33, 32),
+    (24, 20, 48),
+    (13, 40, 33),
+    (14, 9, 100),
+    (15, 129, 144),
+    (16, 300, 1024),
+    (19, 64, 100),
+    (23, 1, 17),
+    (1, 1, 16),
+    (1, 70, 240),
+    (2, 50, 112),
+    (8, 31, 208),
+    (11, 17, 65),
+    (10, 1, 16),
+    (MC, KC, PANEL),
+    (MC + 17, 2 * KC + 3, 47),
+    (513, 257, 65),
+    (513, 1, 16),
 ];
 
 #[test]
@@ -216,4 +236,38 @@ fn linear_rejects_packed_weights_of_the_wrong_shape() {
     // x of 4 inputs against weights of 3.
     let x4 = ops.upload(&lane, &[0.0; 8], 2, 4).unwrap();
     assert!(ops.linear(&lane, &x4, &w, &b17, Activation::None).is_err());
+}
+
+#[test]
+fn avx2_and_avx512_paths_give_the_same_bits() {
+    // Both run one fused multiply-add chain per output over each block's columns in order,
+    // whatever their tiles, so they agree exactly (skipped on CPUs without AVX-512).
+    if detected() < Isa::Avx512 {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(24);
+    for &(n, k, m) in &[
+        (513, 300, 100),
+        (17, KC + 1, 1024),
+        (5, 9, 16),
+        (1, 256, 1000),
+    ] {
+        let x = random(&mut rng, n * k);
+        let w = random(&mut rng, m * k);
+        let b = random(&mut rng, m);
+        let p = pack(&w, m, k);
+        let run = |isa: Isa| {
+            let mut y = vec![f32::NAN; n * m];
+            linear_packed_on(isa, &x, n, k, &p, m, &b, Activation::Relu, &mut y, 1);
+            y
+        };
+        let (two, five) = (run(Isa::Avx2), run(Isa::Avx512));
+        for (i, (a, c)) in two.iter().zip(&five).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                c.to_bits(),
+                "{n}x{k}x{m}[{i}]: avx2 {a}, avx512 {c}"
+            );
+        }
+    }
 }

@@ -15,9 +15,10 @@
 //! the tile it fell in (only on the instruction set). The bias add and ReLU are applied in
 //! the last block's epilogue, before the tile is stored; a sigmoid is one pass after.
 //!
-//! The AVX2 + FMA micro-kernel (6 rows × 16 columns, or wider and shorter for batches of
-//! fewer than 6 rows) runs where [`isa()`] allows AVX2 (AVX-512 CPUs included); else a
-//! portable loop over the same layout.
+//! The AVX-512 F micro-kernel (6 rows × 32 columns, one panel a vector) runs where
+//! [`isa()`] allows AVX-512; the AVX2 + FMA one (6 rows × 16 columns, or wider and shorter
+//! for batches of fewer than 6 rows) where it allows AVX2; else a portable loop over the
+//! same layout. The two vector kernels give the same bits.
 
 use super::bias_act_in_place;
 use super::isa::{Isa, isa};
@@ -214,7 +215,11 @@ fn product(
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the CPU has AVX2 + FMA (`isa` is capped at the detected set);
                 // the block lies inside the slices (checked sizes, offsets above).
-                Isa::Avx2 | Isa::Avx512 => unsafe { avx2::block(&block) },
+                Isa::Avx2 => unsafe { avx2::block(&block) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX-512 F (`isa` is capped at the detected set); the
+                // block lies inside the slices (checked sizes, offsets above).
+                Isa::Avx512 => unsafe { avx512::block(&block) },
                 // SAFETY: as above, without the ISA requirement.
                 _ => unsafe { portable_block(&block) },
             }
@@ -266,3 +271,6 @@ unsafe fn portable_block(b: &Block) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
