@@ -1,6 +1,6 @@
-//! Which vector instruction set the CPU kernels use: the best the CPU has up to AVX2,
-//! detected once, or another forced with `COHOST_CPU_ISA` (`avx512` opts in to the AVX-512
-//! kernels, not yet verified on hardware; `avx2` or `portable` force a lower one).
+//! Which vector instruction set the CPU kernels use: the best the CPU has (AVX-512, AVX2 or
+//! portable loops), detected once, or a lower one forced with `COHOST_CPU_ISA` (`avx2` or
+//! `portable`).
 //!
 //! [`cap`] does the same from code (tests and benchmarks that compare the paths in one
 //! process). Forcing covers cohost's own kernels (the row-dot product); the `gemm` crate behind the
@@ -101,10 +101,9 @@ fn from_env() -> Isa {
                 best
             }
         },
-        // cohost's own AVX-512 kernels have not yet run on an AVX-512 machine (none has been
-        // available): until they have passed the f64 reference tests there, they are opt-in
-        // (`COHOST_CPU_ISA=avx512`) and the default stops at AVX2.
-        Err(_) => best.min(Isa::Avx2),
+        // The AVX-512 kernels passed the f64 reference tests and the bit-for-bit AVX2
+        // comparison on an AVX-512 machine (AMD Zen5, 2026-12-02): the default is the best.
+        Err(_) => best,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The AVX-512 F row-dot kernel (opt-in until it has run on AVX-512 hardware; see `isa`).
+//! The AVX-512 F row-dot kernel (used where the CPU has AVX-512 F; see `isa`).
 
 use super::J;
 use super::avx2::widen_f16;
