@@ -197,17 +197,11 @@ impl Runtime {
     pub(super) fn settle(&self, name: &str, serving: Option<u64>, keep: Option<Vec<u64>>) {
         let registry = &self.inner.registry;
         let target = registry.highest(name);
-        if let Some(w) = self.inner.transitions.take(name, None) {
-            tracing::info!(
-                model = name,
-                from = w.from,
-                to = w.to,
-                "transition superseded by another load"
-            );
-            self.inner
-                .transitions
-                .record(name, TransitionOutcome::Superseded);
-        }
+        self.end_waiting(
+            name,
+            TransitionOutcome::Superseded,
+            "superseded by another load",
+        );
         let changes = serving.is_some() && target.is_some() && serving != target;
         let wait = match (self.inner.options.transition_budget, changes) {
             (Some(budget), true) => {
@@ -265,16 +259,14 @@ impl Runtime {
 
     /// Drops `name`'s waiting transition because the model is being unloaded.
     pub(super) fn cancel_transition(&self, name: &str) {
+        self.end_waiting(name, TransitionOutcome::Unloaded, "dropped: model unloaded");
+    }
+
+    /// Ends `name`'s waiting transition, if any, without switching: logged and counted.
+    fn end_waiting(&self, name: &str, outcome: TransitionOutcome, why: &str) {
         if let Some(w) = self.inner.transitions.take(name, None) {
-            tracing::info!(
-                model = name,
-                from = w.from,
-                to = w.to,
-                "transition dropped: model unloaded"
-            );
-            self.inner
-                .transitions
-                .record(name, TransitionOutcome::Unloaded);
+            tracing::info!(model = name, from = w.from, to = w.to, "transition {why}");
+            self.inner.transitions.record(name, outcome);
         }
     }
 
