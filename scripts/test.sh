@@ -36,6 +36,12 @@ python3 scripts/module-cycles.py
 
 # The fuzz targets (fuzz/, issue 18): a short run of each, so that a decoder regression
 # shows up; where nightly or cargo-fuzz is missing the step is skipped, and says so.
+# A new machine has nightly but not cargo-fuzz: install it (a few minutes) so that CI runs
+# the targets; if that fails the step is skipped below, and says so.
+if [ "${COHOST_SKIP_FUZZ:-0}" != 1 ] && cargo +nightly --version >/dev/null 2>&1 \
+    && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz >&2 || echo "test.sh: cargo-fuzz could not be installed" >&2
+fi
 if [ "${COHOST_SKIP_FUZZ:-0}" = 1 ]; then
     echo "test.sh: COHOST_SKIP_FUZZ=1; the fuzz targets are not run" >&2
 elif cargo +nightly fuzz --version >/dev/null 2>&1; then
