@@ -5,6 +5,8 @@
 use cohost_models::{DataType, Family, ModelConfig};
 use cohost_runtime::{Device, Runtime, RuntimeOptions, Tensor, TensorData};
 pub use cohost_server::{ModelControlMode, ServeOptions, ServerHandle};
+
+pub mod raw_http;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;

@@ -6,6 +6,7 @@ mod faults_common;
 mod grpc_common;
 
 use cohost_runtime::{InferRequest, Runtime, Tensor, TensorData};
+use cohost_tests::raw_http::{read_response, start_slow_body};
 use cohost_tests::{json_input, reference_runtime, sample_inputs};
 use faults_common::*;
 use grpc_common::assert_close;

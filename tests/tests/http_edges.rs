@@ -5,30 +5,17 @@
 mod grpc_common;
 
 use cohost_models::Family;
+use cohost_tests::raw_http::{read_response, start_slow_body};
 use cohost_tests::*;
 use grpc_common::*;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 /// A valid JSON inference body of `rows` rows for `model`.
 fn infer_body(s: &TestServer, model: &str, rows: usize) -> Value {
     let (_, config) = s.handle().runtime.config(model, None).unwrap();
     json!({ "inputs": sample_inputs(&config, rows, 5).iter().map(json_input).collect::<Vec<_>>() })
-}
-
-/// Opens a raw connection and sends an infer request's head and the first bytes of a body
-/// of `declared` bytes, leaving the rest unsent.
-async fn start_slow_body(s: &TestServer, model: &str, declared: usize) -> TcpStream {
-    let mut conn = TcpStream::connect(s.handle().http_addr).await.unwrap();
-    let head = format!(
-        "POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {declared}\r\n\r\n{{\"inputs\""
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.flush().await.unwrap();
-    conn
 }
 
 /// Waits (at most 20 s) until `n` requests hold an in-flight permit.
@@ -42,42 +29,6 @@ async fn wait_for_in_flight(s: &TestServer, n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Reads one HTTP/1.1 response from `conn`: its status and body (up to the connection's
-/// close or the declared length).
-async fn read_response(conn: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut chunk))
-            .await
-            .expect("a response arrives")
-            .unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end].lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            });
-            if length.is_some_and(|n| buf.len() >= end + 4 + n) {
-                break;
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (status, body.unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +184,7 @@ async fn load_failures_are_bounded_keyed_by_valid_names_and_relative() {
 async fn a_trickling_body_gets_408_while_others_are_served() {
     let s = TestServer::start(|o| o.body_timeout = Duration::from_millis(1500)).await;
     let model = s.model_of(Family::Mlp);
-    let mut slow = start_slow_body(&s, &model, 100_000).await;
+    let mut slow = start_slow_body(s.handle().http_addr, &model, 100_000).await;
     // Others are served meanwhile.
     for _ in 0..3 {
         assert_eq!(s.get_json("/v2/health/ready").await.0, 200);
@@ -272,8 +223,8 @@ async fn a_saturated_inflight_limit_refuses_before_work_but_health_answers() {
     // two slow bodies below meet two free permits.
     wait_for_in_flight(&s, 0).await;
     // Two slow bodies hold both permits (their headers are in, their bodies never end).
-    let _a = start_slow_body(&s, &model, 1_000_000).await;
-    let _b = start_slow_body(&s, &model, 1_000_000).await;
+    let _a = start_slow_body(s.handle().http_addr, &model, 1_000_000).await;
+    let _b = start_slow_body(s.handle().http_addr, &model, 1_000_000).await;
     wait_for_in_flight(&s, 2).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let (status, v, retry_after) = loop {
