@@ -40,8 +40,7 @@ struct Echo {
     pause: Duration,
 }
 
-const WIDTH_IN: usize = 8;
-const WIDTH_OUT: usize = 4;
+use common::{ECHO_IN as WIDTH_IN, ECHO_OUT as WIDTH_OUT, echo_outputs as expected};
 
 impl Echo {
     fn new(config: ModelConfig, pause: Duration) -> Arc<Echo> {
@@ -55,15 +54,6 @@ impl Echo {
     fn take_lanes(&self) -> BTreeSet<usize> {
         std::mem::take(&mut *self.lanes.lock().unwrap())
     }
-}
-
-fn expected(x: &[f32]) -> Vec<f32> {
-    x.chunks(WIDTH_IN)
-        .flat_map(|row| {
-            let s: f32 = row.iter().sum();
-            (0..WIDTH_OUT).map(move |j| s + j as f32)
-        })
-        .collect()
 }
 
 impl Model for Echo {

@@ -6,6 +6,8 @@
 //! its forward can hang until released, or panic with a payload whose drop panics again,
 //! which is how a panic escapes every `catch_unwind` of a lane and kills its thread.
 
+mod common;
+
 use cohost_kernels::Lane;
 use cohost_models::{Batch, BatchingPolicyKind, InputData, MemoryReport, Model, ModelError, synth};
 use cohost_runtime::{
@@ -18,8 +20,7 @@ use std::time::{Duration, Instant};
 /// Longest a test waits for anything: a lost reply or a dead lane shows up as this.
 const HANG: Duration = Duration::from_secs(20);
 
-const WIDTH_IN: usize = 8;
-const WIDTH_OUT: usize = 4;
+use common::{ECHO_IN as WIDTH_IN, echo_outputs as expected};
 
 /// A panic payload whose drop panics with another one: it escapes every catch.
 struct Bomb;
@@ -62,15 +63,6 @@ impl Faulty {
         self.gate.lock().unwrap().1 = true;
         self.changed.notify_all();
     }
-}
-
-fn expected(x: &[f32]) -> Vec<f32> {
-    x.chunks(WIDTH_IN)
-        .flat_map(|row| {
-            let s: f32 = row.iter().sum();
-            (0..WIDTH_OUT).map(move |j| s + j as f32)
-        })
-        .collect()
 }
 
 impl Model for Faulty {

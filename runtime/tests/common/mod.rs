@@ -146,3 +146,18 @@ pub fn runtime_serving(lanes: usize, name: &str, config: &ModelConfig, seed: u64
     .unwrap();
     rt
 }
+
+/// Inputs per row of the hand-written models in the lane tests (mlp-tiny's shape).
+pub const ECHO_IN: usize = 8;
+/// Outputs per row of those models.
+pub const ECHO_OUT: usize = 4;
+
+/// What those models answer for rows `x`: per row, the row's sum plus the output's index.
+pub fn echo_outputs(x: &[f32]) -> Vec<f32> {
+    x.chunks(ECHO_IN)
+        .flat_map(|row| {
+            let s: f32 = row.iter().sum();
+            (0..ECHO_OUT).map(move |j| s + j as f32)
+        })
+        .collect()
+}
