@@ -24,6 +24,9 @@ use cohost_protocol::inference::{
 use std::net::SocketAddr;
 use tonic::{Request, Response, Status};
 
+#[path = "null/runner.rs"]
+mod runner;
+
 /// Values per row of the answer (mlp-tiny's output width).
 const OUTPUT_WIDTH: i64 = 4;
 
@@ -74,25 +77,9 @@ impl GrpcInferenceService for Null {
     }
 }
 
-/// Arguments: the address (`127.0.0.1:18091`) and the tokio worker threads (default as
-/// `cohost serve --io-threads 0`: a quarter of the cores, at least one).
+/// Arguments: the address (`127.0.0.1:18091`) and the tokio worker threads.
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .as_deref()
-        .unwrap_or("127.0.0.1:18091")
-        .parse()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = match args.next() {
-        Some(t) => t.parse()?,
-        None => (cores / 4).max(1),
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?
-        .block_on(serve(addr))
+    runner::run("127.0.0.1:18091", serve)
 }
 
 async fn serve(addr: SocketAddr) -> anyhow::Result<()> {

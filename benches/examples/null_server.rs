@@ -18,29 +18,16 @@ use axum::Router;
 use axum::routing::{get, post};
 use std::net::SocketAddr;
 
+#[path = "null/runner.rs"]
+mod runner;
+
 /// The answer to every inference request: one FP32 output of 4 values, as cohost's
 /// mlp-tiny answers (the client only checks the status and that a body arrived).
 const RESPONSE: &str = r#"{"model_name":"null","model_version":"1","outputs":[{"name":"output","datatype":"FP32","shape":[1,4],"data":[0.0,0.0,0.0,0.0]}]}"#;
 
-/// Arguments: the address (`127.0.0.1:18090`) and the tokio worker threads (default as
-/// `cohost serve --io-threads 0`: a quarter of the cores, at least one).
+/// Arguments: the address (`127.0.0.1:18090`) and the tokio worker threads.
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args
-        .next()
-        .as_deref()
-        .unwrap_or("127.0.0.1:18090")
-        .parse()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = match args.next() {
-        Some(t) => t.parse()?,
-        None => (cores / 4).max(1),
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?
-        .block_on(serve(addr))
+    runner::run("127.0.0.1:18090", serve)
 }
 
 async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
