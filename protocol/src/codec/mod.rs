@@ -18,6 +18,9 @@ mod request;
 mod response;
 mod tensor;
 
+#[cfg(any(test, feature = "oracle"))]
+pub mod oracle;
+
 pub use client::{RequestEncoding, decode_response, encode_request};
 pub use request::{DecodedRequest, decode_request};
 pub use response::ResponseEncoding;
