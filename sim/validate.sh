@@ -24,7 +24,7 @@ fi
 # set_batching POLICY: every model's [batching] table for POLICY.
 set_batching() {
   python3 - "$REPO" "$1" "$P99" <<'PY'
-import pathlib, sys
+import pathlib, re, sys
 repo, policy, p99 = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 if policy == "none": table = 'policy = "none"'
 elif policy == "adaptive": table = f'policy = "adaptive"\np99_target_ms = {p99}'
@@ -33,8 +33,9 @@ else:
     d, n = policy.removeprefix("static-").split("x")
     table = f'policy = "static"\nmax_queue_delay_us = {d}\nmax_batch_size = {n}'
 for c in repo.glob("*/config.toml"):
-    text = c.read_text().split("[batching]")[0].rstrip()
-    c.write_text(text + "\n\n[batching]\n" + table + "\n")
+    # Drop the [batching] table (up to the next table header), keep every other table.
+    text = re.sub(r"(?ms)^\[batching\]\n.*?(?=^\[)|^\[batching\]\n.*\Z", "", c.read_text())
+    c.write_text(text.rstrip() + "\n\n[batching]\n" + table + "\n")
 PY
 }
 

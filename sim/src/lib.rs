@@ -16,5 +16,5 @@ pub mod tally;
 pub use fleet::{FleetReport, FleetSpec, Freshness, Router};
 pub use policy::Batching;
 pub use profile::{Cost, Point, Profile};
-pub use run::{ArrivalKind, Goal, Peak, SliceReport, SliceRun, run, search};
+pub use run::{ArrivalKind, Goal, Peak, SliceReport, SliceRun, lane_speed, run, search};
 pub use slice::{ModelSpec, Slice};

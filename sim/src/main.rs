@@ -111,6 +111,10 @@ struct SliceArgs {
     /// Microseconds added to each answered request (the front end's part of its latency).
     #[arg(long, default_value_t = 0.0)]
     reply_us: f64,
+    /// CPU microseconds per request outside the lanes on the lanes' cores (a CPU slice's
+    /// client and front end; `cohost-bench`'s CPU per request less its compute per row).
+    #[arg(long = "host-us-per-request", default_value_t = 0.0)]
+    host_us: f64,
     /// Search: first rate tried.
     #[arg(long, default_value_t = 1000.0)]
     search_start: f64,
@@ -173,6 +177,7 @@ impl SliceArgs {
             warmup_s: self.warmup,
             duration_s: self.duration,
             reply_us: self.reply_us,
+            host_us: self.host_us,
             seed: self.seed,
         })
     }

@@ -79,6 +79,9 @@ pub struct SliceRun {
     pub duration_s: f64,
     /// Microseconds added to every answered request's latency (the front end's part).
     pub reply_us: f64,
+    /// CPU microseconds each request costs outside the lanes on the cores the lanes run on
+    /// (a CPU slice's client and front end): the lanes run slower by that share of the cores.
+    pub host_us: f64,
     /// Seed of every draw.
     pub seed: u64,
 }
@@ -105,6 +108,14 @@ fn ns(seconds: f64) -> u64 {
     (seconds * 1e9).round() as u64
 }
 
+/// The pace of the lanes when each request also takes `host_us` of the cores they run on:
+/// 1 less the cores' share the front end uses at the offered rate (processor sharing), at
+/// least 0.05 (the front end alone would saturate the cores beyond that).
+pub fn lane_speed(spec: &SliceRun) -> f64 {
+    let rate: f64 = spec.rates.iter().sum();
+    (1.0 - rate * spec.host_us * 1e-6 / spec.lanes.max(1) as f64).max(0.05)
+}
+
 /// Runs the slice: arrivals in the warm-up and the window, then until every request is
 /// answered.
 pub fn run(spec: &SliceRun) -> SliceReport {
@@ -114,7 +125,7 @@ pub fn run(spec: &SliceRun) -> SliceReport {
         &spec.models,
         spec.lanes,
         spec.schedule,
-        1.0,
+        lane_speed(spec),
         stream_seed(spec.seed, u64::MAX),
     );
     let (w0, w1) = (ns(spec.warmup_s), ns(spec.warmup_s + spec.duration_s));

@@ -35,6 +35,7 @@ fn slice_run(batching: Batching, rate: f64, seed: u64) -> SliceRun {
         warmup_s: 0.2,
         duration_s: 0.5,
         reply_us: 0.0,
+        host_us: 0.0,
         seed,
     }
 }
@@ -128,4 +129,24 @@ fn under_a_dominant_fixed_cost_adaptive_batches_and_beats_none() {
         "adaptive: {:?}",
         adaptive.overall
     );
+}
+
+#[test]
+fn front_end_cpu_on_the_lanes_cores_slows_the_lanes_by_its_share() {
+    // 500 req/s × 2,000 µs of front-end CPU on 2 cores takes half of them: lanes at half pace,
+    // so each 1.005 ms batch holds its lane for 2.01 ms and utilization doubles.
+    let mut spec = slice_run(Batching::None, 500.0, 1);
+    spec.duration_s = 4.0;
+    spec.host_us = 2000.0;
+    for m in &mut spec.models {
+        m.cost.cv = 0.0;
+    }
+    assert!((cohost_sim::lane_speed(&spec) - 0.5).abs() < 1e-12);
+    let r = cohost_sim::run(&spec);
+    assert!(
+        (r.utilization - 500.0 * 2.01e-3 / 2.0).abs() < 0.03,
+        "{}",
+        r.utilization
+    );
+    assert!(r.overall.p50_ms >= 2.01, "{}", r.overall.p50_ms);
 }
