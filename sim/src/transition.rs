@@ -10,11 +10,11 @@
 //! no lane time; the old version, once switched away from, drains and then sits idle (its
 //! unload frees nothing the simulation uses).
 
+use crate::ArrivalKind;
 use crate::events::Events;
 use crate::run::{Arrivals, stream_seed};
 use crate::slice::{Finished, ModelSpec, Slice, SliceEvent};
 use crate::tally::{Summary, Tally};
-use crate::ArrivalKind;
 use cohost_runtime::testing::VirtualClock;
 use cohost_runtime::{ScheduleKind, TRANSITION_TICK, transition_decision};
 use serde::Serialize;

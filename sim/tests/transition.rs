@@ -39,7 +39,11 @@ fn the_same_seed_gives_the_same_transition_report_bit_for_bit() {
     let json = |s| serde_json::to_string(&run(&s).unwrap()).unwrap();
     let a = json(spec(Some(0.5), 60.0, 3));
     assert_eq!(a, json(spec(Some(0.5), 60.0, 3)));
-    assert_ne!(a, json(spec(Some(0.5), 60.0, 4)), "another seed, other arrivals");
+    assert_ne!(
+        a,
+        json(spec(Some(0.5), 60.0, 4)),
+        "another seed, other arrivals"
+    );
 }
 
 #[test]
