@@ -42,7 +42,7 @@ pub use repository::validate_model_name;
 pub use runtime::{
     DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR, DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_TRANSITION_MAX_WAIT, Device, Runtime, RuntimeOptions, SliceUtilization,
-    TRANSITION_TICK, TransitionOutcome, UtilizationSource,
+    TRANSITION_TICK, TransitionOutcome, UtilizationSource, transition_decision,
 };
 pub use scheduler::ScheduleKind;
 pub use size::parse_byte_size;

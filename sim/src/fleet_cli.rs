@@ -242,6 +242,14 @@ pub(crate) fn fleet_cmd(a: &FleetArgs) -> anyhow::Result<()> {
                 Some((a.p99_target, "P99 target")),
             )?;
             lines(
+                &dir.join(format!("fleet-{}-util-p95.svg", a.hosts)),
+                &format!("{t}: host utilization, p95 over hosts"),
+                "offered load (req/s)",
+                "p95 host utilization",
+                &series(|x| x.util_p95),
+                None,
+            )?;
+            lines(
                 &dir.join(format!("fleet-{}-util-max.svg", a.hosts)),
                 &format!("{t}: busiest host's utilization"),
                 "offered load (req/s)",

@@ -12,6 +12,7 @@ pub mod profile;
 pub mod run;
 pub mod slice;
 pub mod tally;
+pub mod transition;
 
 pub use fleet::{FleetReport, FleetSpec, Freshness, Router};
 pub use policy::Batching;

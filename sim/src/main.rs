@@ -64,6 +64,32 @@ enum Command {
     },
     /// H hosts behind a router.
     Fleet(FleetArgs),
+    /// A new version loaded mid-run (cold first batches), with and without the budget.
+    Transition(TransitionArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct TransitionArgs {
+    #[command(flatten)]
+    slice: SliceArgs,
+    /// Offered load phases, `UNTIL_S:RATE` in order (e.g. 2:400000,4:100000).
+    #[arg(long, value_delimiter = ',', default_value = "2:400000,4:100000")]
+    phases: Vec<String>,
+    /// When version 2 is loaded, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    arrive: f64,
+    /// Version 2's first batches that pay the cold-start factor.
+    #[arg(long, default_value_t = 20)]
+    cold_batches: u64,
+    /// Cold-start factor on those batches.
+    #[arg(long, default_value_t = 3.0)]
+    cold_factor: f64,
+    /// Budgets to compare (`none`: switch at once).
+    #[arg(long, value_delimiter = ',', default_value = "none,0.5,0.8")]
+    budgets: Vec<String>,
+    /// The runtime's transition_max_wait, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    max_wait: f64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -298,6 +324,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Noisy { slice, capacity } => noisy(&slice, capacity)?,
         Command::Fleet(a) => fleet_cmd(&a)?,
+        Command::Transition(t) => transition(&t)?,
     }
     Ok(())
 }
@@ -349,6 +376,76 @@ fn noisy(slice: &SliceArgs, capacity: Option<f64>) -> anyhow::Result<()> {
             w / a,
             n.error_rate,
             n.throughput
+        );
+    }
+    Ok(())
+}
+
+/// The transition-budget experiment: one slice, version 2 loaded mid-run, per budget.
+fn transition(t: &TransitionArgs) -> anyhow::Result<()> {
+    let s = &t.slice;
+    let profile = Profile::read(&s.profile)?;
+    let b: Batching = s.batching.parse()?;
+    let model = s.run_at(&profile, &b, 1, 1.0)?.models.remove(0);
+    let phases = t
+        .phases
+        .iter()
+        .map(|p| {
+            let (u, r) = p
+                .split_once(':')
+                .with_context(|| format!("phase {p:?}: expected UNTIL_S:RATE"))?;
+            Ok((u.parse::<f64>()?, r.parse::<f64>()?))
+        })
+        .collect::<anyhow::Result<Vec<(f64, f64)>>>()?;
+    let timeout_s = s.timeout.unwrap_or(2.0 * s.p99_target / 1e3);
+    println!(
+        "{} ({b}), {} lanes, phases {:?}, version 2 at {} s, first {} batches x{}, timeout {} ms, max wait {} s, seed {}",
+        s.model,
+        s.lanes,
+        phases,
+        t.arrive,
+        t.cold_batches,
+        t.cold_factor,
+        timeout_s * 1e3,
+        t.max_wait,
+        s.seed
+    );
+    println!(
+        "\n| budget | switched at (s) | outcome | utilization then | P99 after load (ms) | timeouts after load | refused | cold batches' P99 (ms) | cold timeouts |"
+    );
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    for budget in &t.budgets {
+        let budget = match budget.as_str() {
+            "none" => None,
+            x => Some(x.parse::<f64>().with_context(|| format!("budget {x:?}"))?),
+        };
+        let r = cohost_sim::transition::run(&cohost_sim::transition::TransitionRun {
+            model: model.clone(),
+            lanes: s.lanes,
+            schedule: s.schedule,
+            phases: phases.clone(),
+            arrive_s: t.arrive,
+            cold_batches: t.cold_batches,
+            cold_factor: t.cold_factor,
+            budget,
+            max_wait_s: t.max_wait,
+            timeout_s,
+            seed: s.seed,
+        })?;
+        let a = &r.after_load;
+        let refused = a.error_rate - a.timeout_rate;
+        println!(
+            "| {} | {} | {} | {:.2} | {:.2} | {} ({:.4}) | {:.4} | {:.2} | {} |",
+            budget.map_or("none".into(), |b| b.to_string()),
+            r.switched_s.map_or("never".into(), |x| format!("{x:.2}")),
+            r.outcome,
+            r.utilization_at_switch,
+            a.p99_ms,
+            (a.timeout_rate * a.offered as f64).round(),
+            a.timeout_rate,
+            refused,
+            r.cold.p99_ms,
+            (r.cold.timeout_rate * r.cold.offered as f64).round()
         );
     }
     Ok(())

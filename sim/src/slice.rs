@@ -124,6 +124,8 @@ pub struct Slice {
     /// Requests dropped from a queue because their deadline passed, per slot (from the
     /// window's start on).
     pub expired: Vec<u64>,
+    /// Per slot: batches still to pay a cold-start factor, and the factor.
+    cold: Vec<(u64, f64)>,
 }
 
 impl Slice {
@@ -172,6 +174,7 @@ impl Slice {
             waiting: queues.iter().map(|_| VecDeque::new()).collect(),
             batches: vec![(0, 0); queues.len()],
             expired: vec![0; queues.len()],
+            cold: vec![(0, 1.0); queues.len()],
             queues,
             lanes: (0..lanes.max(1)).map(|_| None).collect(),
             timer: None,
@@ -185,6 +188,18 @@ impl Slice {
     /// Counts lane time and batches only inside `[from, to)` ns.
     pub fn set_window(&mut self, from: u64, to: u64) {
         self.window = (from, to);
+    }
+
+    /// Model `slot`'s next `batches` batches take `factor` times their profile's time (a
+    /// new version's cold start: first kernel launches, caches and allocator warming up).
+    pub fn set_cold_start(&mut self, slot: usize, batches: u64, factor: f64) {
+        self.cold[slot] = (batches, factor);
+    }
+
+    /// The slice's utilization as the runtime's transition budget reads it
+    /// (`Scheduler::utilization`: recent lane usage of the active models over all lanes).
+    pub fn utilization(&self) -> f64 {
+        self.sched.utilization()
     }
 
     /// Lanes of the slice.
@@ -274,6 +289,11 @@ impl Slice {
             let s2 = (1.0 + cost.cv * cost.cv).ln();
             let factor = LogNormal::new(-s2 / 2.0, s2.sqrt()).expect("finite cv");
             seconds *= factor.sample(&mut self.rng);
+        }
+        let cold = &mut self.cold[slot];
+        if cold.0 > 0 {
+            cold.0 -= 1;
+            seconds *= cold.1;
         }
         let ns = ((seconds * 1e9).round() as u64).max(1);
         if (self.window.0..self.window.1).contains(&now) {

@@ -202,7 +202,7 @@ pub use lifecycle::DEFAULT_SHUTDOWN_TIMEOUT;
 use transition::Transitions;
 pub use transition::{
     DEFAULT_TRANSITION_MAX_WAIT, SliceUtilization, TRANSITION_TICK, TransitionOutcome,
-    UtilizationSource,
+    UtilizationSource, transition_decision,
 };
 
 /// Runs `f` on the async runtime's blocking threads and returns what it returns (a panic

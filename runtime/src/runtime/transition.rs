@@ -166,6 +166,25 @@ impl Transitions {
     }
 }
 
+/// The transition budget's decision for one waiting transition: switch now because the
+/// slice's utilization `u` is below `budget` (`BelowBudget`), or because it has waited
+/// `waited` ≥ `max_wait` (`MaxWait`), or keep waiting (None). The supervisor's tick decides
+/// with it; the simulator calls it with its virtual clock's times.
+pub fn transition_decision(
+    u: f64,
+    budget: f64,
+    waited: Duration,
+    max_wait: Duration,
+) -> Option<TransitionOutcome> {
+    if u < budget {
+        Some(TransitionOutcome::BelowBudget)
+    } else if waited >= max_wait {
+        Some(TransitionOutcome::MaxWait)
+    } else {
+        None
+    }
+}
+
 impl Runtime {
     /// The slice's utilization as the transition budget sees it, 0 to 1: by default the
     /// lanes kept busy over the last half second or so (the scheduler's recent lane usage,
@@ -283,13 +302,9 @@ impl Runtime {
             s.waiting
                 .iter()
                 .filter_map(|(name, w)| {
-                    if u < budget {
-                        Some((name.clone(), w.since, TransitionOutcome::BelowBudget))
-                    } else if now.saturating_duration_since(w.since) >= max_wait {
-                        Some((name.clone(), w.since, TransitionOutcome::MaxWait))
-                    } else {
-                        None
-                    }
+                    let waited = now.saturating_duration_since(w.since);
+                    transition_decision(u, budget, waited, max_wait)
+                        .map(|outcome| (name.clone(), w.since, outcome))
                 })
                 .collect()
         };
@@ -317,5 +332,21 @@ impl Runtime {
                 "transition: the new version takes the unversioned traffic; the old one drains"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decision_switches_below_the_budget_or_after_the_maximum_wait() {
+        let ms = Duration::from_millis;
+        let d = |u, w| transition_decision(u, 0.5, ms(w), ms(100));
+        assert_eq!(d(0.49, 0), Some(TransitionOutcome::BelowBudget));
+        assert_eq!(d(0.5, 0), None, "at the budget it waits");
+        assert_eq!(d(0.9, 99), None);
+        assert_eq!(d(0.9, 100), Some(TransitionOutcome::MaxWait));
+        assert_eq!(d(0.1, 500), Some(TransitionOutcome::BelowBudget));
     }
 }
