@@ -100,6 +100,9 @@ mod tests {
         assert!(f.is_sticky());
         assert_eq!(f.code, "CUDA_ERROR_ILLEGAL_ADDRESS");
         let text = f.to_string();
-        assert!(text.contains("sticky") && text.contains("stream state"), "{text}");
+        assert!(
+            text.contains("sticky") && text.contains("stream state"),
+            "{text}"
+        );
     }
 }
