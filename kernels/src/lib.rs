@@ -9,12 +9,14 @@ pub mod cpu;
 pub mod cuda;
 pub mod embedding;
 mod error;
+mod fault;
 mod lane;
 pub mod offload;
 mod ops;
 mod table;
 
 pub use error::{KernelError, Result};
+pub use fault::{DeviceFault, FaultKind};
 pub use lane::{Lane, LaneKind};
 pub use ops::{Activation, EmbeddingStore, Ops};
 pub use table::{TableMemory, TablePlacement};

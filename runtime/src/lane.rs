@@ -17,8 +17,8 @@ use crate::panic::panic_message;
 use crate::queue::{FormedBatch, ModelQueue, Pending, Reply};
 use crate::scheduler::{Scheduler, Work};
 use crate::{Error, Result, Tensor, TensorData};
-use cohost_kernels::Lane;
-use cohost_models::{Batch, InputData};
+use cohost_kernels::{DeviceFault, Lane};
+use cohost_models::{BackendHandle, Batch, InputData};
 use parking_lot::{Condvar, Mutex};
 use std::any::Any;
 use std::collections::HashSet;
@@ -31,20 +31,52 @@ use std::time::{Duration, Instant};
 /// Longest pause of a lane between two scheduler panics in a row.
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Starts one worker thread per lane, unsupervised; they exit when the scheduler shuts
-/// down. The runtime starts a [`LanePool`] instead.
+/// The backend-neutral batch-boundary check a lane runs on its own thread after each
+/// batch's forward, before it takes the next batch: a device fault found there fails that
+/// batch (a no-op on the CPU; the context's stored error and stream state on CUDA).
+pub type Boundary = Arc<dyn Fn(&Lane) -> std::result::Result<(), DeviceFault> + Send + Sync>;
+
+/// The [`Boundary`] of a backend: none on the CPU, [`cohost_kernels::cuda::CudaOps::batch_boundary`] on CUDA.
+pub fn backend_boundary(handle: &BackendHandle) -> Boundary {
+    match handle {
+        BackendHandle::Cpu(_) => Arc::new(|_: &Lane| Ok(())),
+        BackendHandle::Cuda(ops) => {
+            let ops = ops.clone();
+            Arc::new(move |lane: &Lane| ops.batch_boundary(lane))
+        }
+    }
+}
+
+/// Starts one worker thread per lane, unsupervised, with no batch-boundary check; they
+/// exit when the scheduler shuts down. The runtime starts a [`LanePool`] instead.
 #[cfg(feature = "testing")]
 pub fn spawn_lanes(lanes: Vec<Lane>, scheduler: Arc<Scheduler>) -> Vec<JoinHandle<()>> {
+    spawn_lanes_checked(lanes, scheduler, Arc::new(|_: &Lane| Ok(())))
+}
+
+/// [`spawn_lanes`] with a batch-boundary check (tests inject device faults through it).
+#[cfg(feature = "testing")]
+pub fn spawn_lanes_checked(
+    lanes: Vec<Lane>,
+    scheduler: Arc<Scheduler>,
+    boundary: Boundary,
+) -> Vec<JoinHandle<()>> {
     lanes
         .into_iter()
-        .map(|lane| spawn_lane(lane, scheduler.clone()).expect("spawn lane thread"))
+        .map(|lane| {
+            spawn_lane(lane, scheduler.clone(), boundary.clone()).expect("spawn lane thread")
+        })
         .collect()
 }
 
-fn spawn_lane(lane: Lane, sched: Arc<Scheduler>) -> std::io::Result<JoinHandle<()>> {
+fn spawn_lane(
+    lane: Lane,
+    sched: Arc<Scheduler>,
+    boundary: Boundary,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("cohost-lane-{}", lane.index))
-        .spawn(move || serve(&lane, &sched))
+        .spawn(move || serve(&lane, &sched, &boundary))
 }
 
 /// When a running batch counts as overrunning: after `factor` times its predicted time
@@ -86,6 +118,7 @@ pub struct LanePool {
 struct Supervised {
     scheduler: Arc<Scheduler>,
     overrun: Overrun,
+    boundary: Boundary,
     /// Each lane and its current thread (None once joined or given up on).
     lanes: Vec<(Lane, Mutex<Option<JoinHandle<()>>>)>,
     restarts: AtomicU64,
@@ -96,18 +129,24 @@ struct Supervised {
 
 impl LanePool {
     /// Starts one thread per lane and their supervisor.
-    pub fn start(lanes: Vec<Lane>, scheduler: Arc<Scheduler>, overrun: Overrun) -> LanePool {
+    pub fn start(
+        lanes: Vec<Lane>,
+        scheduler: Arc<Scheduler>,
+        overrun: Overrun,
+        boundary: Boundary,
+    ) -> LanePool {
         let lanes = lanes
             .into_iter()
             .map(|lane| {
-                let handle =
-                    spawn_lane(lane.clone(), scheduler.clone()).expect("spawn lane thread");
+                let handle = spawn_lane(lane.clone(), scheduler.clone(), boundary.clone())
+                    .expect("spawn lane thread");
                 (lane, Mutex::new(Some(handle)))
             })
             .collect();
         let shared = Arc::new(Supervised {
             scheduler,
             overrun,
+            boundary,
             lanes,
             restarts: AtomicU64::new(0),
             overruns: AtomicU64::new(0),
@@ -221,7 +260,7 @@ impl Supervised {
         let msg = panic_message(&*payload);
         // Dropping the payload could panic again (that may be how it escaped its lane).
         std::mem::forget(payload);
-        match spawn_lane(lane.clone(), self.scheduler.clone()) {
+        match spawn_lane(lane.clone(), self.scheduler.clone(), self.boundary.clone()) {
             Ok(h) => {
                 *slot = Some(h);
                 self.restarts.fetch_add(1, Ordering::Relaxed);
@@ -272,14 +311,14 @@ impl Supervised {
 }
 
 /// A lane's loop: runs the scheduler's batches until it shuts down, whatever panics.
-fn serve(lane: &Lane, sched: &Scheduler) {
+fn serve(lane: &Lane, sched: &Scheduler, boundary: &Boundary) {
     let mut failures = 0u32;
     loop {
         // `run` answers and releases its batch itself; what lands here came from the
         // scheduler, whose state stays consistent (its mutex is released on unwind and a
         // queue's `take` is panic-safe).
         let step = catch_unwind(AssertUnwindSafe(|| {
-            sched.next().map(|work| run(lane, work))
+            sched.next().map(|work| run(lane, work, boundary))
         }));
         match step {
             Ok(Some(())) => failures = 0,
@@ -301,10 +340,12 @@ fn serve(lane: &Lane, sched: &Scheduler) {
 }
 
 /// Runs one batch and answers each of its requests; never unwinds.
-fn run(lane: &Lane, work: Work) {
+fn run(lane: &Lane, work: Work, boundary: &Boundary) {
     let Work { queue, batch } = work;
     let started = Instant::now();
-    match catch_unwind(AssertUnwindSafe(|| execute(lane, &queue, &batch, started))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        execute(lane, &queue, &batch, started, boundary)
+    })) {
         Ok(replies) => {
             for (p, reply) in batch.requests.into_iter().zip(replies) {
                 let _ = p.reply.send(reply);
@@ -324,6 +365,7 @@ fn execute(
     queue: &ModelQueue,
     batch: &FormedBatch,
     started: Instant,
+    boundary: &Boundary,
 ) -> Vec<Result<Reply>> {
     let rows = batch.rows;
     let input = gather(rows, &batch.requests);
@@ -342,6 +384,12 @@ fn execute(
                 queue.name
             )))
         }
+    };
+    // The batch boundary: a device fault found now belongs to this batch, whatever its
+    // forward returned (its output may have been computed from a corrupted context).
+    let outputs = match boundary(lane) {
+        Ok(()) => outputs,
+        Err(fault) => Err(fault_error(lane, queue, &fault)),
     };
     if outputs.is_ok() {
         queue.latency.observe(rows, infer_s);
@@ -364,6 +412,29 @@ fn execute(
     crate::metrics::lane_busy(lane.index, busy);
     queue.finish(batch.id, batch.requests.len(), busy);
     replies
+}
+
+/// The error a batch's requests get for a device fault at its boundary: unavailable (503,
+/// retry later) when the device context is lost, internal for a fault of this batch only.
+#[cold]
+fn fault_error(lane: &Lane, queue: &ModelQueue, fault: &DeviceFault) -> Error {
+    crate::metrics::device_fault(fault.is_sticky());
+    tracing::error!(
+        model = %queue.name,
+        version = queue.version,
+        lane = lane.index,
+        sticky = fault.is_sticky(),
+        "{fault} at the boundary of a batch of this model; the batch fails"
+    );
+    let msg = format!(
+        "model '{}': the device failed while running this batch: {fault}",
+        queue.name
+    );
+    if fault.is_sticky() {
+        Error::unavailable(msg)
+    } else {
+        Error::internal(msg)
+    }
 }
 
 /// After a panic while running `batch`: releases it (unless [`execute`] already did),

@@ -59,7 +59,7 @@ pub mod testing {
         AdaptiveBatching, BatchPolicy, Decision, NoBatching, QueueView, StaticBatching, policy_for,
     };
     pub use crate::clock::{Clock, VirtualClock};
-    pub use crate::lane::spawn_lanes;
+    pub use crate::lane::{Boundary, spawn_lanes, spawn_lanes_checked};
     pub use crate::latency_model::LatencyModel;
     pub use crate::queue::FormedBatch;
     pub use crate::queue::{MemoryLease, ModelQueue, Pending, Reply};

@@ -171,11 +171,21 @@ pub fn lane_restart(lane: usize) {
     counter!("cohost_lane_restarts_total", "lane" => lane.to_string()).increment(1);
 }
 
+/// Counts one device fault found at a batch boundary
+/// (`cohost_device_faults_total{kind="sticky"|"transient"}`).
+pub fn device_fault(sticky: bool) {
+    let kind = if sticky { "sticky" } else { "transient" };
+    counter!("cohost_device_faults_total", "kind" => kind).increment(1);
+}
+
 /// Exports the supervision series at 0 for `lanes` lanes, so that alerts on their
 /// increase see them before the first restart.
 pub fn supervision_started(lanes: usize) {
     for lane in 0..lanes {
         counter!("cohost_lane_restarts_total", "lane" => lane.to_string()).increment(0);
+    }
+    for kind in ["sticky", "transient"] {
+        counter!("cohost_device_faults_total", "kind" => kind).increment(0);
     }
     batches_overrunning(0);
 }

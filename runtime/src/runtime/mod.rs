@@ -1,6 +1,6 @@
 //! [`Runtime`]: the embeddable API over registry, queues, scheduler and lanes.
 
-use crate::lane::{LanePool, Overrun};
+use crate::lane::{LanePool, Overrun, backend_boundary};
 use crate::registry::Registry;
 use crate::repository;
 use crate::scheduler::{ScheduleKind, Scheduler};
@@ -249,7 +249,12 @@ impl Runtime {
         );
         crate::metrics::device(&device, options.lanes, options.memory_budget);
         crate::metrics::supervision_started(options.lanes);
-        let lanes = LanePool::start(lanes, scheduler.clone(), options.overrun());
+        let lanes = LanePool::start(
+            lanes,
+            scheduler.clone(),
+            options.overrun(),
+            backend_boundary(&backend),
+        );
         tracing::info!(
             backend = backend_name,
             device = %device.name,
