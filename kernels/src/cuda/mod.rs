@@ -7,6 +7,7 @@
 
 mod backend;
 mod bag;
+mod cached;
 pub mod gemm;
 pub mod grid;
 mod lane;
@@ -19,6 +20,7 @@ mod table;
 mod tensor;
 
 pub use backend::CudaOps;
+pub use cached::CachedMappedTable;
 pub use mig::MigInfo;
 pub use ops::MAX_FEATURES;
 pub use probe::{CudaInfo, Libraries, describe, nvrtc_present, nvrtc_version, open_device, probe};
