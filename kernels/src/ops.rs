@@ -111,6 +111,23 @@ pub trait Ops: Send + Sync + 'static {
     ) -> Result<Box<dyn EmbeddingStore<Self>>>
     where
         Self: Sized;
+
+    /// Places an offloaded `rows x dim` table the backend serves itself (CUDA: pinned,
+    /// device-mapped host rows plus a device hot-row cache of `cache` rows); `Ok(None)`
+    /// when the backend has no such table and the caller uses the generic offloaded table.
+    fn offloaded_table(
+        &self,
+        _name: &str,
+        _data: &[f32],
+        _rows: usize,
+        _dim: usize,
+        _cache: crate::offload::CacheConfig,
+    ) -> Result<Option<Box<dyn EmbeddingStore<Self>>>>
+    where
+        Self: Sized,
+    {
+        Ok(None)
+    }
 }
 
 /// One embedding table of `rows x dim` f32 values, pooled with sum over fixed-size bags.

@@ -14,8 +14,9 @@
 //! grid-stride loops wrap (the grid is smaller than the work), plus explicit 1- and 3-block
 //! grids. Accuracy: `|got − want| ≤ 1e-5 · max(|want|, 1)`.
 
-use cohost_kernels::cpu::CpuOps;
+use cohost_kernels::cpu::{CpuOps, embedding_bag_sum};
 use cohost_kernels::cuda::grid;
+use cohost_kernels::offload::{CachePolicy, CachedBatchPlan, SlotMap, plan_cached_batch};
 use cohost_kernels::{Activation, Lane, Ops};
 mod common;
 
@@ -411,6 +412,108 @@ fn gather_rows_copies_exactly_the_listed_rows() {
                 assert_eq!(got, want, "[{build}] gather {count} rows of {dim} {l:?}");
             }
         }
+    }
+}
+
+/// One batch of `embedding_bag_cached_f32` against `slots`' plan, checked against the CPU
+/// `embedding_bag_sum` over the full table (1e-5) and the cache after the launch against the
+/// plan's fills applied on the host (exact). Returns the plan and the cache after it.
+fn cached_batch(
+    table: &[f32],
+    dim: usize,
+    slots: &mut SlotMap,
+    cache: &[f32],
+    idx: &[i64],
+    bag: usize,
+) -> (CachedBatchPlan, Vec<f32>) {
+    let n = idx.len() / bag;
+    let plan = plan_cached_batch(slots, idx);
+    let mut want = vec![0f32; n * dim];
+    embedding_bag_sum(table, dim, idx, bag, &mut want);
+    let mut want_cache = cache.to_vec();
+    for (&r, &s) in plan.fill_rows.iter().zip(&plan.fill_slots) {
+        let (r, s) = (r as usize, s as usize);
+        want_cache[s * dim..(s + 1) * dim].copy_from_slice(&table[r * dim..(r + 1) * dim]);
+    }
+    let mut after = None;
+    let work = n.max(plan.fill_rows.len());
+    for (l, sanitized) in launches(grid::rows(work, dim, SMS)) {
+        for (build, got) in run(
+            "embedding_bag_cached_f32",
+            l,
+            sanitized,
+            &format!("{n} {bag} {dim} {}", plan.fill_rows.len()),
+            &[
+                Arr::F32(table),
+                Arr::F32(cache),
+                Arr::I64(&plan.src),
+                Arr::I64(&plan.fill_rows),
+                Arr::I64(&plan.fill_slots),
+            ],
+        ) {
+            let what = format!("[{build}] bag_cached n={n} bag={bag} dim={dim} {l:?}");
+            assert_close(&format!("{what} vs cpu"), &got[..n * dim], &widen(&want));
+            let cache_after = &got[n * dim..];
+            assert_eq!(cache_after.len(), want_cache.len(), "{what}: cache length");
+            if let Some(i) = (0..want_cache.len()).find(|&i| cache_after[i] != want_cache[i]) {
+                panic!(
+                    "{what}: cache after the fills, slot {} value {}: got {}, want {}",
+                    i / dim.max(1),
+                    i % dim.max(1),
+                    cache_after[i],
+                    want_cache[i]
+                );
+            }
+            after.get_or_insert(got[n * dim..].to_vec());
+        }
+    }
+    (plan, after.expect("at least one build ran"))
+}
+
+#[test]
+fn embedding_bag_cached_matches_the_cpu_bag_sum_through_hits_misses_and_evictions() {
+    if !ready() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(16);
+    // (rows, dim, cache rows, n, bag, policy): 50 bags > 32 blocks (the grid wraps); dim 300
+    // > 256 threads; bag 1; a cache smaller than a batch's distinct rows (evicts in-batch).
+    for &(rows, dim, cap, n, bag, policy) in &[
+        (1000, 24, 400, 50, 7, CachePolicy::Lru),
+        (40, 300, 40, 3, 1, CachePolicy::Lfu),
+        (200, 33, 8, 40, 3, CachePolicy::Lru),
+        (200, 33, 8, 40, 3, CachePolicy::Lfu),
+    ] {
+        let table = random(&mut rng, rows * dim);
+        let mut slots = SlotMap::new(cap, policy);
+        let cache = vec![0f32; cap * dim];
+        // Repeated indices inside the batch.
+        let idx: Vec<i64> = (0..n * bag)
+            .map(|_| rng.random_range(0..rows as i64 / 4))
+            .collect();
+        let distinct = idx.iter().collect::<std::collections::HashSet<_>>().len() as u64;
+        // 1) Empty cache: all misses.
+        let (plan, cache) = cached_batch(&table, dim, &mut slots, &cache, &idx, bag);
+        assert_eq!(
+            (plan.hits, plan.misses),
+            (0, distinct),
+            "first batch: all misses"
+        );
+        assert!(plan.src.iter().all(|&s| s >= 0), "misses read host rows");
+        // 2) The same batch again: all hits when it fits the cache.
+        let (plan, cache) = cached_batch(&table, dim, &mut slots, &cache, &idx, bag);
+        if distinct as usize <= cap {
+            assert_eq!((plan.hits, plan.misses), (distinct, 0), "repeat: all hits");
+            assert!(plan.src.iter().all(|&s| s < 0), "hits read cache slots");
+            assert!(plan.fill_rows.is_empty());
+        } else {
+            assert!(plan.evictions > 0, "a batch wider than the cache evicts");
+        }
+        // 3) A mixed batch over the whole table.
+        let idx2: Vec<i64> = (0..n * bag)
+            .map(|_| rng.random_range(0..rows as i64))
+            .collect();
+        let _ = cached_batch(&table, dim, &mut slots, &cache, &idx2, bag);
     }
 }
 

@@ -91,9 +91,10 @@ impl<O: Ops> Dlrm<O> {
             .dlrm
             .as_ref()
             .ok_or_else(|| ModelError::Weights("config has no [dlrm] table".into()))?;
-        // The CPU backend's "device tier" is a separate bounded cache; backends without a
-        // device-side cache yet (CUDA: TODO) keep it in host RAM and count it there.
-        let tier = if ops.name() == "cpu" {
+        // The CPU backend's "device tier" is a separate bounded cache; CUDA's is a cache of
+        // slots in device memory (`Ops::offloaded_table`); any other backend keeps it in
+        // host RAM and counts it there.
+        let tier = if matches!(ops.name(), "cpu" | "cuda") {
             CacheTier::Device
         } else {
             CacheTier::Host
@@ -137,8 +138,31 @@ impl<O: Ops> Dlrm<O> {
                 }
                 Tier::Host => {
                     let data = weights.matrix(&tensor, &[rows, dim])?.into_owned();
-                    let src = Box::new(HostRows::new(data, rows, dim)?);
-                    Box::new(OffloadedTable::new(&name, src, plan.cache, tier))
+                    match ops.offloaded_table(&name, &data, rows, dim, plan.cache)? {
+                        // The backend's own table (CUDA: pinned mapped rows + device cache).
+                        Some(table) => table,
+                        None => {
+                            let src = Box::new(HostRows::new(data, rows, dim)?);
+                            Box::new(OffloadedTable::new(&name, src, plan.cache, tier))
+                        }
+                    }
+                }
+                // A backend with its own offloaded table gets the mapped file's rows copied
+                // into its memory (CUDA: pinned host memory); the CPU reads the mapping.
+                Tier::Mapped if ops.name() != "cpu" => {
+                    let data = weights.matrix(&tensor, &[rows, dim])?;
+                    match ops.offloaded_table(&name, &data, rows, dim, plan.cache)? {
+                        Some(table) => table,
+                        None => {
+                            let src =
+                                weights.mapped_rows(&tensor, rows, dim)?.ok_or_else(|| {
+                                    ModelError::Weights(format!(
+                                        "{tensor}: weights are not a mapped file"
+                                    ))
+                                })?;
+                            Box::new(OffloadedTable::new(&name, Box::new(src), plan.cache, tier))
+                        }
+                    }
                 }
                 Tier::Mapped => {
                     let src = weights.mapped_rows(&tensor, rows, dim)?.ok_or_else(|| {

@@ -7,6 +7,7 @@
 
 mod backend;
 mod bag;
+mod cached;
 mod fault;
 pub mod gemm;
 pub mod grid;
@@ -20,6 +21,7 @@ mod table;
 mod tensor;
 
 pub use backend::CudaOps;
+pub use cached::CachedMappedTable;
 pub use fault::{classify, fault};
 pub use mig::MigInfo;
 pub use ops::MAX_FEATURES;

@@ -34,7 +34,11 @@ pub const SOURCES: &[KernelSource] = &[
     KernelSource {
         file: "embedding.cu",
         src: include_str!("../../cuda/embedding.cu"),
-        entries: &["embedding_bag_sum_f32", "gather_rows_f32"],
+        entries: &[
+            "embedding_bag_sum_f32",
+            "gather_rows_f32",
+            "embedding_bag_cached_f32",
+        ],
     },
 ];
 
@@ -118,6 +122,7 @@ pub struct Kernels {
     pub(crate) cross: CudaFunction,
     pub(crate) embedding_bag_sum: CudaFunction,
     pub(crate) gather_rows: CudaFunction,
+    pub(crate) embedding_bag_cached: CudaFunction,
 }
 
 type Cache = Mutex<HashMap<usize, Arc<Kernels>>>;
@@ -175,6 +180,7 @@ fn build(ctx: &Arc<CudaContext>) -> Result<Kernels, String> {
         cross: take("cross_f32")?,
         embedding_bag_sum: take("embedding_bag_sum_f32")?,
         gather_rows: take("gather_rows_f32")?,
+        embedding_bag_cached: take("embedding_bag_cached_f32")?,
         arch,
     })
 }

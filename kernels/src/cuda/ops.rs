@@ -256,6 +256,18 @@ impl Ops for CudaOps {
         let table = self.shared_tensor(data, rows, dim)?;
         Ok(Box::new(ResidentTable::new(name, table)))
     }
+
+    fn offloaded_table(
+        &self,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        dim: usize,
+        cache: crate::offload::CacheConfig,
+    ) -> Result<Option<Box<dyn EmbeddingStore<Self>>>> {
+        let table = super::cached::CachedMappedTable::new(self, name, data, rows, dim, cache)?;
+        Ok(Some(Box::new(table)))
+    }
 }
 
 impl CudaOps {

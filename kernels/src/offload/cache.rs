@@ -6,6 +6,7 @@
 //! lock; when two lanes miss the same row at once the second insert finds it present.
 
 use super::policy::{EvictionPolicy, Lfu, Lru};
+use super::slots::SlotMap;
 use super::source::RowSource;
 use super::{CacheConfig, CachePolicy};
 use parking_lot::Mutex;
@@ -50,64 +51,39 @@ pub struct CacheCounters {
 }
 
 struct Shard {
-    /// Row -> slot.
-    map: RowMap<u32>,
-    /// Slot -> row, for the slots filled so far.
-    keys: Vec<u64>,
+    /// Which row each slot holds, and the eviction policy.
+    slots: SlotMap,
     /// `capacity x dim` row values.
     data: Vec<f32>,
-    capacity: usize,
-    policy: Box<dyn EvictionPolicy>,
 }
 
 impl Shard {
     fn new(capacity: usize, dim: usize, policy: CachePolicy) -> Shard {
-        let mut map = RowMap::default();
-        // Twice the rows: with at most half the map's capacity in use, hashbrown cleans
-        // tombstones in place instead of growing, so the map never reallocates.
-        map.reserve(2 * capacity);
         Shard {
-            map,
-            keys: Vec::with_capacity(capacity),
-            data: vec![0.0; capacity * dim],
-            capacity,
-            policy: match policy {
-                CachePolicy::Lru => Box::new(Lru::new(capacity)),
-                CachePolicy::Lfu => Box::new(Lfu::new(capacity)),
-            },
+            slots: SlotMap::new(capacity, policy),
+            data: vec![0.0; capacity.max(1) * dim],
         }
     }
 
     /// Copies a cached row into `out`; false when absent.
     fn read(&mut self, key: u64, out: &mut [f32]) -> bool {
-        let Some(&slot) = self.map.get(&key) else {
+        let Some(slot) = self.slots.lookup(key) else {
             return false;
         };
         let d = out.len();
         out.copy_from_slice(&self.data[slot as usize * d..(slot as usize + 1) * d]);
-        self.policy.touched(slot);
         true
     }
 
     /// Caches `row` under `key`; returns true when another row was evicted for it.
     fn insert(&mut self, key: u64, row: &[f32]) -> bool {
-        if self.map.contains_key(&key) {
+        if self.slots.contains(key) {
             return false;
         }
-        let (slot, evicted) = if self.keys.len() < self.capacity {
-            self.keys.push(key);
-            ((self.keys.len() - 1) as u32, false)
-        } else {
-            let slot = self.policy.evict();
-            self.map.remove(&self.keys[slot as usize]);
-            self.keys[slot as usize] = key;
-            (slot, true)
-        };
+        let a = self.slots.admit(key);
         let d = row.len();
-        self.data[slot as usize * d..(slot as usize + 1) * d].copy_from_slice(row);
-        self.map.insert(key, slot);
-        self.policy.inserted(slot);
-        evicted
+        self.data[a.slot as usize * d..(a.slot as usize + 1) * d].copy_from_slice(row);
+        a.evicted.is_some()
     }
 }
 

@@ -140,6 +140,24 @@ int main() {
                             dst.data());
         });
         write_array(dst);
+    } else if (kernel == "embedding_bag_cached_f32") {
+        // Writes the pooled output followed by the cache after the launch.
+        long long n, n_fill;
+        int bag, dim;
+        std::cin >> n >> bag >> dim >> n_fill;
+        std::cin.get();
+        auto host = read_array<float>();
+        auto cache = read_array<float>();
+        auto src = read_array<long long>();
+        auto fill_rows = read_array<long long>();
+        auto fill_slots = read_array<long long>();
+        auto out = unwritten(n * dim);
+        cohost_shim::launch(grid, block, smem, [&] {
+            embedding_bag_cached_f32(host.data(), cache.data(), src.data(), n, bag, dim,
+                                     fill_rows.data(), fill_slots.data(), n_fill, out.data());
+        });
+        out.insert(out.end(), cache.begin(), cache.end());
+        write_array(out);
     } else {
         std::fprintf(stderr, "driver: unknown kernel '%s'\n", kernel.c_str());
         return 2;
