@@ -17,9 +17,11 @@ mod slots;
 mod source;
 mod table;
 
-pub use cache::{CacheCounters, MAX_SHARDS, RowCache, RowHasher, RowMap};
+pub use cache::{CacheCounters, MAX_SHARDS, RowCache};
 pub use policy::{EvictionPolicy, Lfu, Lru};
-pub use slots::{Admitted, CachedBatchPlan, SlotMap, plan_cached_batch, slot_source};
+pub use slots::{
+    Admitted, CachedBatchPlan, RowHasher, RowMap, SlotMap, plan_cached_batch, slot_source,
+};
 pub use source::{HostRows, MappedRows, RowSource, SharedBytes, StoredType};
 pub use table::{CacheTier, OffloadedTable};
 

@@ -4,8 +4,31 @@
 //! per-batch plan of the device cache.
 
 use super::CachePolicy;
-use super::cache::RowMap;
 use super::policy::{EvictionPolicy, Lfu, Lru};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A multiplicative hasher for row numbers (SipHash is needlessly slow for u64 keys).
+#[derive(Default, Clone, Copy)]
+pub struct RowHasher(u64);
+
+impl Hasher for RowHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^ (h >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).rotate_left(5);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A `HashMap` keyed by row number.
+pub type RowMap<V> = HashMap<u64, V, BuildHasherDefault<RowHasher>>;
 
 /// Row → slot index and eviction policy over `capacity` slots (no row data).
 pub struct SlotMap {

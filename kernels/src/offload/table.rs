@@ -2,7 +2,8 @@
 //! any backend.
 
 use super::CacheConfig;
-use super::cache::{RowCache, RowMap};
+use super::cache::RowCache;
+use super::slots::RowMap;
 use super::source::RowSource;
 use crate::cpu::embedding_bag_sum;
 use crate::{EmbeddingStore, KernelError, Lane, Ops, Result, TableMemory, TablePlacement};
