@@ -126,7 +126,7 @@ impl Slice {
     }
 }
 
-type Answer = tokio::sync::oneshot::Receiver<cohost_runtime::Result<Reply>>;
+use common::Answer;
 
 fn values(seed: u64) -> Vec<f32> {
     (0..ECHO_IN)
@@ -149,20 +149,8 @@ fn submit(slice: &Slice, q: &ModelQueue, x: Vec<f32>) -> Answer {
     rx
 }
 
-fn answer(mut rx: Answer) -> cohost_runtime::Result<Reply> {
-    let until = Instant::now() + HANG;
-    loop {
-        match rx.try_recv() {
-            Ok(r) => return r,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                panic!("the reply channel was dropped without an answer")
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                assert!(Instant::now() < until, "no answer within {HANG:?}");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
+fn answer(rx: Answer) -> cohost_runtime::Result<Reply> {
+    common::answer_within(rx, HANG)
 }
 
 /// Sends `n` requests alternating between the two models, arming `kind` after the

@@ -300,7 +300,7 @@ impl Slice {
     }
 }
 
-type Answer = tokio::sync::oneshot::Receiver<cohost_runtime::Result<Reply>>;
+use common::Answer;
 
 /// Queues one request (rows of `input`) for outputs `outputs` and wakes a lane.
 fn submit(slice: &Slice, q: &ModelQueue, input: InputData, outputs: Vec<usize>) -> Answer {
@@ -322,21 +322,8 @@ fn submit(slice: &Slice, q: &ModelQueue, input: InputData, outputs: Vec<usize>) 
     rx
 }
 
-/// The answer, failing the test on a dropped reply channel or no answer in time.
-fn answer(mut rx: Answer) -> cohost_runtime::Result<Reply> {
-    let until = Instant::now() + HANG;
-    loop {
-        match rx.try_recv() {
-            Ok(r) => return r,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                panic!("the reply channel was dropped without an answer")
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                assert!(Instant::now() < until, "no answer within {HANG:?}");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
+fn answer(rx: Answer) -> cohost_runtime::Result<Reply> {
+    common::answer_within(rx, HANG)
 }
 
 fn assert_internal(r: cohost_runtime::Result<Reply>, model: &str) -> Error {

@@ -161,3 +161,30 @@ pub fn echo_outputs(x: &[f32]) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A request's reply channel, as a test that queues by hand holds it.
+pub type Answer =
+    tokio::sync::oneshot::Receiver<cohost_runtime::Result<cohost_runtime::testing::Reply>>;
+
+/// The answer on `rx`, failing the test on a dropped reply channel or no answer within `hang`.
+pub fn answer_within(
+    mut rx: Answer,
+    hang: std::time::Duration,
+) -> cohost_runtime::Result<cohost_runtime::testing::Reply> {
+    let until = std::time::Instant::now() + hang;
+    loop {
+        match rx.try_recv() {
+            Ok(r) => return r,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                panic!("the reply channel was dropped without an answer")
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "no answer within {hang:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+}
