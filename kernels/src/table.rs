@@ -45,3 +45,23 @@ impl TableMemory {
         }
     }
 }
+
+/// How many bags of `bag` rows `indices` holds, after checking that they split into such
+/// bags and that every index is a row of `table` (`rows` rows): the check every table's
+/// `bag_sum` makes first, so a bad batch is an error, never a panic or a device fault.
+pub fn check_bags(table: &str, indices: &[i64], rows: usize, bag: usize) -> crate::Result<usize> {
+    if bag == 0 || !indices.len().is_multiple_of(bag) {
+        return Err(crate::KernelError::Shape(format!(
+            "table '{table}': {} indices do not split into bags of {bag}",
+            indices.len()
+        )));
+    }
+    match indices.iter().find(|&&i| i < 0 || i as u64 >= rows as u64) {
+        Some(&index) => Err(crate::KernelError::IndexOutOfRange {
+            table: table.to_string(),
+            index,
+            rows,
+        }),
+        None => Ok(indices.len() / bag),
+    }
+}

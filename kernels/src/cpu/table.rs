@@ -1,6 +1,7 @@
 //! A resident CPU embedding table and the sum-pooling embedding-bag loop.
 
 use super::CpuOps;
+use crate::table::check_bags;
 use crate::{EmbeddingStore, KernelError, Lane, Result, TableMemory, TablePlacement};
 use candle_core::{Device, Tensor};
 
@@ -85,25 +86,7 @@ impl EmbeddingStore<CpuOps> for CpuTable {
     }
 
     fn bag_sum(&self, _ops: &CpuOps, _lane: &Lane, indices: &[i64], bag: usize) -> Result<Tensor> {
-        if bag == 0 || !indices.len().is_multiple_of(bag) {
-            return Err(KernelError::Shape(format!(
-                "table '{}': {} indices do not split into bags of {bag}",
-                self.name,
-                indices.len()
-            )));
-        }
-        // One cheap pass so a bad index is an error, never a panic inside a batch.
-        if let Some(&bad) = indices
-            .iter()
-            .find(|&&i| i < 0 || i as u64 >= self.rows as u64)
-        {
-            return Err(KernelError::IndexOutOfRange {
-                table: self.name.clone(),
-                index: bad,
-                rows: self.rows,
-            });
-        }
-        let n = indices.len() / bag;
+        let n = check_bags(&self.name, indices, self.rows, bag)?;
         let mut out = vec![0f32; n * self.dim];
         embedding_bag_sum(&self.data, self.dim, indices, bag, &mut out);
         Ok(Tensor::from_vec(out, (n, self.dim), &Device::Cpu)?)

@@ -23,6 +23,21 @@ pub(crate) fn check_indices(table: &str, indices: &[i64], rows: usize) -> Result
     }
 }
 
+/// How many bags of `bag` indices `indices` holds; an error naming `what` when they do not split.
+pub(crate) fn bag_count(
+    what: std::fmt::Arguments<'_>,
+    indices: &[i64],
+    bag: usize,
+) -> Result<usize> {
+    if bag == 0 || !indices.len().is_multiple_of(bag) {
+        return Err(KernelError::Shape(format!(
+            "{what}: {} indices do not split into bags of {bag}",
+            indices.len()
+        )));
+    }
+    Ok(indices.len() / bag)
+}
+
 impl CudaOps {
     /// Copies `indices` to a fresh device buffer on the lane (through pinned staging).
     pub(crate) fn upload_indices(&self, st: &LaneState, indices: &[i64]) -> Result<CudaSlice<i64>> {
@@ -56,13 +71,7 @@ impl CudaOps {
         indices: &[i64],
         bag: usize,
     ) -> Result<CudaTensor> {
-        if bag == 0 || !indices.len().is_multiple_of(bag) {
-            return Err(KernelError::Shape(format!(
-                "embedding bag: {} indices do not split into bags of {bag}",
-                indices.len()
-            )));
-        }
-        let n = indices.len() / bag;
+        let n = bag_count(format_args!("embedding bag"), indices, bag)?;
         let st = self.lane_state(lane)?;
         let stream = &st.stream;
         let mut out = self.alloc(stream, n, dim)?;

@@ -8,14 +8,14 @@
 //! host memory, and copies the missed rows into their new slots.
 
 use super::backend::CudaOps;
-use super::bag::check_indices;
 use super::err;
 use super::grid;
 use super::launch::to_i32;
 use super::table::MappedHostTable;
 use super::tensor::CudaTensor;
 use crate::offload::{CacheConfig, CacheCounters, SlotMap, plan_cached_batch};
-use crate::{EmbeddingStore, KernelError, Lane, Result, TableMemory, TablePlacement};
+use crate::table::check_bags;
+use crate::{EmbeddingStore, Lane, Result, TableMemory, TablePlacement};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, PushKernelArg};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -109,14 +109,7 @@ impl EmbeddingStore<CudaOps> for CachedMappedTable {
         bag: usize,
     ) -> Result<CudaTensor> {
         let (name, rows, dim) = (self.name(), self.rows(), self.dim());
-        if bag == 0 || !indices.len().is_multiple_of(bag) {
-            return Err(KernelError::Shape(format!(
-                "table '{name}': {} indices do not split into bags of {bag}",
-                indices.len()
-            )));
-        }
-        check_indices(name, indices, rows)?;
-        let n = indices.len() / bag;
+        let n = check_bags(name, indices, rows, bag)?;
         let st = ops.lane_state(lane)?;
         let stream = &st.stream;
         let mut out = ops.alloc(stream, n, dim)?;

@@ -6,7 +6,8 @@ use super::cache::RowCache;
 use super::slots::RowMap;
 use super::source::RowSource;
 use crate::cpu::embedding_bag_sum;
-use crate::{EmbeddingStore, KernelError, Lane, Ops, Result, TableMemory, TablePlacement};
+use crate::table::check_bags;
+use crate::{EmbeddingStore, Lane, Ops, Result, TableMemory, TablePlacement};
 
 /// Where the hot-row cache's memory is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,20 +57,7 @@ impl OffloadedTable {
     /// to [`embedding_bag_sum`] over the full table.
     pub fn bag_sum_host(&self, indices: &[i64], bag: usize) -> Result<Vec<f32>> {
         let rows = self.source.rows();
-        if bag == 0 || !indices.len().is_multiple_of(bag) {
-            return Err(KernelError::Shape(format!(
-                "table '{}': {} indices do not split into bags of {bag}",
-                self.name,
-                indices.len()
-            )));
-        }
-        if let Some(&bad) = indices.iter().find(|&&i| i < 0 || i as u64 >= rows as u64) {
-            return Err(KernelError::IndexOutOfRange {
-                table: self.name.clone(),
-                index: bad,
-                rows,
-            });
-        }
+        let n = check_bags(&self.name, indices, rows, bag)?;
         // Each distinct row is looked up once per batch; `local` re-addresses the bags
         // into the compact buffer of gathered rows, keeping their order.
         let mut first: RowMap<u32> = RowMap::default();
@@ -87,7 +75,7 @@ impl OffloadedTable {
         let dim = self.source.dim();
         let mut gathered = vec![0f32; keys.len() * dim];
         self.cache.gather(&keys, &*self.source, &mut gathered);
-        let mut out = vec![0f32; indices.len() / bag * dim];
+        let mut out = vec![0f32; n * dim];
         embedding_bag_sum(&gathered, dim, &local, bag, &mut out);
         Ok(out)
     }
