@@ -9,12 +9,12 @@
 mod common;
 
 use cohost_kernels::{DeviceFault, FaultKind, Lane};
-use cohost_models::{Batch, BatchingPolicyKind, InputData, MemoryReport, Model, ModelError, synth};
+use cohost_models::{BatchingPolicyKind, InputData, synth};
 use cohost_runtime::testing::{
     Boundary, EdfFairShare, MemoryLease, ModelQueue, Pending, Reply, Scheduler, spawn_lanes_checked,
 };
-use cohost_runtime::{ErrorKind, ModelConfig, TensorData};
-use common::{ECHO_IN, echo_outputs};
+use cohost_runtime::{ErrorKind, TensorData};
+use common::{ECHO_IN, Echo, echo_outputs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -22,34 +22,6 @@ use std::time::{Duration, Instant};
 
 /// Longest a test waits for any answer: a lost reply shows up as this.
 const HANG: Duration = Duration::from_secs(20);
-
-/// Echoes mlp-tiny's signature (output j of a row = the row's sum plus j), after a pause.
-struct Echo {
-    config: ModelConfig,
-    pause: Duration,
-}
-
-impl Model for Echo {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-    fn check(&self, _: &Batch) -> Result<(), ModelError> {
-        Ok(())
-    }
-    fn forward(&self, _: &Lane, batch: &Batch) -> Result<Vec<Vec<f32>>, ModelError> {
-        std::thread::sleep(self.pause);
-        let InputData::F32(x) = &batch.inputs[0] else {
-            unreachable!("echo takes FP32")
-        };
-        Ok(vec![echo_outputs(x)])
-    }
-    fn memory(&self) -> MemoryReport {
-        MemoryReport::default()
-    }
-    fn flops_per_row(&self) -> u64 {
-        1000
-    }
-}
 
 /// A batch-boundary hook that reports an armed fault once, at the next boundary.
 #[derive(Default)]
@@ -97,10 +69,7 @@ impl Slice {
             .map(|name| {
                 let mut config = synth::preset("mlp-tiny").unwrap();
                 config.batching.policy = BatchingPolicyKind::None;
-                let model = Arc::new(Echo {
-                    config: config.clone(),
-                    pause: Duration::from_millis(1),
-                });
+                let model = Echo::new(config.clone(), Duration::from_millis(1));
                 let lease = MemoryLease::new(0, Arc::new(AtomicU64::new(0)));
                 let q = Arc::new(ModelQueue::new(name, 1, config, model, LANES, lease));
                 sched.add(q.clone());

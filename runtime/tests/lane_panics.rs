@@ -9,7 +9,7 @@
 mod common;
 
 use cohost_kernels::Lane;
-use cohost_models::{Batch, BatchingPolicyKind, InputData, MemoryReport, Model, ModelError, synth};
+use cohost_models::{BatchingPolicyKind, InputData, Model, synth};
 use cohost_runtime::testing::{
     BatchPolicy, Candidate, Decision, EdfFairShare, MemoryLease, ModelQueue, NoBatching, Pending,
     QueueView, Reply, SchedulePolicy, Scheduler, spawn_lanes,
@@ -19,9 +19,10 @@ use cohost_runtime::{
     TensorData,
 };
 use common::*;
+use common::{ECHO_IN as WIDTH_IN, ECHO_OUT as WIDTH_OUT, echo_outputs as expected};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,53 +32,6 @@ const HANG: Duration = Duration::from_secs(20);
 /// A metrics recorder whose handles panic on demand, per metric name and model label.
 #[path = "lane_panics/faults.rs"]
 mod faults;
-
-/// mlp-tiny's signature (8 inputs, 4 outputs) over a deterministic function of the inputs:
-/// output `j` of a row is the row's sum plus `j`. Records which lanes ran it.
-struct Echo {
-    config: ModelConfig,
-    lanes: Mutex<BTreeSet<usize>>,
-    pause: Duration,
-}
-
-use common::{ECHO_IN as WIDTH_IN, ECHO_OUT as WIDTH_OUT, echo_outputs as expected};
-
-impl Echo {
-    fn new(config: ModelConfig, pause: Duration) -> Arc<Echo> {
-        Arc::new(Echo {
-            config,
-            lanes: Mutex::new(BTreeSet::new()),
-            pause,
-        })
-    }
-
-    fn take_lanes(&self) -> BTreeSet<usize> {
-        std::mem::take(&mut *self.lanes.lock().unwrap())
-    }
-}
-
-impl Model for Echo {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-    fn check(&self, _: &Batch) -> Result<(), ModelError> {
-        Ok(())
-    }
-    fn forward(&self, lane: &Lane, batch: &Batch) -> Result<Vec<Vec<f32>>, ModelError> {
-        self.lanes.lock().unwrap().insert(lane.index);
-        std::thread::sleep(self.pause);
-        let InputData::F32(x) = &batch.inputs[0] else {
-            unreachable!("echo takes FP32")
-        };
-        Ok(vec![expected(x)])
-    }
-    fn memory(&self) -> MemoryReport {
-        MemoryReport::default()
-    }
-    fn flops_per_row(&self) -> u64 {
-        1000
-    }
-}
 
 /// mlp-tiny's config without batching, capped at `max_lanes` lanes.
 fn echo_config(max_lanes: Option<usize>) -> ModelConfig {

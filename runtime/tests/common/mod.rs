@@ -3,13 +3,19 @@
 
 use cohost_kernels::Lane;
 use cohost_kernels::cpu::CpuOps;
-use cohost_models::{BackendHandle, Batch, InputData, Model, PlacementOptions, WeightSource};
+use cohost_models::{
+    BackendHandle, Batch, InputData, MemoryReport, Model, ModelError, PlacementOptions,
+    WeightSource,
+};
 use cohost_runtime::{
     DataType, InferRequest, ModelConfig, Runtime, RuntimeOptions, Tensor, TensorData,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Builds the same model the runtime serves, outside the runtime, as a reference.
 #[allow(clippy::default_constructed_unit_structs)]
@@ -186,5 +192,50 @@ pub fn answer_within(
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
+    }
+}
+
+/// mlp-tiny's signature (8 inputs, 4 outputs) over a deterministic function of the inputs:
+/// output `j` of a row is the row's sum plus `j`, after a pause. Records which lanes ran it.
+pub struct Echo {
+    config: ModelConfig,
+    lanes: Mutex<BTreeSet<usize>>,
+    pause: Duration,
+}
+
+impl Echo {
+    pub fn new(config: ModelConfig, pause: Duration) -> Arc<Echo> {
+        Arc::new(Echo {
+            config,
+            lanes: Mutex::new(BTreeSet::new()),
+            pause,
+        })
+    }
+
+    pub fn take_lanes(&self) -> BTreeSet<usize> {
+        std::mem::take(&mut *self.lanes.lock().unwrap())
+    }
+}
+
+impl Model for Echo {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn check(&self, _: &Batch) -> Result<(), ModelError> {
+        Ok(())
+    }
+    fn forward(&self, lane: &Lane, batch: &Batch) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.lanes.lock().unwrap().insert(lane.index);
+        std::thread::sleep(self.pause);
+        let InputData::F32(x) = &batch.inputs[0] else {
+            unreachable!("echo takes FP32")
+        };
+        Ok(vec![echo_outputs(x)])
+    }
+    fn memory(&self) -> MemoryReport {
+        MemoryReport::default()
+    }
+    fn flops_per_row(&self) -> u64 {
+        1000
     }
 }
