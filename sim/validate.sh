@@ -5,6 +5,8 @@
 # the simulator's peak search on that profile. Results in $OUT.
 #
 #   BIN_DIR=target/debug OUT=/tmp/sim-validate ROWS=5000 sim/validate.sh
+# HOST_US=25 runs the simulator with the front end's CPU share (--host-us-per-request); with
+# OUT kept from an earlier run the bench searches rerun too (they are the slow half).
 set -euo pipefail
 BIN_DIR=${BIN_DIR:-target/debug}
 OUT=${OUT:-/tmp/sim-validate}
@@ -58,6 +60,6 @@ for n in $COUNTS; do
     set_batching "$p"
     nice -n 10 "$BIN_DIR/cohost-sim" search --profile "$OUT/profile-$n.json" --model "$model" \
       --copies "$n" --model-repository "$REPO" --batching "$p" --p99-target "$P99" \
-      --duration "$DURATION" --warmup 0.5 | tail -1 | sed "s/^/sim $p x$n: /"
+      --duration "$DURATION" --warmup 0.5 --host-us-per-request "${HOST_US:-0}" | tail -1 | sed "s/^/sim $p x$n: /"
   done
 done
