@@ -80,7 +80,7 @@ impl Runtime {
                 repository::WEIGHTS_FILE
             )));
         }
-        let serving = self.serving(name);
+        let serving = self.hold_serving(name);
         for &v in &wanted {
             let path = &disk.versions[&v];
             let fp = repository::fingerprint(&[path]) ^ disk.config_fingerprint;
@@ -112,7 +112,7 @@ impl Runtime {
             .map_err(|e| Error::invalid(e.to_string()))?;
         let _guard = self.inner.load_lock.lock();
         let fp = repository::fingerprint(&[]) ^ version ^ (safetensors.len() as u64);
-        let serving = self.serving(name);
+        let serving = self.hold_serving(name);
         self.install(name, version, config, WeightSource::Bytes(safetensors), fp)?;
         self.settle(name, serving, None);
         Ok(())
@@ -121,6 +121,17 @@ impl Runtime {
     /// The version unversioned requests to `name` go to now, if it is loaded.
     pub(super) fn serving(&self, name: &str) -> Option<u64> {
         self.inner.registry.get(name, None).ok().map(|q| q.version)
+    }
+
+    /// [`Runtime::serving`], pinned there under a transition budget, so a version installed
+    /// by this load takes no unversioned request before [`Runtime::settle`] decides whether
+    /// it may (a retired version drops its pin, so a failed load leaves nothing stale).
+    pub(super) fn hold_serving(&self, name: &str) -> Option<u64> {
+        let serving = self.serving(name);
+        if self.inner.options.transition_budget.is_some() && serving.is_some() {
+            self.inner.registry.pin(name, serving);
+        }
+        serving
     }
 
     /// [`Runtime::load_model_from`] on a blocking thread of the tokio runtime, for async
@@ -156,7 +167,7 @@ impl Runtime {
             .map_err(|e| Error::invalid(e.to_string()))?;
         let _guard = self.inner.load_lock.lock();
         let budget = self.device_budget(&config);
-        let serving = self.serving(name);
+        let serving = self.hold_serving(name);
         self.serve_version(name, version, config, model, budget, version)?;
         self.settle(name, serving, None);
         Ok(())

@@ -33,7 +33,7 @@ impl Runtime {
                 repository::WEIGHTS_FILE
             )));
         }
-        let serving = self.serving(name);
+        let serving = self.hold_serving(name);
         let mut installed = Vec::new();
         for &v in &wanted {
             let path = &disk.versions[&v];
