@@ -149,12 +149,7 @@ fn cut_at_deadline(stream: InferStream, cut: &crate::drain::Cut) -> InferStream 
 
 /// The ORCA text form of a load report.
 pub fn load_metadata_value(load: &LoadReport) -> String {
-    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
-    format!(
-        "TEXT named_metrics.model_load={}, named_metrics.host_load={}",
-        finite(load.model_load),
-        finite(load.host_load)
-    )
+    orca::load_text(load)
 }
 
 /// Adds the load counter to `metadata` under [`LOAD_METADATA`].

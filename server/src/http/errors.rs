@@ -117,16 +117,8 @@ impl From<Error> for ApiError {
 
 /// Formats the load header's value.
 pub fn load_header_value(load: &LoadReport) -> HeaderValue {
-    let text = format!(
-        "TEXT named_metrics.model_load={}, named_metrics.host_load={}",
-        finite(load.model_load),
-        finite(load.host_load)
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("TEXT"))
-}
-
-fn finite(x: f64) -> f64 {
-    if x.is_finite() { x } else { 0.0 }
+    HeaderValue::from_str(&crate::orca::load_text(load))
+        .unwrap_or_else(|_| HeaderValue::from_static("TEXT"))
 }
 
 /// Adds the load header to `headers` when a report is known.

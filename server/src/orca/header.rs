@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 use cohost_protocol::prost::Message;
 use cohost_protocol::xds::data::orca::v3::OrcaLoadReport;
+use cohost_runtime::LoadReport;
 use serde_json::{Map, Value, json};
 use std::fmt::Write;
 
@@ -57,12 +58,15 @@ pub fn header_value(report: &OrcaLoadReport, format: Format) -> HeaderValue {
 /// The standard keys every Envoy TEXT parser knows (`utilization.*` is left out: older
 /// parsers refuse the whole header for a key they do not know).
 fn text(r: &OrcaLoadReport) -> String {
-    let mut out = String::from("TEXT ");
+    let mut out = String::with_capacity(192);
+    out.push_str("TEXT ");
     let mut put = |key: &str, v: f64| {
         if out.len() > 5 {
             out.push_str(", ");
         }
-        let _ = write!(out, "{key}={v}");
+        out.push_str(key);
+        out.push('=');
+        push_decimal(&mut out, v);
     };
     put("application_utilization", r.application_utilization);
     put("cpu_utilization", r.cpu_utilization);
@@ -70,9 +74,55 @@ fn text(r: &OrcaLoadReport) -> String {
     put("rps_fractional", r.rps_fractional);
     put("eps", r.eps);
     for (k, v) in &r.named_metrics {
-        put(&format!("named_metrics.{k}"), *v);
+        out.push_str(", named_metrics.");
+        out.push_str(k);
+        out.push('=');
+        push_decimal(&mut out, *v);
     }
     out
+}
+
+/// The load counter alone in the TEXT form (`named_metrics.model_load`, `host_load`): the
+/// `endpoint-load-metrics` header of a refusal and the gRPC `cohost-load` metadata.
+pub fn load_text(load: &LoadReport) -> String {
+    let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+    let mut out = String::with_capacity(80);
+    out.push_str("TEXT named_metrics.model_load=");
+    push_decimal(&mut out, finite(load.model_load));
+    out.push_str(", named_metrics.host_load=");
+    push_decimal(&mut out, finite(load.host_load));
+    out
+}
+
+/// Appends `v` in decimal with at most 6 fractional digits, trailing zeros dropped
+/// (`0.125`, `120`, `1234.5`): what a balancer reads, at a tenth of `{}`'s cost (every
+/// response carries a report). Values at or past 1e9 (where 6 places outgrow an f64), and non-finite ones, use `{}`.
+pub fn push_decimal(out: &mut String, v: f64) {
+    const SCALE: f64 = 1e6;
+    if !v.is_finite() || v.abs() >= 1e9 {
+        let _ = write!(out, "{v}");
+        return;
+    }
+    let scaled = (v.abs() * SCALE).round() as u64;
+    if v < 0.0 && scaled != 0 {
+        out.push('-');
+    }
+    let (int, mut frac) = (scaled / 1_000_000, scaled % 1_000_000);
+    out.push_str(itoa::Buffer::new().format(int));
+    if frac != 0 {
+        let mut digits = 6;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        out.push('.');
+        let mut buf = itoa::Buffer::new();
+        let f = buf.format(frac);
+        for _ in f.len()..digits {
+            out.push('0');
+        }
+        out.push_str(&f);
+    }
 }
 
 fn json(r: &OrcaLoadReport) -> Value {
@@ -127,6 +177,53 @@ mod tests {
             .decode(b.to_str().unwrap().strip_prefix("BIN ").unwrap())
             .unwrap();
         assert_eq!(OrcaLoadReport::decode(&raw[..]).unwrap(), r);
+    }
+
+    #[test]
+    fn decimals_are_exact_to_six_places_and_short() {
+        let cases = [
+            (0.0, "0"),
+            (-0.0, "0"),
+            (1.25, "1.25"),
+            (120.0, "120"),
+            (0.125, "0.125"),
+            (0.000_001, "0.000001"),
+            (0.000_000_4, "0"),
+            (0.050_5, "0.0505"),
+            (1234.567_891_2, "1234.567891"),
+            (0.999_999_9, "1"),
+            (-2.5, "-2.5"),
+            (999_999_999.25, "999999999.25"),
+            (2e9, "2000000000"), (1e20, "100000000000000000000"),
+            (f64::NAN, "NaN"),
+        ];
+        for (v, want) in cases {
+            let mut s = String::new();
+            push_decimal(&mut s, v);
+            assert_eq!(s, want, "{v}");
+        }
+        // Against `{}` rounded to 6 places, over many values the reports carry.
+        let mut x = 0.000_123_f64;
+        while x < 1e9 {
+            let mut s = String::new();
+            push_decimal(&mut s, x);
+            let back: f64 = s.parse().unwrap();
+            assert!((back - x).abs() <= 5e-7 + x * 1e-15, "{x} -> {s}");
+            x *= 1.37;
+        }
+    }
+
+    #[test]
+    fn the_load_counter_alone() {
+        let load = LoadReport {
+            model_load: 0.25,
+            host_load: f64::INFINITY,
+            ..Default::default()
+        };
+        assert_eq!(
+            load_text(&load),
+            "TEXT named_metrics.model_load=0.25, named_metrics.host_load=0"
+        );
     }
 
     #[test]

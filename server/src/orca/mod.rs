@@ -28,7 +28,7 @@ mod header;
 mod oob;
 mod window;
 
-pub use header::{FORMAT_HEADER, Format, header_value};
+pub use header::{FORMAT_HEADER, Format, header_value, load_text};
 pub use oob::{MIN_REPORT_INTERVAL, OutOfBand};
 
 use cohost_protocol::xds::data::orca::v3::OrcaLoadReport;
