@@ -20,7 +20,7 @@
 #
 #   (both need target/release/{cohost,cohost-bench} and target/release/examples/
 #   {null_server,null_grpc_server}: cargo build --release -p cohost-server -p cohost-bench
-#   --examples; the release profile keeps line tables, so callgrind names functions;
+#   --bins --examples; the release profile keeps line tables, so callgrind names functions;
 #   scripts/python/callgrind_phases.py splits a cohost profile by phase)
 #
 #   scripts/server-cost.sh                      # A = B = target/release/cohost, mlp-tiny
