@@ -54,7 +54,7 @@ fn an_out_of_range_raw_index_is_a_sticky_fault_after_another_lanes_work_complete
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
         .args([
-            "sticky_fault_child",
+            "faults::sticky_fault_child",
             "--exact",
             "--nocapture",
             "--test-threads",
