@@ -14,7 +14,8 @@
 # `run` needs no cargo. It finds libcuda / libnvrtc / libcublas (system paths, /usr/local/cuda,
 # or the nvidia-* Python wheels), links CUDA 13's libnvrtc.so.13 / libcublas.so.13 under the
 # unversioned names cudarc also looks for, then:
-#   1. the GPU suite (kernels/tests/cuda_gpu.rs, nvrtc_compile.rs) with COHOST_REQUIRE_CUDA=1,
+#   1. the GPU suite (kernels/tests/cuda_gpu.rs, nvrtc_compile.rs, models/tests/cuda_dlrm.rs)
+#      with COHOST_REQUIRE_CUDA=1,
 #      so a missing device fails instead of skipping;
 #   2. 8 dlrm-small models co-scheduled in-process on 8 CUDA streams vs 1 stream, and 1 model
 #      on 8 vs 1: the harness's max rate under a P99 target (SEARCH_P99_MS, default 5 ms);
@@ -31,7 +32,8 @@ prepare() {
     grep -qx '/gpu-check/' .git/info/exclude 2>/dev/null || echo '/gpu-check/' >>.git/info/exclude
     cargo build --release -p cohost-server -p cohost-bench
     local tests
-    tests="$(cargo test --release -p cohost-kernels --test cuda_gpu --test nvrtc_compile --no-run \
+    tests="$(cargo test --release -p cohost-kernels -p cohost-models --test cuda_gpu --test nvrtc_compile \
+        --test cuda_dlrm --no-run \
         --message-format=json 2>/dev/null | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -100,7 +102,7 @@ run() {
     } >"$summary"
     cuda_libs >/dev/null
     echo "## 1. GPU suite (COHOST_REQUIRE_CUDA=1)" >>"$summary"
-    for t in cuda_gpu nvrtc_compile; do
+    for t in cuda_gpu nvrtc_compile cuda_dlrm; do
         if COHOST_REQUIRE_CUDA=1 COHOST_REQUIRE_NVRTC=1 timeout 180 "$BIN/$t" --test-threads 1 --nocapture \
             >"$RESULTS/$t.log" 2>&1; then
             echo "- $t: $(grep -h '^test result' "$RESULTS/$t.log" | tail -1)" >>"$summary"

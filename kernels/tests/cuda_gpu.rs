@@ -16,6 +16,8 @@ use common::{act64, random};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+#[path = "cuda_gpu/faults.rs"]
+mod faults;
 #[path = "cuda_gpu/lanes.rs"]
 mod lanes;
 

@@ -100,6 +100,14 @@ impl<O: Ops> Dlrm<O> {
             CacheTier::Host
         };
         let plans = placement::plan(config, p, placement, weights.is_file(), tier)?;
+        // A table the backend declines (CUDA: over the process-wide pinned budget, see
+        // docs/CUDA.md) falls back to the generic offloaded table, whose cache is in host RAM
+        // on CUDA.
+        let fallback = if ops.name() == "cuda" {
+            CacheTier::Host
+        } else {
+            tier
+        };
         let bottom_w: Vec<usize> = std::iter::once(p.dense_features)
             .chain(p.bottom.iter().copied())
             .collect();
@@ -143,12 +151,13 @@ impl<O: Ops> Dlrm<O> {
                         Some(table) => table,
                         None => {
                             let src = Box::new(HostRows::new(data, rows, dim)?);
-                            Box::new(OffloadedTable::new(&name, src, plan.cache, tier))
+                            Box::new(OffloadedTable::new(&name, src, plan.cache, fallback))
                         }
                     }
                 }
                 // A backend with its own offloaded table gets the mapped file's rows copied
-                // into its memory (CUDA: pinned host memory); the CPU reads the mapping.
+                // into its memory (CUDA: pinned host memory, while the pinned budget allows;
+                // past it the mapping is read on the host); the CPU reads the mapping.
                 Tier::Mapped if ops.name() != "cpu" => {
                     let data = weights.matrix(&tensor, &[rows, dim])?;
                     match ops.offloaded_table(&name, &data, rows, dim, plan.cache)? {
@@ -160,7 +169,8 @@ impl<O: Ops> Dlrm<O> {
                                         "{tensor}: weights are not a mapped file"
                                     ))
                                 })?;
-                            Box::new(OffloadedTable::new(&name, Box::new(src), plan.cache, tier))
+                            let src = Box::new(src);
+                            Box::new(OffloadedTable::new(&name, src, plan.cache, fallback))
                         }
                     }
                 }

@@ -4,7 +4,7 @@
 use super::backend::CudaOps;
 use super::err;
 use super::grid;
-use super::lane::{LaneState, MAX_STAGED_BYTES};
+use super::lane::{LaneState, Staging};
 use super::launch::{CrossLane, copy_htod, to_i32};
 use super::tensor::{CudaTensor, device_len};
 use crate::{KernelError, Lane, Result};
@@ -48,7 +48,7 @@ impl CudaOps {
         if indices.is_empty() {
             return Ok(dst);
         }
-        if size_of_val(indices) > MAX_STAGED_BYTES {
+        if !Staging::<i64>::stages(indices.len()) {
             copy_htod(stream, indices, &mut dst)?;
             return Ok(dst);
         }
@@ -59,6 +59,27 @@ impl CudaOps {
         copy_htod(stream, staging.filled(indices.len())?, &mut dst)?;
         staging.issued(stream)?;
         Ok(dst)
+    }
+
+    /// `sum` pooling over bags from the `? x dim` table at device address `table` with no
+    /// index check: the raw-address launch behind every table, public so the GPU suite can
+    /// inject a device fault with it.
+    ///
+    /// # Safety
+    ///
+    /// Every index must be a row of a live table of `dim` columns at `table`. An index
+    /// outside it makes the kernel read out of bounds: an illegal-address fault that loses
+    /// the whole context (sticky, see [`CudaOps::batch_boundary`]).
+    #[doc(hidden)]
+    pub unsafe fn bag_sum_raw(
+        &self,
+        lane: &Lane,
+        table: u64,
+        dim: usize,
+        indices: &[i64],
+        bag: usize,
+    ) -> Result<CudaTensor> {
+        self.bag_sum_at(lane, table, dim, indices, bag)
     }
 
     /// `sum` pooling over bags from a table at device address `table` (device memory or

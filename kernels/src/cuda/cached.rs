@@ -11,7 +11,7 @@ use super::backend::CudaOps;
 use super::err;
 use super::grid;
 use super::launch::to_i32;
-use super::table::MappedHostTable;
+use super::table::{MappedHostTable, reserve_table};
 use super::tensor::CudaTensor;
 use crate::offload::{CacheConfig, CacheCounters, SlotMap, plan_cached_batch};
 use crate::table::check_bags;
@@ -53,6 +53,40 @@ impl CachedMappedTable {
         cache: CacheConfig,
     ) -> Result<Self> {
         let host = MappedHostTable::new(ops, name, data, rows, dim)?;
+        Self::around(ops, host, rows, dim, cache)
+    }
+
+    /// As [`CachedMappedTable::new`], or `Ok(None)` (with a warning) when the process-wide
+    /// pinned budget refuses the table's rows: the caller then serves it from the host tier.
+    pub(crate) fn within_budget(
+        ops: &CudaOps,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        dim: usize,
+        cache: CacheConfig,
+    ) -> Result<Option<Self>> {
+        let reservation = match reserve_table(name, data.len()) {
+            Ok(r) => r,
+            Err(refusal) => {
+                tracing::warn!(
+                    "{refusal}; serving it from host memory (host-side cache and pooling)"
+                );
+                return Ok(None);
+            }
+        };
+        let host = MappedHostTable::with_reservation(ops, name, data, rows, dim, reservation)?;
+        Self::around(ops, host, rows, dim, cache).map(Some)
+    }
+
+    /// Adds a device cache of `cache.capacity_rows` slots around a mapped table.
+    fn around(
+        ops: &CudaOps,
+        host: MappedHostTable,
+        rows: usize,
+        dim: usize,
+        cache: CacheConfig,
+    ) -> Result<Self> {
         let capacity = cache.capacity_rows.clamp(1, rows.max(1));
         let stream = ops.context().default_stream();
         let slots = stream

@@ -1,8 +1,9 @@
 //! Per-lane state: each CUDA stream a batch may run on gets its own cuBLAS handle and its
-//! own pinned staging buffers for uploads and downloads.
+//! own rings of pinned staging buffers for uploads and downloads.
 
 use super::err;
 use super::probe::guard;
+use super::ring::{SlotRing, UPLOAD_SLOTS, stages};
 use crate::{KernelError, Lane, LaneKind, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
@@ -12,71 +13,95 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Copies larger than this bypass the pinned staging buffer (the driver stages them itself),
-/// so a lane never pins more than a few of these.
-pub(crate) const MAX_STAGED_BYTES: usize = 16 << 20;
-
-/// A reusable page-locked host buffer plus the event of the last copy that used it.
+/// A small ring of reusable page-locked host buffers, each guarded by the event of the
+/// last copy through it (the slot choice is [`SlotRing`]'s): filling the next upload waits
+/// for an earlier copy only when every buffer's copy is still pending.
 pub(crate) struct Staging<T> {
-    buf: Option<PinnedHostSlice<T>>,
-    done: CudaEvent,
-    pending: bool,
+    ring: SlotRing,
+    bufs: Vec<Option<PinnedHostSlice<T>>>,
+    done: Vec<CudaEvent>,
+    /// The slot lent by the last [`Staging::take`].
+    current: usize,
     flags: u32,
 }
 
 impl<T: DeviceRepr + ValidAsZeroBits> Staging<T> {
-    fn new(ctx: &Arc<CudaContext>, flags: u32) -> Result<Self> {
+    fn new(ctx: &Arc<CudaContext>, slots: usize, flags: u32) -> Result<Self> {
+        let ring = SlotRing::new(slots);
+        let done = (0..ring.len())
+            .map(|_| ctx.new_event(None).map_err(err("cuEventCreate")))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Staging {
-            buf: None,
-            done: ctx.new_event(None).map_err(err("cuEventCreate"))?,
-            pending: false,
+            bufs: (0..ring.len()).map(|_| None).collect(),
+            ring,
+            done,
+            current: 0,
             flags,
         })
     }
 
-    /// Waits for the previous copy through this buffer, then lends its first `len` slots.
+    /// Whether a copy of `len` elements goes through staging (larger ones bypass it).
+    pub(crate) fn stages(len: usize) -> bool {
+        stages(len, size_of::<T>())
+    }
+
+    /// Lends the first `len` slots of a buffer no pending copy uses (waiting for the oldest
+    /// copy only when all are pending).
     pub(crate) fn take(&mut self, ctx: &Arc<CudaContext>, len: usize) -> Result<&mut [T]> {
-        self.wait()?;
-        if self.buf.as_ref().is_none_or(|b| b.len() < len) {
-            self.buf = None;
-            let cap = len.next_power_of_two().max(4096);
-            // SAFETY: the contents are written by the caller before any copy reads them.
-            let buf = unsafe { ctx.alloc_pinned_with_flags::<T>(cap, self.flags) }
-                .map_err(err("cuMemHostAlloc"))?;
-            self.buf = Some(buf);
+        let done = &self.done;
+        let choice = self.ring.choose(len, |slot| {
+            done[slot].try_is_complete().map_err(err("cuEventQuery"))
+        })?;
+        let slot = choice.slot;
+        if choice.wait {
+            self.done[slot]
+                .synchronize()
+                .map_err(err("cuEventSynchronize"))?;
         }
-        let buf = self.buf.as_mut().expect("allocated above");
+        if let Some(cap) = choice.grow_to {
+            self.bufs[slot] = None;
+            // SAFETY: the contents are written by the caller before any copy reads them.
+            match unsafe { ctx.alloc_pinned_with_flags::<T>(cap, self.flags) } {
+                Ok(buf) => self.bufs[slot] = Some(buf),
+                Err(e) => {
+                    self.ring.forget(slot);
+                    return Err(err("cuMemHostAlloc")(e));
+                }
+            }
+        }
+        self.current = slot;
+        let buf = self.bufs[slot]
+            .as_mut()
+            .expect("the ring allocates before use");
         let slice = buf.as_mut_slice().map_err(err("pinned buffer"))?;
         Ok(&mut slice[..len])
     }
 
     /// The first `len` slots, as filled by the caller after [`Staging::take`].
     pub(crate) fn filled(&self, len: usize) -> Result<&[T]> {
-        let buf = self.buf.as_ref().expect("take() allocates the buffer");
+        let buf = self.bufs[self.current]
+            .as_ref()
+            .expect("take() allocates the buffer");
         Ok(&buf.as_slice().map_err(err("pinned buffer"))?[..len])
     }
 
-    /// Records that an asynchronous copy through the buffer was just issued on `stream`.
+    /// Records that an asynchronous copy through the lent buffer was just issued on `stream`.
     pub(crate) fn issued(&mut self, stream: &CudaStream) -> Result<()> {
-        self.done.record(stream).map_err(err("cuEventRecord"))?;
-        self.pending = true;
-        Ok(())
-    }
-
-    fn wait(&mut self) -> Result<()> {
-        if self.pending {
-            self.done.synchronize().map_err(err("cuEventSynchronize"))?;
-            self.pending = false;
-        }
+        self.done[self.current]
+            .record(stream)
+            .map_err(err("cuEventRecord"))?;
+        self.ring.issued(self.current);
         Ok(())
     }
 }
 
 impl<T> Drop for Staging<T> {
     fn drop(&mut self) {
-        if self.pending {
-            // The pinned buffer must outlive the copy reading or writing it.
-            let _ = self.done.synchronize();
+        for (slot, done) in self.done.iter().enumerate() {
+            if self.ring.is_pending(slot) {
+                // The pinned buffer must outlive the copy reading or writing it.
+                let _ = done.synchronize();
+            }
         }
     }
 }
@@ -97,9 +122,10 @@ impl LaneState {
         // Uploads: write-combined (the host only writes them). Downloads: cached, host reads.
         let wc = sys::CU_MEMHOSTALLOC_WRITECOMBINED;
         Ok(LaneState {
-            up_f32: Mutex::new(Staging::new(&ctx, wc)?),
-            up_i64: Mutex::new(Staging::new(&ctx, wc)?),
-            down_f32: Mutex::new(Staging::new(&ctx, 0)?),
+            up_f32: Mutex::new(Staging::new(&ctx, UPLOAD_SLOTS, wc)?),
+            up_i64: Mutex::new(Staging::new(&ctx, UPLOAD_SLOTS, wc)?),
+            // A download synchronises before the host reads it: one buffer is enough.
+            down_f32: Mutex::new(Staging::new(&ctx, 1, 0)?),
             blas,
             stream,
         })

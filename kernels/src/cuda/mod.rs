@@ -16,7 +16,9 @@ mod launch;
 mod mig;
 pub mod nvrtc;
 mod ops;
+mod pinned;
 mod probe;
+mod ring;
 mod table;
 mod tensor;
 
@@ -25,6 +27,10 @@ pub use cached::CachedMappedTable;
 pub use fault::{classify, fault};
 pub use mig::MigInfo;
 pub use ops::MAX_FEATURES;
+pub use pinned::{
+    PINNED_BUDGET_VAR, PinnedBudget, PinnedRefusal, PinnedReservation, default_budget,
+    parse_budget, pinned_budget,
+};
 pub use probe::{CudaInfo, Libraries, describe, nvrtc_present, nvrtc_version, open_device, probe};
 pub use table::{MappedHostTable, ResidentTable};
 pub use tensor::CudaTensor;

@@ -4,7 +4,7 @@ use super::backend::CudaOps;
 use super::err;
 use super::gemm::linear_gemm_config;
 use super::grid;
-use super::lane::MAX_STAGED_BYTES;
+use super::lane::Staging;
 use super::launch::{CrossLane, check_len, copy_htod, to_i32};
 use super::table::ResidentTable;
 use super::tensor::CudaTensor;
@@ -50,7 +50,7 @@ impl Ops for CudaOps {
         if data.is_empty() {
             return Ok(t);
         }
-        if size_of_val(data) > MAX_STAGED_BYTES {
+        if !Staging::<f32>::stages(data.len()) {
             copy_htod(stream, data, &mut t.data)?;
             return Ok(t);
         }
@@ -74,7 +74,7 @@ impl Ops for CudaOps {
             .bind_to_thread()
             .map_err(err("cuCtxSetCurrent"))?;
         let (src, _sync) = t.data.device_ptr(stream);
-        let out = if size_of_val(&0f32) * len > MAX_STAGED_BYTES {
+        let out = if !Staging::<f32>::stages(len) {
             let mut out = vec![0f32; len];
             // SAFETY: `out` has room for `len` values; synchronised below before use.
             unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, src, stream.cu_stream()) }
@@ -265,8 +265,10 @@ impl Ops for CudaOps {
         dim: usize,
         cache: crate::offload::CacheConfig,
     ) -> Result<Option<Box<dyn EmbeddingStore<Self>>>> {
-        let table = super::cached::CachedMappedTable::new(self, name, data, rows, dim, cache)?;
-        Ok(Some(Box::new(table)))
+        // `None` when the pinned budget refuses: the caller's generic offloaded table.
+        let table =
+            super::cached::CachedMappedTable::within_budget(self, name, data, rows, dim, cache)?;
+        Ok(table.map(|t| Box::new(t) as Box<dyn EmbeddingStore<Self>>))
     }
 }
 

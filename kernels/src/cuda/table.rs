@@ -3,6 +3,7 @@
 use super::backend::CudaOps;
 use super::bag::{check_gather, check_indices};
 use super::err;
+use super::pinned::{PinnedRefusal, PinnedReservation, pinned_budget};
 use super::tensor::CudaTensor;
 use crate::{EmbeddingStore, KernelError, Lane, Result, TableMemory, TablePlacement};
 use cudarc::driver::{DevicePtr, PinnedHostSlice, sys};
@@ -82,19 +83,45 @@ impl CudaOps {
 /// A table kept in pinned, device-mapped host memory and read by the kernels over the bus
 /// (zero copy): for tables that do not fit the slice's memory budget.
 ///
-/// Every bag reads its rows from host RAM; a device-side cache of hot rows (filled with
-/// [`CudaOps::gather_rows`] on a miss) is the planned next step, see `docs/CUDA.md`.
+/// Every bag reads its rows from host RAM; [`super::CachedMappedTable`] adds a device-side
+/// cache of hot rows. Its pinned bytes count against [`super::pinned_budget`].
 pub struct MappedHostTable {
     name: String,
     rows: usize,
     dim: usize,
     host: PinnedHostSlice<f32>,
     device_ptr: u64,
+    /// The table's share of the pinned budget, returned when the table is dropped.
+    _reservation: PinnedReservation,
+}
+
+/// Reserves the pinned bytes of a `values`-long table named `name` from the process budget.
+pub(crate) fn reserve_table(
+    name: &str,
+    values: usize,
+) -> std::result::Result<PinnedReservation, PinnedRefusal> {
+    let bytes = (values.max(1) as u64).saturating_mul(size_of::<f32>() as u64);
+    pinned_budget().reserve(bytes, &format!("table '{name}'"))
 }
 
 impl MappedHostTable {
-    /// Copies `data` (`rows x dim`) into pinned host memory mapped into `ops`'s context.
+    /// Copies `data` (`rows x dim`) into pinned host memory mapped into `ops`'s context,
+    /// reserved against the process-wide [`super::pinned_budget`] (a refusal is an error).
     pub fn new(ops: &CudaOps, name: &str, data: &[f32], rows: usize, dim: usize) -> Result<Self> {
+        let reservation = reserve_table(name, data.len())
+            .map_err(|refusal| KernelError::Unavailable(refusal.to_string()))?;
+        Self::with_reservation(ops, name, data, rows, dim, reservation)
+    }
+
+    /// As [`MappedHostTable::new`], holding pinned bytes already reserved for it.
+    pub(crate) fn with_reservation(
+        ops: &CudaOps,
+        name: &str,
+        data: &[f32],
+        rows: usize,
+        dim: usize,
+        reservation: PinnedReservation,
+    ) -> Result<Self> {
         if rows.checked_mul(dim) != Some(data.len()) {
             return Err(KernelError::Shape(format!(
                 "table '{name}': {} values do not make [{rows}, {dim}]",
@@ -123,6 +150,7 @@ impl MappedHostTable {
             dim,
             host,
             device_ptr,
+            _reservation: reservation,
         })
     }
 
