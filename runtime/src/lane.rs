@@ -60,8 +60,10 @@ pub trait BatchBoundary: Send + Sync {
 }
 
 /// A plain [`Boundary`] closure as a [`BatchBoundary`] (no reset, no lane replacement).
+#[cfg(feature = "testing")]
 struct PlainBoundary(Boundary);
 
+#[cfg(feature = "testing")]
 impl BatchBoundary for PlainBoundary {
     fn check(&self, lane: &Lane) -> std::result::Result<(), DeviceFault> {
         (self.0)(lane)
@@ -69,6 +71,7 @@ impl BatchBoundary for PlainBoundary {
 }
 
 /// A [`Boundary`] closure as the shared [`BatchBoundary`] lanes take.
+#[cfg(feature = "testing")]
 pub fn plain_boundary(boundary: Boundary) -> Arc<dyn BatchBoundary> {
     Arc::new(PlainBoundary(boundary))
 }

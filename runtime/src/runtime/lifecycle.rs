@@ -245,7 +245,7 @@ impl Runtime {
         let started = Instant::now();
         let reload = match weights {
             WeightSource::File(path) => Reload::File {
-                config: config.clone(),
+                config: Box::new(config.clone()),
                 path: path.to_path_buf(),
                 fingerprint,
             },

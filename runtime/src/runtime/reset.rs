@@ -91,7 +91,7 @@ impl std::fmt::Debug for BoundaryHook {
 pub(super) enum Reload {
     /// From its weights file (repository or model folder).
     File {
-        config: ModelConfig,
+        config: Box<ModelConfig>,
         path: PathBuf,
         fingerprint: u64,
     },
@@ -422,7 +422,7 @@ impl Runtime {
             } => self.install(
                 name,
                 version,
-                config,
+                *config,
                 WeightSource::File(&path),
                 fingerprint,
             ),
