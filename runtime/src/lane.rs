@@ -36,6 +36,46 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 /// batch (a no-op on the CPU; the context's stored error and stream state on CUDA).
 pub type Boundary = Arc<dyn Fn(&Lane) -> std::result::Result<(), DeviceFault> + Send + Sync>;
 
+/// What a lane asks of the device around each batch: the batch-boundary check, where to
+/// report a sticky fault, whether batches may run at all now (not while the device is being
+/// rebuilt) and which lane value to issue on (a rebuilt device has new streams).
+pub trait BatchBoundary: Send + Sync {
+    /// The batch-boundary check (see [`Boundary`]).
+    fn check(&self, lane: &Lane) -> std::result::Result<(), DeviceFault>;
+
+    /// A sticky fault was found at the boundary of a batch of `model`/`version` on `lane`.
+    fn sticky(&self, _fault: &DeviceFault, _model: &str, _version: u64, _lane: usize) {}
+
+    /// Why no batch may run now (the device is being rebuilt), if so: a batch taken then
+    /// is answered with it, unrun, and one that finishes then is answered with it too.
+    fn refuse(&self) -> Option<Error> {
+        None
+    }
+
+    /// The lane to issue this batch on, when it is no longer the one the thread started
+    /// with (a rebuilt device); None: the thread's own.
+    fn current(&self, _lane: &Lane) -> Option<Lane> {
+        None
+    }
+}
+
+/// A plain [`Boundary`] closure as a [`BatchBoundary`] (no reset, no lane replacement).
+#[cfg(feature = "testing")]
+struct PlainBoundary(Boundary);
+
+#[cfg(feature = "testing")]
+impl BatchBoundary for PlainBoundary {
+    fn check(&self, lane: &Lane) -> std::result::Result<(), DeviceFault> {
+        (self.0)(lane)
+    }
+}
+
+/// A [`Boundary`] closure as the shared [`BatchBoundary`] lanes take.
+#[cfg(feature = "testing")]
+pub fn plain_boundary(boundary: Boundary) -> Arc<dyn BatchBoundary> {
+    Arc::new(PlainBoundary(boundary))
+}
+
 /// The [`Boundary`] of a backend: none on the CPU, [`cohost_kernels::cuda::CudaOps::batch_boundary`] on CUDA.
 pub fn backend_boundary(handle: &BackendHandle) -> Boundary {
     match handle {
@@ -61,6 +101,7 @@ pub fn spawn_lanes_checked(
     scheduler: Arc<Scheduler>,
     boundary: Boundary,
 ) -> Vec<JoinHandle<()>> {
+    let boundary = plain_boundary(boundary);
     lanes
         .into_iter()
         .map(|lane| {
@@ -72,7 +113,7 @@ pub fn spawn_lanes_checked(
 fn spawn_lane(
     lane: Lane,
     sched: Arc<Scheduler>,
-    boundary: Boundary,
+    boundary: Arc<dyn BatchBoundary>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("cohost-lane-{}", lane.index))
@@ -118,7 +159,7 @@ pub struct LanePool {
 struct Supervised {
     scheduler: Arc<Scheduler>,
     overrun: Overrun,
-    boundary: Boundary,
+    boundary: Arc<dyn BatchBoundary>,
     /// Each lane and its current thread (None once joined or given up on).
     lanes: Vec<(Lane, Mutex<Option<JoinHandle<()>>>)>,
     restarts: AtomicU64,
@@ -133,7 +174,7 @@ impl LanePool {
         lanes: Vec<Lane>,
         scheduler: Arc<Scheduler>,
         overrun: Overrun,
-        boundary: Boundary,
+        boundary: Arc<dyn BatchBoundary>,
     ) -> LanePool {
         let lanes = lanes
             .into_iter()
@@ -311,7 +352,7 @@ impl Supervised {
 }
 
 /// A lane's loop: runs the scheduler's batches until it shuts down, whatever panics.
-fn serve(lane: &Lane, sched: &Scheduler, boundary: &Boundary) {
+fn serve(lane: &Lane, sched: &Scheduler, boundary: &Arc<dyn BatchBoundary>) {
     let mut failures = 0u32;
     loop {
         // `run` answers and releases its batch itself; what lands here came from the
@@ -340,11 +381,13 @@ fn serve(lane: &Lane, sched: &Scheduler, boundary: &Boundary) {
 }
 
 /// Runs one batch and answers each of its requests; never unwinds.
-fn run(lane: &Lane, work: Work, boundary: &Boundary) {
+fn run(lane: &Lane, work: Work, boundary: &Arc<dyn BatchBoundary>) {
     let Work { queue, batch } = work;
+    let current = boundary.current(lane);
+    let lane = current.as_ref().unwrap_or(lane);
     let started = Instant::now();
     match catch_unwind(AssertUnwindSafe(|| {
-        execute(lane, &queue, &batch, started, boundary)
+        execute(lane, &queue, &batch, started, &**boundary)
     })) {
         Ok(replies) => {
             for (p, reply) in batch.requests.into_iter().zip(replies) {
@@ -365,18 +408,26 @@ fn execute(
     queue: &ModelQueue,
     batch: &FormedBatch,
     started: Instant,
-    boundary: &Boundary,
+    boundary: &dyn BatchBoundary,
 ) -> Vec<Result<Reply>> {
     let rows = batch.rows;
+    let refused = boundary.refuse();
     let input = gather(rows, &batch.requests);
     let t_input = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(|| queue.model.forward(lane, &input)));
+    let result = match refused {
+        // The device is being rebuilt: nothing of this batch is issued on it.
+        Some(_) => None,
+        None => Some(catch_unwind(AssertUnwindSafe(|| {
+            queue.model.forward(lane, &input)
+        }))),
+    };
     let t_infer = Instant::now();
     let infer_s = t_infer.duration_since(t_input).as_secs_f64();
     let outputs: Result<Vec<Vec<f32>>> = match result {
-        Ok(Ok(outs)) => Ok(outs),
-        Ok(Err(e)) => Err(Error::from(e)),
-        Err(panic) => {
+        None => Err(Error::unavailable("the device is being rebuilt")),
+        Some(Ok(Ok(outs))) => Ok(outs),
+        Some(Ok(Err(e))) => Err(Error::from(e)),
+        Some(Err(panic)) => {
             let msg = panic_message(&*panic);
             tracing::error!(model = %queue.name, lane = lane.index, "model panicked: {msg}");
             Err(Error::internal(format!(
@@ -385,11 +436,13 @@ fn execute(
             )))
         }
     };
-    // The batch boundary: a device fault found now belongs to this batch, whatever its
-    // forward returned (its output may have been computed from a corrupted context).
-    let outputs = match boundary(lane) {
-        Ok(()) => outputs,
-        Err(fault) => Err(fault_error(lane, queue, &fault)),
+    // A batch that finished while the device is being rebuilt is not trusted either.
+    let outputs = match boundary.refuse() {
+        Some(e) => Err(e),
+        None => match boundary.check(lane) {
+            Ok(()) => outputs,
+            Err(fault) => Err(fault_error(lane, queue, &fault, boundary)),
+        },
     };
     if outputs.is_ok() {
         queue.latency.observe(rows, infer_s);
@@ -417,7 +470,12 @@ fn execute(
 /// The error a batch's requests get for a device fault at its boundary: unavailable (503,
 /// retry later) when the device context is lost, internal for a fault of this batch only.
 #[cold]
-fn fault_error(lane: &Lane, queue: &ModelQueue, fault: &DeviceFault) -> Error {
+fn fault_error(
+    lane: &Lane,
+    queue: &ModelQueue,
+    fault: &DeviceFault,
+    boundary: &dyn BatchBoundary,
+) -> Error {
     crate::metrics::device_fault(fault.is_sticky());
     tracing::error!(
         model = %queue.name,
@@ -431,6 +489,7 @@ fn fault_error(lane: &Lane, queue: &ModelQueue, fault: &DeviceFault) -> Error {
         queue.name
     );
     if fault.is_sticky() {
+        boundary.sticky(fault, &queue.name, queue.version, lane.index);
         Error::unavailable(msg)
     } else {
         Error::internal(msg)

@@ -40,9 +40,10 @@ pub use cohost_models::{ModelConfig, TensorSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use repository::validate_model_name;
 pub use runtime::{
-    DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TRANSITION_MAX_WAIT, Device, Runtime, RuntimeOptions, SliceUtilization,
-    TRANSITION_TICK, TransitionOutcome, UtilizationSource, transition_decision,
+    BoundaryHook, DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TRANSITION_MAX_WAIT, Device, DeviceRebuild, RESET_BACKOFF, RESET_BACKOFF_MAX,
+    RebuildSource, ReopenBackend, Runtime, RuntimeOptions, SliceUtilization, TRANSITION_TICK,
+    TransitionOutcome, UtilizationSource, transition_decision,
 };
 pub use scheduler::ScheduleKind;
 pub use size::parse_byte_size;
@@ -59,7 +60,7 @@ pub mod testing {
         AdaptiveBatching, BatchPolicy, Decision, NoBatching, QueueView, StaticBatching, policy_for,
     };
     pub use crate::clock::{Clock, VirtualClock};
-    pub use crate::lane::{Boundary, spawn_lanes, spawn_lanes_checked};
+    pub use crate::lane::{BatchBoundary, Boundary, spawn_lanes, spawn_lanes_checked};
     pub use crate::latency_model::LatencyModel;
     pub use crate::queue::FormedBatch;
     pub use crate::queue::{MemoryLease, ModelQueue, Pending, Reply};

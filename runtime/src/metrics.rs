@@ -178,6 +178,12 @@ pub fn device_fault(sticky: bool) {
     counter!("cohost_device_faults_total", "kind" => kind).increment(1);
 }
 
+/// Counts one device reset that ended with `outcome` ("ok", or "failed" for a rebuild
+/// attempt that failed) (`cohost_device_resets_total{outcome}`).
+pub fn device_reset(outcome: &'static str) {
+    counter!("cohost_device_resets_total", "outcome" => outcome).increment(1);
+}
+
 /// Exports the supervision series at 0 for `lanes` lanes, so that alerts on their
 /// increase see them before the first restart.
 pub fn supervision_started(lanes: usize) {
@@ -186,6 +192,9 @@ pub fn supervision_started(lanes: usize) {
     }
     for kind in ["sticky", "transient"] {
         counter!("cohost_device_faults_total", "kind" => kind).increment(0);
+    }
+    for outcome in ["ok", "failed"] {
+        counter!("cohost_device_resets_total", "outcome" => outcome).increment(0);
     }
     batches_overrunning(0);
 }

@@ -51,6 +51,27 @@ impl CudaOps {
         Self::new(ctx)
     }
 
+    /// Opens device 0 again after `old` lost its context to a sticky fault: forgets `old`'s
+    /// cached kernels, drops it, resets the primary context (destroying what is left of
+    /// it, e.g. streams other threads still hold) and builds the backend afresh, kernels
+    /// recompiled. `old` None: an earlier attempt already did the first two steps.
+    pub fn reopen(old: Option<Arc<CudaOps>>) -> Result<Self> {
+        if let Some(old) = old {
+            super::nvrtc::forget_kernels(&old.ctx);
+            let device = old.ctx.cu_device();
+            drop(old);
+            guard("cuDevicePrimaryCtxReset", || {
+                // SAFETY: no model holds device state of this context any more (the runtime
+                // released them all); the handles left are streams it never uses again.
+                unsafe { cudarc::driver::sys::cuDevicePrimaryCtxReset_v2(device) }
+                    .result()
+                    .map_err(|e| format!("cuDevicePrimaryCtxReset: {e:?}"))
+            })
+            .map_err(KernelError::Cuda)?;
+        }
+        Self::open()
+    }
+
     /// Builds the backend on `ctx`: compiles the kernels with NVRTC (once per context,
     /// cached) and turns off cudarc's event tracking on `ctx` (see the type's docs).
     pub fn new(ctx: Arc<CudaContext>) -> Result<Self> {

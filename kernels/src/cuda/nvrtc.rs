@@ -132,8 +132,7 @@ type Cache = Mutex<HashMap<usize, Arc<Kernels>>>;
 /// The cache key is the raw `CUcontext`; a cached entry keeps its context alive through its
 /// modules, so the key cannot be reused by another context while the entry exists.
 pub fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>, String> {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Cache::default);
+    let cache = cache();
     let key = ctx.cu_ctx() as usize;
     // Holding the lock while compiling makes concurrent first users wait for one build.
     let mut map = cache.lock();
@@ -143,6 +142,17 @@ pub fn kernels_for(ctx: &Arc<CudaContext>) -> Result<Arc<Kernels>, String> {
     let built = Arc::new(build(ctx)?);
     map.insert(key, built.clone());
     Ok(built)
+}
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(Cache::default)
+}
+
+/// Drops the cached kernels of `ctx` (its context was lost): the next [`kernels_for`] on
+/// a context with the same raw handle (a reset primary context) compiles and loads again.
+pub fn forget_kernels(ctx: &Arc<CudaContext>) -> bool {
+    cache().lock().remove(&(ctx.cu_ctx() as usize)).is_some()
 }
 
 fn build(ctx: &Arc<CudaContext>) -> Result<Kernels, String> {

@@ -104,9 +104,126 @@ pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Res
     }
 }
 
+/// The CUDA driver entry points the backend calls (directly through `sys::`/`result::`,
+/// or inside the cudarc safe API it uses: `CudaContext::new`/`device_count`/`name`/`uuid`/
+/// `attribute`/`total_mem`/`mem_get_info`/`bind_to_thread`/`synchronize`/`check_err`,
+/// `new_stream_with_priority`, stream `alloc`/`memcpy_*`/`synchronize`/`join`/`wait`/
+/// `record_event`, `new_event`, `load_module`/`load_function`, `launch_builder().launch`,
+/// pinned host buffers, and the drops of all of these). cudarc resolves each symbol on
+/// its first call and panics when it is missing.
+pub const DRIVER_SYMBOLS: &[&str] = &[
+    "cuInit",
+    "cuDriverGetVersion",
+    "cuDeviceGetCount",
+    "cuDeviceGet",
+    "cuDeviceGetName",
+    "cuDeviceGetUuid",
+    "cuDeviceGetAttribute",
+    "cuDeviceTotalMem_v2",
+    "cuDevicePrimaryCtxRetain",
+    "cuDevicePrimaryCtxRelease_v2",
+    "cuDevicePrimaryCtxReset_v2",
+    "cuCtxSetCurrent",
+    "cuCtxSynchronize",
+    "cuCtxGetStreamPriorityRange",
+    "cuMemGetInfo_v2",
+    "cuStreamCreateWithPriority",
+    "cuStreamDestroy_v2",
+    "cuStreamSynchronize",
+    "cuStreamQuery",
+    "cuStreamWaitEvent",
+    "cuEventCreate",
+    "cuEventRecord",
+    "cuEventDestroy_v2",
+    "cuMemAllocAsync",
+    "cuMemFreeAsync",
+    "cuMemAlloc_v2",
+    "cuMemFree_v2",
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemcpyDtoHAsync_v2",
+    "cuMemHostAlloc",
+    "cuMemHostGetDevicePointer_v2",
+    "cuMemFreeHost",
+    "cuModuleLoadData",
+    "cuModuleGetFunction",
+    "cuModuleUnload",
+    "cuLaunchKernel",
+    "cuGetErrorName",
+    "cuGetErrorString",
+];
+
+/// The cuBLAS entry points the backend calls (`CudaBlas::new` creates a handle and sets
+/// its stream, `gemm` on f32 is SGEMM, its drop destroys the handle).
+pub const CUBLAS_SYMBOLS: &[&str] = &[
+    "cublasCreate_v2",
+    "cublasSetStream_v2",
+    "cublasSgemm_v2",
+    "cublasDestroy_v2",
+];
+
+/// The NVRTC entry points the backend calls (`compile_ptx_with_opts`, the version and the
+/// supported-architecture queries).
+pub const NVRTC_SYMBOLS: &[&str] = &[
+    "nvrtcVersion",
+    "nvrtcGetNumSupportedArchs",
+    "nvrtcGetSupportedArchs",
+    "nvrtcCreateProgram",
+    "nvrtcCompileProgram",
+    "nvrtcGetProgramLogSize",
+    "nvrtcGetProgramLog",
+    "nvrtcGetPTXSize",
+    "nvrtcGetPTX",
+    "nvrtcDestroyProgram",
+];
+
+/// Checks that the first loadable of `candidates` (file names, as `dlopen` takes them)
+/// exports every one of `symbols`; `Err` names the library and the missing symbols, or
+/// every candidate when none loads. Never panics.
+pub fn check_symbols(candidates: &[String], symbols: &[&str]) -> Result<(), String> {
+    let mut tried = Vec::new();
+    for name in candidates {
+        // SAFETY: loading runs the library's initialisers, as cudarc's own loader would.
+        let lib = match unsafe { libloading::Library::new(name) } {
+            Ok(lib) => lib,
+            Err(e) => {
+                tried.push(format!("{name} ({e})"));
+                continue;
+            }
+        };
+        let missing: Vec<&str> = symbols
+            .iter()
+            .copied()
+            // SAFETY: only looks the symbol up; it is never called through this pointer.
+            .filter(|sym| unsafe { lib.get::<*const ()>(sym.as_bytes()) }.is_err())
+            .collect();
+        return if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} lacks {} (too old for this build of cohost)",
+                missing.join(", ")
+            ))
+        };
+    }
+    Err(format!("none of these loads: {}", tried.join("; ")))
+}
+
+/// [`check_symbols`] for the driver, NVRTC and cuBLAS, on the file names cudarc tries.
+pub fn check_all_symbols() -> Result<(), String> {
+    for (lib, symbols) in [
+        ("cuda", DRIVER_SYMBOLS),
+        ("nvrtc", NVRTC_SYMBOLS),
+        ("cublas", CUBLAS_SYMBOLS),
+    ] {
+        check_symbols(&cudarc::get_lib_name_candidates(lib), symbols)?;
+    }
+    Ok(())
+}
+
 /// Opens device 0 after checking the libraries: the one way into CUDA that cannot panic.
 pub fn open_device() -> Result<Arc<CudaContext>, String> {
     Libraries::check().require_all()?;
+    check_all_symbols()?;
     guard("CudaContext::new(0)", || {
         let count = CudaContext::device_count()
             .map_err(|e| format!("CUDA driver present but not usable: {e:?}"))?;
@@ -192,5 +309,45 @@ impl std::fmt::Display for CudaInfo {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod symbol_tests {
+    use super::*;
+
+    fn libc() -> Vec<String> {
+        vec!["libc.so.6".to_string()]
+    }
+
+    #[test]
+    fn present_symbols_pass_and_a_missing_one_is_named_with_its_library() {
+        assert_eq!(check_symbols(&libc(), &["malloc", "free"]), Ok(()));
+        let e = check_symbols(&libc(), &["malloc", "cohostNoSuchSymbol42"]).unwrap_err();
+        assert!(e.contains("libc.so.6"), "{e}");
+        assert!(e.contains("lacks cohostNoSuchSymbol42"), "{e}");
+        assert!(!e.contains("malloc"), "{e}");
+    }
+
+    #[test]
+    fn no_loadable_library_is_an_error_naming_each_candidate() {
+        let names = vec!["libcohost-absent.so.1".to_string(), "libc.so.6".to_string()];
+        assert_eq!(
+            check_symbols(&names, &["malloc"]),
+            Ok(()),
+            "falls to the next"
+        );
+        let e = check_symbols(&names[..1], &["malloc"]).unwrap_err();
+        assert!(e.contains("libcohost-absent.so.1"), "{e}");
+    }
+
+    #[test]
+    fn the_real_nvrtc_exports_every_symbol_the_backend_calls() {
+        if !nvrtc_present() {
+            eprintln!("skipped: no libnvrtc (see scripts/install-nvrtc.sh)");
+            return;
+        }
+        let names = cudarc::get_lib_name_candidates("nvrtc");
+        assert_eq!(check_symbols(&names, NVRTC_SYMBOLS), Ok(()));
     }
 }

@@ -18,12 +18,20 @@ pub(super) struct Backend {
 /// Headroom left free on a CUDA device when the budget defaults to its free memory.
 pub(super) const CUDA_HEADROOM: f64 = 0.10;
 
-fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
+/// CPU ops for `lanes` lanes (0: one per core) and the lane count.
+fn cpu_ops(lanes: usize) -> (cohost_kernels::cpu::CpuOps, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let lanes = if lanes == 0 { cores } else { lanes };
     // Lanes are the parallelism: with one lane per core each op runs on its lane's thread;
     // fewer lanes than cores lend the spare cores to each lane's products.
-    let ops = cohost_kernels::cpu::CpuOps::with_threads(cores / lanes);
+    (
+        cohost_kernels::cpu::CpuOps::with_threads(cores / lanes),
+        lanes,
+    )
+}
+
+fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
+    let (ops, lanes) = cpu_ops(lanes);
     Backend {
         handle: BackendHandle::Cpu(Arc::new(ops)),
         name: "cpu",
@@ -80,5 +88,35 @@ pub(super) fn choose_backend(device: Device, lanes: usize) -> Result<Backend> {
                 Ok(cpu_backend(lanes, Some(format!("CUDA not usable: {e}"))))
             }
         },
+    }
+}
+
+/// The backend `name` opened again after a sticky fault, with `lanes` lanes: CPU, fresh
+/// ops (nothing on a CPU is lost); CUDA, [`cohost_kernels::cuda::CudaOps::reopen`] (the
+/// old context's kernels forgotten, the primary context reset, new streams).
+pub(super) fn reopen(
+    name: &'static str,
+    old: Option<BackendHandle>,
+    lanes: usize,
+) -> std::result::Result<(BackendHandle, Vec<Lane>), String> {
+    match name {
+        "cuda" => {
+            let old = match old {
+                Some(BackendHandle::Cuda(ops)) => Some(ops),
+                _ => None,
+            };
+            let ops = cohost_kernels::cuda::CudaOps::reopen(old).map_err(|e| e.to_string())?;
+            let lanes = (0..lanes)
+                .map(|i| ops.lane(i, 0))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            Ok((BackendHandle::Cuda(Arc::new(ops)), lanes))
+        }
+        _ => {
+            drop(old);
+            let (ops, lanes) = cpu_ops(lanes);
+            let lanes = (0..lanes).map(Lane::cpu).collect();
+            Ok((BackendHandle::Cpu(Arc::new(ops)), lanes))
+        }
     }
 }

@@ -73,6 +73,10 @@ impl Runtime {
         request: InferRequest,
     ) -> Result<InferResponse> {
         let arrived = Instant::now();
+        // While the device is being rebuilt no model is registered: say so, not 404.
+        if let Some(e) = self.device_unavailable() {
+            return Err(e);
+        }
         let mut q = self.inner.registry.get(name, version)?;
         let mut result = self.submit(&q, &request, arrived).await;
         // The version we resolved may close between the lookup and the enqueue (a new

@@ -2,7 +2,7 @@
 //! budget accounting, draining retired versions, and shutting the runtime down within a
 //! deadline.
 
-use super::{Runtime, off_executor};
+use super::{Reload, Runtime, off_executor};
 use crate::queue::{MemoryLease, ModelQueue};
 use crate::{Error, ModelConfig, Result, repository};
 use cohost_models::{PlacementOptions, WeightSource};
@@ -168,7 +168,8 @@ impl Runtime {
         let _guard = self.inner.load_lock.lock();
         let budget = self.device_budget(&config);
         let serving = self.hold_serving(name);
-        self.serve_version(name, version, config, model, budget, version)?;
+        self.serve_version(name, version, config, model.clone(), budget, version)?;
+        self.remember(name, version, Reload::Instance(model));
         self.settle(name, serving, None);
         Ok(())
     }
@@ -187,7 +188,7 @@ impl Runtime {
 
     /// Device bytes a new model may use: what the runtime's budget has left, capped by
     /// the model's own budget.
-    fn device_budget(&self, config: &ModelConfig) -> Option<u64> {
+    pub(super) fn device_budget(&self, config: &ModelConfig) -> Option<u64> {
         let used = self.memory_used();
         let remaining = self
             .inner
@@ -202,7 +203,7 @@ impl Runtime {
 
     /// Checks a built model against the budget, then routes new requests to it; the
     /// version it replaces drains.
-    fn serve_version(
+    pub(super) fn serve_version(
         &self,
         name: &str,
         version: u64,
@@ -242,8 +243,19 @@ impl Runtime {
             host_budget: self.inner.options.host_memory_budget,
         };
         let started = Instant::now();
-        let model = cohost_models::build_model(&config, weights, &self.inner.backend, &placement)?;
+        let reload = match weights {
+            WeightSource::File(path) => Reload::File {
+                config: Box::new(config.clone()),
+                path: path.to_path_buf(),
+                fingerprint,
+            },
+            WeightSource::Bytes(_) => Reload::Bytes,
+        };
+        let backend = self.inner.slot.backend()?;
+        let model = cohost_models::build_model(&config, weights, &backend, &placement)?;
+        drop(backend);
         self.serve_version(name, version, config, model, device_budget, fingerprint)?;
+        self.remember(name, version, reload);
         tracing::debug!(
             model = name,
             version,
@@ -254,6 +266,10 @@ impl Runtime {
     }
 
     pub(super) fn retire(&self, name: &str, version: u64) {
+        self.inner
+            .reloads
+            .lock()
+            .remove(&(name.to_string(), version));
         if let Some(q) = self.inner.registry.remove(name, version) {
             q.close();
             tracing::info!(model = name, version, "model version unloading (draining)");

@@ -1,6 +1,6 @@
 //! [`Runtime`]: the embeddable API over registry, queues, scheduler and lanes.
 
-use crate::lane::{LanePool, Overrun, backend_boundary};
+use crate::lane::{LanePool, Overrun};
 use crate::registry::Registry;
 use crate::repository;
 use crate::scheduler::{ScheduleKind, Scheduler};
@@ -8,8 +8,9 @@ use crate::{
     DeviceInfo, Error, ModelConfig, ModelMetadata, ModelState, ModelStats, ModelStatus,
     RepositoryEntry, Result,
 };
-use cohost_models::{BackendHandle, Family};
+use cohost_models::Family;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,11 @@ pub struct RuntimeOptions {
     pub transition_max_wait: Duration,
     /// Where the transition budget reads the slice's utilization (default: the scheduler).
     pub utilization: UtilizationSource,
+    /// How the backend is rebuilt after a sticky device fault (default: opened again).
+    pub rebuild: RebuildSource,
+    /// An extra batch-boundary check after the backend's (tests inject device faults here).
+    #[cfg(feature = "testing")]
+    pub boundary_hook: BoundaryHook,
 }
 
 /// Default of [`RuntimeOptions::overrun_factor`].
@@ -85,6 +91,9 @@ impl Default for RuntimeOptions {
             transition_budget: None,
             transition_max_wait: DEFAULT_TRANSITION_MAX_WAIT,
             utilization: UtilizationSource::default(),
+            rebuild: RebuildSource::default(),
+            #[cfg(feature = "testing")]
+            boundary_hook: BoundaryHook::default(),
         }
     }
 }
@@ -157,6 +166,19 @@ impl RuntimeOptions {
         self
     }
 
+    /// Sets [`RuntimeOptions::rebuild`]: rebuild the backend with `rebuild` after a sticky fault.
+    pub fn device_rebuild(mut self, rebuild: Arc<dyn DeviceRebuild>) -> Self {
+        self.rebuild = RebuildSource(Some(rebuild));
+        self
+    }
+
+    /// Sets [`RuntimeOptions::boundary_hook`]: `hook` runs after the backend's boundary check.
+    #[cfg(feature = "testing")]
+    pub fn boundary_hook(mut self, hook: crate::lane::Boundary) -> Self {
+        self.boundary_hook = BoundaryHook(Some(hook));
+        self
+    }
+
     fn overrun(&self) -> Overrun {
         Overrun {
             factor: self.overrun_factor,
@@ -173,7 +195,10 @@ pub struct Runtime {
 
 struct Inner {
     options: RuntimeOptions,
-    backend: BackendHandle,
+    /// The backend, swapped by a device reset, and the reset's state.
+    slot: Arc<DeviceSlot>,
+    /// How each loaded version is loaded again after a device reset.
+    reloads: Mutex<HashMap<(String, u64), Reload>>,
     backend_name: &'static str,
     device: DeviceInfo,
     registry: Registry,
@@ -187,6 +212,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.transitions.stop();
+        self.slot.stop();
         self.scheduler.shutdown();
     }
 }
@@ -195,10 +221,15 @@ mod backend;
 mod infer;
 mod lifecycle;
 mod managed;
+mod reset;
 mod transition;
 
 use backend::{Backend, CUDA_HEADROOM, choose_backend};
 pub use lifecycle::DEFAULT_SHUTDOWN_TIMEOUT;
+pub use reset::{
+    BoundaryHook, DeviceRebuild, RESET_BACKOFF, RESET_BACKOFF_MAX, RebuildSource, ReopenBackend,
+};
+use reset::{DeviceSlot, Reload};
 use transition::Transitions;
 pub use transition::{
     DEFAULT_TRANSITION_MAX_WAIT, SliceUtilization, TRANSITION_TICK, TransitionOutcome,
@@ -249,12 +280,12 @@ impl Runtime {
         );
         crate::metrics::device(&device, options.lanes, options.memory_budget);
         crate::metrics::supervision_started(options.lanes);
-        let lanes = LanePool::start(
-            lanes,
-            scheduler.clone(),
-            options.overrun(),
-            backend_boundary(&backend),
-        );
+        #[cfg(feature = "testing")]
+        let hook = options.boundary_hook.0.clone();
+        #[cfg(not(feature = "testing"))]
+        let hook = None;
+        let slot = Arc::new(DeviceSlot::new(backend, hook));
+        let lanes = LanePool::start(lanes, scheduler.clone(), options.overrun(), slot.clone());
         tracing::info!(
             backend = backend_name,
             device = %device.name,
@@ -269,7 +300,8 @@ impl Runtime {
         let runtime = Runtime {
             inner: Arc::new(Inner {
                 options,
-                backend,
+                slot,
+                reloads: Mutex::new(HashMap::new()),
                 backend_name,
                 device,
                 registry: Registry::default(),
@@ -280,6 +312,11 @@ impl Runtime {
                 transitions: Arc::default(),
             }),
         };
+        runtime
+            .inner
+            .slot
+            .supervise(Arc::downgrade(&runtime.inner))
+            .map_err(|e| Error::internal(format!("cannot start the device-reset thread: {e}")))?;
         if budget.is_some() {
             let inner = Arc::downgrade(&runtime.inner);
             runtime.inner.transitions.supervise(inner).map_err(|e| {
@@ -415,10 +452,12 @@ impl Runtime {
 
     /// True when the version (or, with None, the default version) is ready.
     pub fn model_ready(&self, name: &str, version: Option<u64>) -> bool {
-        self.inner
-            .registry
-            .get(name, version)
-            .is_ok_and(|q| q.is_open())
+        self.is_ready()
+            && self
+                .inner
+                .registry
+                .get(name, version)
+                .is_ok_and(|q| q.is_open())
     }
 
     /// Signature and versions.

@@ -229,7 +229,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         _: Request<pb::ServerReadyRequest>,
     ) -> Res<pb::ServerReadyResponse> {
-        let ready = !self.draining.load(Ordering::Relaxed);
+        let ready = !self.draining.load(Ordering::Relaxed) && self.runtime.is_ready();
         Ok(Response::new(pb::ServerReadyResponse { ready }))
     }
 

@@ -44,13 +44,16 @@ pub async fn live() -> StatusCode {
     StatusCode::OK
 }
 
-/// `GET /v2/health/ready`: 503 once shutdown began.
+/// `GET /v2/health/ready`: 503 once shutdown began or while the device is being reset.
 pub async fn ready(State(st): State<AppState>) -> Response {
     if st.shutting_down.load(Ordering::SeqCst) {
         ApiError::from(cohost_runtime::Error::unavailable(
             "server is shutting down",
         ))
         .into_response()
+    } else if let Some(e) = st.runtime.device_unavailable() {
+        // A device reset is in progress or its rebuild keeps failing.
+        ApiError::from(e).into_response()
     } else {
         StatusCode::OK.into_response()
     }
