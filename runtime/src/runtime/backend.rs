@@ -3,7 +3,7 @@
 
 use super::Device;
 use crate::{DeviceInfo, Error, Result};
-use cohost_kernels::Lane;
+use cohost_kernels::{Lane, LanePriority};
 use cohost_models::BackendHandle;
 use std::sync::Arc;
 
@@ -18,7 +18,17 @@ pub(super) struct Backend {
 /// Headroom left free on a CUDA device when the budget defaults to its free memory.
 pub(super) const CUDA_HEADROOM: f64 = 0.10;
 
-fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
+/// Lane `i`'s class of `n` lanes: one in four `High` when `priorities` is on, else all
+/// `Normal` (the class-blind baseline).
+fn lane_class(i: usize, n: usize, priorities: bool) -> LanePriority {
+    if priorities {
+        LanePriority::split(i, n)
+    } else {
+        LanePriority::Normal
+    }
+}
+
+fn cpu_backend(lanes: usize, priorities: bool, note: Option<String>) -> Backend {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let lanes = if lanes == 0 { cores } else { lanes };
     // Lanes are the parallelism: with one lane per core each op runs on its lane's thread;
@@ -27,7 +37,10 @@ fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
     Backend {
         handle: BackendHandle::Cpu(Arc::new(ops)),
         name: "cpu",
-        lanes: (0..lanes).map(Lane::cpu).collect(),
+        // The classes only steer routing here: lanes are threads at the same nice value.
+        lanes: (0..lanes)
+            .map(|i| Lane::cpu(i).with_priority(lane_class(i, lanes, priorities)))
+            .collect(),
         device: DeviceInfo {
             backend: "cpu",
             name: "cpu".into(),
@@ -37,7 +50,7 @@ fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
     }
 }
 
-fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
+fn cuda_backend(lanes: usize, priorities: bool) -> std::result::Result<Backend, String> {
     let info = cohost_kernels::cuda::probe()?;
     let ops = cohost_kernels::cuda::CudaOps::open().map_err(|e| e.to_string())?;
     // One stream per ~8 SMs keeps enough kernels in flight to fill the slice without
@@ -47,8 +60,16 @@ fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
     } else {
         lanes
     };
+    // High lanes are streams at the device's most urgent priority, the rest at its least
+    // urgent (CUDA: lower numbers are more urgent; `priority_range` is (least, greatest)).
+    let (least, greatest) = ops.priority_range();
     let lanes = (0..lanes)
-        .map(|i| ops.lane(i, 0))
+        .map(|i| match lane_class(i, lanes, priorities) {
+            LanePriority::High => ops
+                .lane(i, greatest)
+                .map(|l| l.with_priority(LanePriority::High)),
+            LanePriority::Normal => ops.lane(i, if priorities { least } else { 0 }),
+        })
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     Ok(Backend {
@@ -67,17 +88,23 @@ fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
     })
 }
 
-pub(super) fn choose_backend(device: Device, lanes: usize) -> Result<Backend> {
+/// The backend for `device` with `lanes` lanes (0: from the device), one in four at high
+/// priority when `priorities` is on.
+pub(super) fn choose_backend(device: Device, lanes: usize, priorities: bool) -> Result<Backend> {
     match device {
-        Device::Cpu => Ok(cpu_backend(lanes, None)),
-        Device::Cuda => cuda_backend(lanes).map_err(|e| {
+        Device::Cpu => Ok(cpu_backend(lanes, priorities, None)),
+        Device::Cuda => cuda_backend(lanes, priorities).map_err(|e| {
             Error::unavailable(format!("--device cuda: CUDA is not usable here: {e}"))
         }),
-        Device::Auto => match cuda_backend(lanes) {
+        Device::Auto => match cuda_backend(lanes, priorities) {
             Ok(b) => Ok(b),
             Err(e) => {
                 tracing::info!("CUDA not usable ({e}); falling back to the CPU backend");
-                Ok(cpu_backend(lanes, Some(format!("CUDA not usable: {e}"))))
+                Ok(cpu_backend(
+                    lanes,
+                    priorities,
+                    Some(format!("CUDA not usable: {e}")),
+                ))
             }
         },
     }
