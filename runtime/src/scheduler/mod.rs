@@ -596,10 +596,11 @@ impl Scheduler {
             .min()
             .unwrap_or(0);
         let mut idle_high = self.idle_high(state, lane);
-        if let Some((since, takes)) = *deferred {
-            if takes == state.high_takes && now.duration_since(since) >= DEFER_LIMIT {
-                idle_high = 0;
-            }
+        if let Some((since, takes)) = *deferred
+            && takes == state.high_takes
+            && now.duration_since(since) >= DEFER_LIMIT
+        {
+            idle_high = 0;
         }
         let route = self
             .routing
