@@ -19,8 +19,10 @@
 #      so a missing device fails instead of skipping;
 #   2. 8 dlrm-small models co-scheduled in-process on 8 CUDA streams vs 1 stream, and 1 model
 #      on 8 vs 1: the harness's max rate under a P99 target (SEARCH_P99_MS, default 5 ms);
-#   3. stream priorities on vs off for a latency-critical model beside a flood: NOT measured —
-#      every lane is still created at priority 0 (issue 20 item 3 is open); the summary says so.
+#   3. stream priorities on vs off (scripts/lane-priorities.sh): a latency-critical dlrm-small
+#      (priority 10, 5% of requests) beside a closed-loop flood on 3 more, 8 lanes (2 of them
+#      High: streams at the device's most urgent priority), the critical model's P99 with
+#      --lane-priorities on and off (goal: on <= 0.7 x off).
 # Budget: under 8 minutes on a 16-core machine (each search is capped by SEARCH_SECONDS).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -124,7 +126,11 @@ run() {
         echo "| 8 × dlrm-small | $(search eight-8 8 "${models[@]}") | $(search eight-1 1 "${models[@]}") |"
         echo "| 1 × dlrm-small | $(search one-8 8 dlrm-small-0) | $(search one-1 1 dlrm-small-0) |"
         echo
-        echo "## 3. Stream priorities: not measured (lanes are all created at priority 0; issue 20 item 3 open)"
+        echo "## 3. Stream priorities: a priority-10 model (5% of requests) beside a closed-loop flood (64 outstanding), 8 lanes"
+        echo
+        echo "| lane priorities | critical P99 ms | flood P99 ms (one model) | all req/s |"
+        echo "|---|---|---|---|"
+        bash "$ROOT/scripts/lane-priorities.sh" "$BIN" "$RESULTS"
         echo
         echo "Took $((SECONDS - t0)) s."
     } >>"$summary"

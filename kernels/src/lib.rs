@@ -17,6 +17,6 @@ mod table;
 
 pub use error::{KernelError, Result};
 pub use fault::{DeviceFault, FaultKind};
-pub use lane::{Lane, LaneKind};
+pub use lane::{Lane, LaneKind, LanePriority};
 pub use ops::{Activation, EmbeddingStore, Ops};
 pub use table::{TableMemory, TablePlacement};

@@ -359,7 +359,9 @@ fn serve(lane: &Lane, sched: &Scheduler, boundary: &Arc<dyn BatchBoundary>) {
         // scheduler, whose state stays consistent (its mutex is released on unwind and a
         // queue's `take` is panic-safe).
         let step = catch_unwind(AssertUnwindSafe(|| {
-            sched.next().map(|work| run(lane, work, boundary))
+            sched
+                .next_for(lane.index)
+                .map(|work| run(lane, work, boundary))
         }));
         match step {
             Ok(Some(())) => failures = 0,

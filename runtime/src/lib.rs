@@ -64,5 +64,7 @@ pub mod testing {
     pub use crate::latency_model::LatencyModel;
     pub use crate::queue::FormedBatch;
     pub use crate::queue::{MemoryLease, ModelQueue, Pending, Reply};
-    pub use crate::scheduler::{Candidate, EdfFairShare, Poll, SchedulePolicy, Scheduler, Work};
+    pub use crate::scheduler::{
+        Candidate, EdfFairShare, LaneRouting, Poll, SchedulePolicy, Scheduler, Work,
+    };
 }

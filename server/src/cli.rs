@@ -99,6 +99,12 @@ pub struct ServeArgs {
     /// request at low load, and costs the CPU it spins on: for latency-bound deployments.
     #[arg(long, env = "COHOST_LANE_SPIN_US", default_value_t = 0)]
     pub lane_spin_us: u64,
+    /// Lane priority classes, on or off: on, one lane in four (at least one of two or more)
+    /// takes urgent work first (a higher model `priority`, or a deadline at risk) and on
+    /// CUDA is a stream at the device's most urgent priority; off, every lane is equal.
+    #[arg(long, env = "COHOST_LANE_PRIORITIES", default_value = "on", value_name = "on|off",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub lane_priorities: bool,
     /// Cross-model scheduling: edf-fair (deadline first within weighted fair shares; a model
     /// over its share does not borrow idle lanes while others are active),
     /// edf-fair-work-conserving (it may), or fifo (oldest request first).
@@ -184,6 +190,7 @@ impl ServeArgs {
             poll_interval: Duration::from_secs_f64(self.poll_interval_secs),
             lanes: self.lanes,
             lane_spin: Duration::from_micros(self.lane_spin_us),
+            lane_priorities: self.lane_priorities,
             schedule: self.schedule,
             memory_budget: self.memory_budget,
             device: self.device.into(),
@@ -506,6 +513,9 @@ mod tests {
     fn lanes_sleep_at_once_unless_a_spin_is_given_in_microseconds() {
         let options = |extra: &[&str]| serve_args(extra).to_options(None).unwrap();
         assert_eq!(options(&[]).lane_spin, Duration::ZERO);
+        assert!(options(&[]).lane_priorities, "lane priorities default on");
+        assert!(!options(&["--lane-priorities", "off"]).lane_priorities);
+        assert!(options(&["--lane-priorities", "on"]).lane_priorities);
         let spin = options(&["--lane-spin-us", "250"]).lane_spin;
         assert_eq!(spin, Duration::from_micros(250));
     }

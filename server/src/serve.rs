@@ -86,6 +86,8 @@ pub struct ServeOptions {
     pub lanes: usize,
     /// How long an idle lane spins for new work before it sleeps.
     pub lane_spin: Duration,
+    /// Lane priority classes on (one lane in four takes urgent work first) or off.
+    pub lane_priorities: bool,
     /// Cross-model scheduling policy.
     pub schedule: cohost_runtime::ScheduleKind,
     /// Device memory budget in bytes.
@@ -127,6 +129,7 @@ impl Default for ServeOptions {
             poll_interval: Duration::from_secs(5),
             lanes: 0,
             lane_spin: Duration::ZERO,
+            lane_priorities: true,
             schedule: cohost_runtime::ScheduleKind::default(),
             memory_budget: None,
             device: Device::Auto,
@@ -313,6 +316,7 @@ pub async fn serve(
         .transition_max_wait(options.transition_max_wait)
         .lanes(options.lanes)
         .lane_spin(options.lane_spin)
+        .lane_priorities(options.lane_priorities)
         .schedule(options.schedule)
         .memory_budget(options.memory_budget)
         .device(options.device);

@@ -89,6 +89,11 @@ pub struct BenchArgs {
     /// `cohost serve --lane-spin-us`).
     #[arg(long, default_value_t = 0)]
     pub lane_spin_us: u64,
+    /// In-process: lane priority classes, on or off (as `cohost serve --lane-priorities`):
+    /// on, one lane in four takes urgent work first (a CUDA stream at high priority).
+    #[arg(long, default_value = "on", value_name = "on|off", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub lane_priorities: bool,
 
     /// In-process: cross-model scheduling policy (edf-fair, edf-fair-work-conserving, fifo).
     #[arg(long, default_value = "edf-fair")]

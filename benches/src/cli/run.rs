@@ -58,6 +58,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .repository(repo)
                     .lanes(args.lanes)
                     .lane_spin(std::time::Duration::from_micros(args.lane_spin_us))
+                    .lane_priorities(args.lane_priorities)
                     .schedule(args.schedule),
             )
             .map_err(|e| anyhow::anyhow!("starting the runtime: {e}"))?;
@@ -68,9 +69,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
             }
             eprintln!(
-                "in-process runtime: backend {}, {} lanes",
+                "in-process runtime: backend {}, {} lanes, lane priorities {}",
                 runtime.backend_name(),
-                runtime.lane_count()
+                runtime.lane_count(),
+                if args.lane_priorities { "on" } else { "off" }
             );
             let names: Vec<String> = workload.models.iter().map(|m| m.name.clone()).collect();
             let mut result = run_with(InProcessTarget::new(runtime.clone()), &args, workload).await;

@@ -115,6 +115,7 @@ impl CudaOps {
         let lane = Lane {
             index,
             kind: LaneKind::Cuda(stream),
+            priority: crate::LanePriority::Normal,
         };
         self.lanes.get(&self.ctx, &lane)?;
         Ok(lane)

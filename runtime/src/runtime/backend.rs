@@ -3,7 +3,7 @@
 
 use super::Device;
 use crate::{DeviceInfo, Error, Result};
-use cohost_kernels::Lane;
+use cohost_kernels::{Lane, LanePriority};
 use cohost_models::BackendHandle;
 use std::sync::Arc;
 
@@ -18,6 +18,44 @@ pub(super) struct Backend {
 /// Headroom left free on a CUDA device when the budget defaults to its free memory.
 pub(super) const CUDA_HEADROOM: f64 = 0.10;
 
+/// Lane `i`'s class of `n` lanes: one in four `High` when `priorities` is on, else all
+/// `Normal` (the class-blind baseline).
+fn lane_class(i: usize, n: usize, priorities: bool) -> LanePriority {
+    if priorities {
+        LanePriority::split(i, n)
+    } else {
+        LanePriority::Normal
+    }
+}
+
+/// `n` CPU lanes with their classes (the classes only steer routing: lanes are threads at
+/// the same nice value).
+fn cpu_lanes(n: usize, priorities: bool) -> Vec<Lane> {
+    (0..n)
+        .map(|i| Lane::cpu(i).with_priority(lane_class(i, n, priorities)))
+        .collect()
+}
+
+/// `n` CUDA lanes: High lanes are streams at the device's most urgent priority, the rest at
+/// its least urgent (CUDA: lower numbers are more urgent; `priority_range` is (least,
+/// greatest)); all at priority 0 when `priorities` is off.
+fn cuda_lanes(
+    ops: &cohost_kernels::cuda::CudaOps,
+    n: usize,
+    priorities: bool,
+) -> std::result::Result<Vec<Lane>, String> {
+    let (least, greatest) = ops.priority_range();
+    (0..n)
+        .map(|i| match lane_class(i, n, priorities) {
+            LanePriority::High => ops
+                .lane(i, greatest)
+                .map(|l| l.with_priority(LanePriority::High)),
+            LanePriority::Normal => ops.lane(i, if priorities { least } else { 0 }),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
 /// CPU ops for `lanes` lanes (0: one per core) and the lane count.
 fn cpu_ops(lanes: usize) -> (cohost_kernels::cpu::CpuOps, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -30,12 +68,12 @@ fn cpu_ops(lanes: usize) -> (cohost_kernels::cpu::CpuOps, usize) {
     )
 }
 
-fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
+fn cpu_backend(lanes: usize, priorities: bool, note: Option<String>) -> Backend {
     let (ops, lanes) = cpu_ops(lanes);
     Backend {
         handle: BackendHandle::Cpu(Arc::new(ops)),
         name: "cpu",
-        lanes: (0..lanes).map(Lane::cpu).collect(),
+        lanes: cpu_lanes(lanes, priorities),
         device: DeviceInfo {
             backend: "cpu",
             name: "cpu".into(),
@@ -45,7 +83,7 @@ fn cpu_backend(lanes: usize, note: Option<String>) -> Backend {
     }
 }
 
-fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
+fn cuda_backend(lanes: usize, priorities: bool) -> std::result::Result<Backend, String> {
     let info = cohost_kernels::cuda::probe()?;
     let ops = cohost_kernels::cuda::CudaOps::open().map_err(|e| e.to_string())?;
     // One stream per ~8 SMs keeps enough kernels in flight to fill the slice without
@@ -55,10 +93,7 @@ fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
     } else {
         lanes
     };
-    let lanes = (0..lanes)
-        .map(|i| ops.lane(i, 0))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+    let lanes = cuda_lanes(&ops, lanes, priorities)?;
     Ok(Backend {
         handle: BackendHandle::Cuda(Arc::new(ops)),
         name: "cuda",
@@ -75,17 +110,23 @@ fn cuda_backend(lanes: usize) -> std::result::Result<Backend, String> {
     })
 }
 
-pub(super) fn choose_backend(device: Device, lanes: usize) -> Result<Backend> {
+/// The backend for `device` with `lanes` lanes (0: from the device), one in four at high
+/// priority when `priorities` is on.
+pub(super) fn choose_backend(device: Device, lanes: usize, priorities: bool) -> Result<Backend> {
     match device {
-        Device::Cpu => Ok(cpu_backend(lanes, None)),
-        Device::Cuda => cuda_backend(lanes).map_err(|e| {
+        Device::Cpu => Ok(cpu_backend(lanes, priorities, None)),
+        Device::Cuda => cuda_backend(lanes, priorities).map_err(|e| {
             Error::unavailable(format!("--device cuda: CUDA is not usable here: {e}"))
         }),
-        Device::Auto => match cuda_backend(lanes) {
+        Device::Auto => match cuda_backend(lanes, priorities) {
             Ok(b) => Ok(b),
             Err(e) => {
                 tracing::info!("CUDA not usable ({e}); falling back to the CPU backend");
-                Ok(cpu_backend(lanes, Some(format!("CUDA not usable: {e}"))))
+                Ok(cpu_backend(
+                    lanes,
+                    priorities,
+                    Some(format!("CUDA not usable: {e}")),
+                ))
             }
         },
     }
@@ -93,11 +134,13 @@ pub(super) fn choose_backend(device: Device, lanes: usize) -> Result<Backend> {
 
 /// The backend `name` opened again after a sticky fault, with `lanes` lanes: CPU, fresh
 /// ops (nothing on a CPU is lost); CUDA, [`cohost_kernels::cuda::CudaOps::reopen`] (the
-/// old context's kernels forgotten, the primary context reset, new streams).
+/// old context's kernels forgotten, the primary context reset, new streams), the lanes in
+/// the same classes as at start-up.
 pub(super) fn reopen(
     name: &'static str,
     old: Option<BackendHandle>,
     lanes: usize,
+    priorities: bool,
 ) -> std::result::Result<(BackendHandle, Vec<Lane>), String> {
     match name {
         "cuda" => {
@@ -106,17 +149,13 @@ pub(super) fn reopen(
                 _ => None,
             };
             let ops = cohost_kernels::cuda::CudaOps::reopen(old).map_err(|e| e.to_string())?;
-            let lanes = (0..lanes)
-                .map(|i| ops.lane(i, 0))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
+            let lanes = cuda_lanes(&ops, lanes, priorities)?;
             Ok((BackendHandle::Cuda(Arc::new(ops)), lanes))
         }
         _ => {
             drop(old);
             let (ops, lanes) = cpu_ops(lanes);
-            let lanes = (0..lanes).map(Lane::cpu).collect();
-            Ok((BackendHandle::Cpu(Arc::new(ops)), lanes))
+            Ok((BackendHandle::Cpu(Arc::new(ops)), cpu_lanes(lanes, priorities)))
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct RuntimeOptions {
     /// Spinning saves a sleeping thread's wake-up per request at low load, and costs the
     /// CPU it spins on.
     pub lane_spin: Duration,
+    /// Lane priority classes on: one lane in four is `High` (on CUDA a stream at the most
+    /// urgent priority) and urgent batches go there first; off: all lanes equal.
+    pub lane_priorities: bool,
     /// A batch running longer than this multiple of its predicted time (the model's
     /// latency fit) is reported as overrunning (metric and log).
     pub overrun_factor: f64,
@@ -86,6 +89,7 @@ impl Default for RuntimeOptions {
             repository: None,
             schedule: ScheduleKind::default(),
             lane_spin: Duration::ZERO,
+            lane_priorities: true,
             overrun_factor: DEFAULT_OVERRUN_FACTOR,
             overrun_floor: DEFAULT_OVERRUN_FLOOR,
             transition_budget: None,
@@ -138,6 +142,12 @@ impl RuntimeOptions {
     /// Sets [`RuntimeOptions::lane_spin`] (zero: idle lanes sleep at once).
     pub fn lane_spin(mut self, spin: Duration) -> Self {
         self.lane_spin = spin;
+        self
+    }
+
+    /// Sets [`RuntimeOptions::lane_priorities`] (off: every lane equal, the baseline).
+    pub fn lane_priorities(mut self, on: bool) -> Self {
+        self.lane_priorities = on;
         self
     }
 
@@ -268,7 +278,7 @@ impl Runtime {
             name: backend_name,
             lanes,
             device,
-        } = choose_backend(options.device, options.lanes)?;
+        } = choose_backend(options.device, options.lanes, options.lane_priorities)?;
         options.lanes = lanes.len();
         if options.memory_budget.is_none() {
             options.memory_budget = device
@@ -276,7 +286,9 @@ impl Runtime {
                 .map(|free| (free as f64 * (1.0 - CUDA_HEADROOM)) as u64);
         }
         let scheduler = Arc::new(
-            Scheduler::new(options.schedule.policy(), lanes.len()).with_spin(options.lane_spin),
+            Scheduler::new(options.schedule.policy(), lanes.len())
+                .with_spin(options.lane_spin)
+                .with_lane_classes(lanes.iter().map(|l| l.priority).collect()),
         );
         crate::metrics::device(&device, options.lanes, options.memory_budget);
         crate::metrics::supervision_started(options.lanes);

@@ -44,7 +44,10 @@ pub trait DeviceRebuild: Send + Sync {
 
 /// The baseline [`DeviceRebuild`]: the same backend kind opened again (CPU: a fresh
 /// `CpuOps`; CUDA: `CudaOps::reopen`, a new context, streams and kernel build).
-pub struct ReopenBackend;
+pub struct ReopenBackend {
+    /// Lanes in priority classes (one in four High), as [`RuntimeOptions::lane_priorities`](super::RuntimeOptions::lane_priorities).
+    pub lane_priorities: bool,
+}
 
 impl DeviceRebuild for ReopenBackend {
     fn rebuild(
@@ -53,7 +56,7 @@ impl DeviceRebuild for ReopenBackend {
         old: Option<BackendHandle>,
         lanes: usize,
     ) -> std::result::Result<(BackendHandle, Vec<Lane>), String> {
-        super::backend::reopen(backend, old, lanes)
+        super::backend::reopen(backend, old, lanes, self.lane_priorities)
     }
 }
 
@@ -478,7 +481,10 @@ impl DeviceSlot {
         self.lanes.write().clear();
         let rebuilt = match &rt.inner.options.rebuild.0 {
             Some(custom) => custom.rebuild(name, old, lanes),
-            None => ReopenBackend.rebuild(name, old, lanes),
+            None => ReopenBackend {
+                lane_priorities: rt.inner.options.lane_priorities,
+            }
+            .rebuild(name, old, lanes),
         }?;
         if rebuilt.1.len() != lanes {
             return Err(format!(

@@ -3,7 +3,9 @@
 //! Lanes pull work: a free lane asks [`Scheduler::next`], which asks every model's
 //! batching policy whether its queue has a batch ready, then lets a [`SchedulePolicy`]
 //! choose among the ready ones (`policy`). An idle lane may spin for new work before it
-//! sleeps (`spin`).
+//! sleeps (`spin`). Lanes have priority classes: [`LaneRouting`] decides which ready batch
+//! a lane of each class takes (`route`), and a `High` lane waits on its own condition
+//! variable so that urgent work can wake one.
 //!
 //! A pass looks only at the *active* queues: those with requests queued or running, or an
 //! arrival within the last half second (what fair shares count as active). A queue joins
@@ -12,18 +14,22 @@
 //! nothing.
 
 mod policy;
+mod route;
 mod spin;
 
 #[cfg(feature = "testing")]
 pub use policy::EdfFairShare;
 pub use policy::{Candidate, OldestFirst, ScheduleKind, SchedulePolicy, Tenant, share_caps};
+pub use route::LaneRouting;
 
 use crate::batcher::Decision;
 use crate::clock::Clock;
 use crate::panic::panic_message;
 use crate::queue::{FormedBatch, ModelQueue, SliceShare};
 use crate::{Error, LoadReport};
+use cohost_kernels::LanePriority;
 use parking_lot::{Condvar, Mutex, MutexGuard};
+use route::Route;
 use spin::SpinGate;
 pub(crate) use spin::spin_wait;
 use std::any::Any;
@@ -44,7 +50,17 @@ struct State {
     gate: SpinGate,
     /// When a lane last found nothing to do and no batch has started since.
     idle_since: Option<Instant>,
+    /// Per lane (by index): waiting for work right now (spinning, asleep, or, polled, since
+    /// its last idle answer).
+    idle: Vec<bool>,
+    /// Batches `High` lanes took so far (a `Normal` lane that left urgent work to them
+    /// takes it itself if none did for a while).
+    high_takes: u64,
 }
+
+/// How long a `Normal` lane leaves urgent work to an idle `High` lane that takes nothing
+/// before it takes the work itself (a guard; a High lane woken takes it in microseconds).
+const DEFER_LIMIT: Duration = Duration::from_millis(1);
 
 /// Work handed to a lane: a batch of one model.
 pub struct Work {
@@ -58,8 +74,14 @@ pub struct Work {
 pub struct Scheduler {
     state: Mutex<State>,
     wake: Condvar,
+    /// Where idle `High` lanes wait (a wake-up tries `wake` first, urgent work this).
+    wake_high: Condvar,
     policy: Box<dyn SchedulePolicy>,
     lanes: usize,
+    /// Each lane's priority class, by index (a lane past the end is `Normal`).
+    classes: Vec<LanePriority>,
+    /// Which ready batch a lane of each class takes.
+    routing: LaneRouting,
     /// Looks at the queues so far (see [`Scheduler::passes`]).
     passes: AtomicU64,
     /// How long an idle lane spins for new work before it sleeps (zero: it sleeps at once).
@@ -95,10 +117,15 @@ impl Scheduler {
                 shutdown: false,
                 gate: SpinGate::new(),
                 idle_since: None,
+                idle: Vec::new(),
+                high_takes: 0,
             }),
             wake: Condvar::new(),
+            wake_high: Condvar::new(),
             policy,
             lanes: lanes.max(1),
+            classes: Vec::new(),
+            routing: LaneRouting::ClassBlind,
             passes: AtomicU64::new(0),
             spin: Duration::ZERO,
             signals: AtomicU64::new(0),
@@ -128,24 +155,69 @@ impl Scheduler {
         self
     }
 
+    /// Gives lane `i` the class `classes[i]`; with any `High` lane the routing becomes
+    /// [`LaneRouting::Urgency`] (see [`Scheduler::with_routing`]), else stays class-blind.
+    pub fn with_lane_classes(mut self, classes: Vec<LanePriority>) -> Self {
+        if classes.contains(&LanePriority::High) {
+            self.routing = LaneRouting::default();
+        }
+        self.state.get_mut().idle = vec![false; classes.len()];
+        self.classes = classes;
+        self
+    }
+
+    /// Sets the routing of ready batches to lane classes (after
+    /// [`Scheduler::with_lane_classes`]).
+    pub fn with_routing(mut self, routing: LaneRouting) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// Name of the lane-class routing.
+    pub fn routing_name(&self) -> &'static str {
+        self.routing.name()
+    }
+
     /// Lanes spinning for work right now: a request queued now starts at once.
     pub fn lanes_spinning(&self) -> usize {
         self.spinning.load(Ordering::Acquire)
     }
 
     /// Wakes one lane; the caller holds the state lock. A spinning lane sees the signal by
-    /// itself, so a sleeping one is woken only when none spins.
+    /// itself, so a sleeping one is woken only when none spins; a sleeping `Normal` lane
+    /// before a `High` one (kept free for urgent work).
     fn wake_one(&self) {
         self.signals.fetch_add(1, Ordering::AcqRel);
-        if self.spinning.load(Ordering::Acquire) == 0 {
-            self.wake.notify_one();
+        if self.spinning.load(Ordering::Acquire) == 0 && !self.wake.notify_one() {
+            self.wake_high.notify_one();
         }
+    }
+
+    /// Wakes an idle `High` lane for urgent work (spinning or asleep; the caller holds the
+    /// state lock).
+    fn wake_high(&self) {
+        self.signals.fetch_add(1, Ordering::AcqRel);
+        self.wake_high.notify_one();
     }
 
     /// Wakes every lane, spinning or sleeping.
     fn wake_all(&self) {
         self.signals.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_all();
+        self.wake_high.notify_all();
+    }
+
+    /// Lane `lane`'s class (`Normal` for an unknown or anonymous lane).
+    fn class(&self, lane: Option<usize>) -> LanePriority {
+        lane.and_then(|i| self.classes.get(i).copied())
+            .unwrap_or_default()
+    }
+
+    /// `High` lanes other than `lane` waiting for work now.
+    fn idle_high(&self, state: &State, lane: Option<usize>) -> usize {
+        (0..state.idle.len())
+            .filter(|&i| state.idle[i] && Some(i) != lane && self.classes[i] == LanePriority::High)
+            .count()
     }
 
     /// Spins (yielding the CPU to any thread that wants it) until a wake-up after `seen`
@@ -233,10 +305,22 @@ impl Scheduler {
     /// for the next one itself); `q` joins the queues a pass looks at.
     pub fn notify_queue(&self, q: &Arc<ModelQueue>) {
         let mut state = self.state.lock();
-        if !state.active.iter().any(|a| Arc::ptr_eq(a, q)) {
+        let mut known = false;
+        let mut floor = q.config.priority;
+        for a in &state.active {
+            known |= Arc::ptr_eq(a, q);
+            floor = floor.min(a.config.priority);
+        }
+        if !known {
             state.active.push(q.clone());
         }
-        self.wake_one();
+        // A model above the others' priority is urgent: an idle High lane takes it at once.
+        let urgent = q.config.priority > floor && self.routing != LaneRouting::ClassBlind;
+        if urgent && self.idle_high(&state, None) > 0 {
+            self.wake_high();
+        } else {
+            self.wake_one();
+        }
     }
 
     /// Wakes a lane after a change to no queue in particular (a queue closed, requests
@@ -311,7 +395,16 @@ impl Scheduler {
     /// pass goes on, so a policy that always panics drains its queue instead of spinning.
     /// A panicking (or out-of-range) cross-model pick falls back to oldest-first.
     pub fn next(&self) -> Option<Work> {
-        match self.pass(true) {
+        self.next_inner(None)
+    }
+
+    /// [`Scheduler::next`] for lane `lane` (its index), routed by the lane's class.
+    pub fn next_for(&self, lane: usize) -> Option<Work> {
+        self.next_inner(Some(lane))
+    }
+
+    fn next_inner(&self, lane: Option<usize>) -> Option<Work> {
+        match self.pass(true, lane) {
             Poll::Work(work) => Some(work),
             Poll::Idle(_) | Poll::Closed => None,
         }
@@ -322,14 +415,33 @@ impl Scheduler {
     /// waiting, spinning or sleeping: a batch, or when to look again. A simulator calls it
     /// for each free lane at each event of its virtual clock.
     pub fn poll(&self) -> Poll {
-        self.pass(false)
+        self.pass(false, None)
     }
 
-    /// [`Scheduler::next`]'s loop; unless `block`, it returns instead of waiting.
-    fn pass(&self, block: bool) -> Poll {
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // used by tests and cohost-sim
+    /// [`Scheduler::poll`] for lane `lane` (its index), routed by the lane's class; the
+    /// lane counts as idle from an idle answer until its next poll.
+    pub fn poll_for(&self, lane: usize) -> Poll {
+        self.pass(false, Some(lane))
+    }
+
+    /// Marks lane `lane` idle or not (no-op for an anonymous or unknown lane).
+    fn set_idle(state: &mut State, lane: Option<usize>, idle: bool) {
+        if let Some(slot) = lane.and_then(|i| state.idle.get_mut(i)) {
+            *slot = idle;
+        }
+    }
+
+    /// [`Scheduler::next`]'s loop for `lane` (None: an anonymous `Normal` lane); unless
+    /// `block`, it returns instead of waiting.
+    fn pass(&self, block: bool, lane: Option<usize>) -> Poll {
         let mut state = self.state.lock();
         let mut spin_end: Option<Instant> = None;
+        let class = self.class(lane);
+        // When this lane first left urgent work to idle High lanes, and their takes then.
+        let mut deferred: Option<(Instant, u64)> = None;
         loop {
+            Self::set_idle(&mut state, lane, false);
             self.passes.fetch_add(1, Ordering::Relaxed);
             let now = self.clock.now();
             if std::mem::take(&mut state.rescan) {
@@ -380,13 +492,23 @@ impl Scheduler {
                     Err(panic) => failed |= decision_panicked(q, &*panic),
                 }
             }
+            let mut route = None;
             if !ready.is_empty() {
                 let cands: Vec<Candidate> = ready.iter().map(|r| r.2).collect();
-                let (qi, limit, _) = ready[self.pick(&cands)];
+                route = Some(self.route(&state, lane, class, &cands, now, &mut deferred));
+            }
+            if let Some(Route::Take { index, wake_high }) = route {
+                let (qi, limit, _) = ready[index];
                 let q = state.active[qi].clone();
                 if let Some(batch) = q.take(limit, now) {
+                    if wake_high {
+                        self.wake_high();
+                    }
                     if ready.len() > 1 || failed || q.has_queued() {
                         self.wake_one();
+                    }
+                    if class == LanePriority::High {
+                        state.high_takes += 1;
                     }
                     if let Some(idle) = state.idle_since.take() {
                         state.gate.record(now.duration_since(idle) <= self.spin * 2);
@@ -394,6 +516,12 @@ impl Scheduler {
                     return Poll::Work(Work { queue: q, batch });
                 }
                 continue;
+            }
+            if route == Some(Route::Defer) {
+                // Everything ready is left to idle High lanes: wake one, look again soon.
+                self.wake_high();
+                let again = now + DEFER_LIMIT;
+                wake_at = Some(wake_at.map_or(again, |w: Instant| w.min(again)));
             }
             if failed {
                 // The failed queue may hold more requests: look again before waiting.
@@ -407,6 +535,7 @@ impl Scheduler {
                 // This lane just found nothing to do: an idle period starts.
                 state.idle_since = Some(now);
             }
+            Self::set_idle(&mut state, lane, true);
             if !block {
                 return Poll::Idle(wake_at);
             }
@@ -427,15 +556,60 @@ impl Scheduler {
                 self.spinning.fetch_sub(1, Ordering::AcqRel);
                 continue;
             }
+            let cv = match class {
+                LanePriority::High => &self.wake_high,
+                LanePriority::Normal => &self.wake,
+            };
             match wake_at {
                 Some(t) => {
-                    self.wake.wait_until(&mut state, t);
+                    cv.wait_until(&mut state, t);
                 }
                 None => {
-                    self.wake.wait(&mut state);
+                    cv.wait(&mut state);
                 }
             }
         }
+    }
+
+    /// Which of `cands` (never empty) lane `lane` of `class` takes, by the routing; a
+    /// `Normal` lane that left urgent work to idle High lanes for [`DEFER_LIMIT`] with
+    /// none of them taking anything takes the policy's pick itself.
+    fn route(
+        &self,
+        state: &State,
+        lane: Option<usize>,
+        class: LanePriority,
+        cands: &[Candidate],
+        now: Instant,
+        deferred: &mut Option<(Instant, u64)>,
+    ) -> Route {
+        if state.shutdown || self.routing == LaneRouting::ClassBlind {
+            return Route::Take {
+                index: self.pick(cands),
+                wake_high: false,
+            };
+        }
+        let floor = state
+            .active
+            .iter()
+            .map(|q| q.config.priority)
+            .min()
+            .unwrap_or(0);
+        let mut idle_high = self.idle_high(state, lane);
+        if let Some((since, takes)) = *deferred
+            && takes == state.high_takes
+            && now.duration_since(since) >= DEFER_LIMIT
+        {
+            idle_high = 0;
+        }
+        let route = self
+            .routing
+            .route(class, cands, floor, idle_high, now, |c| self.pick(c));
+        // A deferral starts the guard's clock, again once a High lane took something.
+        if route == Route::Defer && deferred.is_none_or(|(_, t)| t != state.high_takes) {
+            *deferred = Some((now, state.high_takes));
+        }
+        route
     }
 
     /// The policy's pick among `cands`, or oldest-first when the policy panics or answers
@@ -507,6 +681,7 @@ fn assess(q: &ModelQueue, now: Instant, share: SliceShare, shutdown: bool) -> Op
                     deadline: target.min(deadline),
                     priority: q.config.priority,
                     virtual_time: q.virtual_time(),
+                    predicted: view.latency.predict(limit.min(view.rows).max(1)),
                 },
             )
         }

@@ -16,6 +16,8 @@ pub struct Candidate {
     pub priority: i32,
     /// Weighted lane-seconds it consumed so far.
     pub virtual_time: f64,
+    /// Predicted seconds of the batch it would run now (its latency model).
+    pub predicted: f64,
 }
 
 /// Chooses which ready model a free lane serves.
@@ -202,6 +204,7 @@ mod tests {
             deadline: t0 + Duration::from_micros(deadline_us),
             priority: 0,
             virtual_time: vt,
+            predicted: 0.0,
         }
     }
 
