@@ -121,7 +121,10 @@ impl DeviceRebuild for TestRebuild {
         if self.fail.load(Ordering::SeqCst) {
             return Err("no device today".into());
         }
-        ReopenBackend.rebuild(backend, old, lanes)
+        ReopenBackend {
+            lane_priorities: true,
+        }
+        .rebuild(backend, old, lanes)
     }
 }
 

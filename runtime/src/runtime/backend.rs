@@ -155,7 +155,10 @@ pub(super) fn reopen(
         _ => {
             drop(old);
             let (ops, lanes) = cpu_ops(lanes);
-            Ok((BackendHandle::Cpu(Arc::new(ops)), cpu_lanes(lanes, priorities)))
+            Ok((
+                BackendHandle::Cpu(Arc::new(ops)),
+                cpu_lanes(lanes, priorities),
+            ))
         }
     }
 }

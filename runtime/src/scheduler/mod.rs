@@ -504,7 +504,10 @@ impl Scheduler {
                     if wake_high {
                         self.wake_high();
                     }
-                    if ready.len() > 1 || failed || q.has_queued() {
+                    // Another lane must see what is left: more ready work, or a queue whose
+                    // batch waits for a timer this lane can no longer keep (it is about to
+                    // run a batch, and the lanes asleep may have no timer set).
+                    if ready.len() > 1 || failed || q.has_queued() || wake_at.is_some() {
                         self.wake_one();
                     }
                     if class == LanePriority::High {
