@@ -13,6 +13,7 @@
 //! that finds it idle, so a thousand idle models cost a pass (and the load counter)
 //! nothing.
 
+mod assess;
 mod policy;
 mod route;
 mod spin;
@@ -22,17 +23,16 @@ pub use policy::EdfFairShare;
 pub use policy::{Candidate, OldestFirst, ScheduleKind, SchedulePolicy, Tenant, share_caps};
 pub use route::LaneRouting;
 
-use crate::batcher::Decision;
+use crate::LoadReport;
 use crate::clock::Clock;
 use crate::panic::panic_message;
 use crate::queue::{FormedBatch, ModelQueue, SliceShare};
-use crate::{Error, LoadReport};
+use assess::{Assessment, assess, decision_panicked, rescan};
 use cohost_kernels::LanePriority;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use route::Route;
 use spin::SpinGate;
 pub(crate) use spin::spin_wait;
-use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -168,14 +168,10 @@ impl Scheduler {
 
     /// Sets the routing of ready batches to lane classes (after
     /// [`Scheduler::with_lane_classes`]).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // tests compare the routings
     pub fn with_routing(mut self, routing: LaneRouting) -> Self {
         self.routing = routing;
         self
-    }
-
-    /// Name of the lane-class routing.
-    pub fn routing_name(&self) -> &'static str {
-        self.routing.name()
     }
 
     /// Lanes spinning for work right now: a request queued now starts at once.
@@ -205,19 +201,6 @@ impl Scheduler {
         self.signals.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_all();
         self.wake_high.notify_all();
-    }
-
-    /// Lane `lane`'s class (`Normal` for an unknown or anonymous lane).
-    fn class(&self, lane: Option<usize>) -> LanePriority {
-        lane.and_then(|i| self.classes.get(i).copied())
-            .unwrap_or_default()
-    }
-
-    /// `High` lanes other than `lane` waiting for work now.
-    fn idle_high(&self, state: &State, lane: Option<usize>) -> usize {
-        (0..state.idle.len())
-            .filter(|&i| state.idle[i] && Some(i) != lane && self.classes[i] == LanePriority::High)
-            .count()
     }
 
     /// Spins (yielding the CPU to any thread that wants it) until a wake-up after `seen`
@@ -394,6 +377,7 @@ impl Scheduler {
     /// latency target) fails that model's oldest request with an internal error and the
     /// pass goes on, so a policy that always panics drains its queue instead of spinning.
     /// A panicking (or out-of-range) cross-model pick falls back to oldest-first.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // lanes call next_for; tests this
     pub fn next(&self) -> Option<Work> {
         self.next_inner(None)
     }
@@ -574,47 +558,6 @@ impl Scheduler {
         }
     }
 
-    /// Which of `cands` (never empty) lane `lane` of `class` takes, by the routing; a
-    /// `Normal` lane that left urgent work to idle High lanes for [`DEFER_LIMIT`] with
-    /// none of them taking anything takes the policy's pick itself.
-    fn route(
-        &self,
-        state: &State,
-        lane: Option<usize>,
-        class: LanePriority,
-        cands: &[Candidate],
-        now: Instant,
-        deferred: &mut Option<(Instant, u64)>,
-    ) -> Route {
-        if state.shutdown || self.routing == LaneRouting::ClassBlind {
-            return Route::Take {
-                index: self.pick(cands),
-                wake_high: false,
-            };
-        }
-        let floor = state
-            .active
-            .iter()
-            .map(|q| q.config.priority)
-            .min()
-            .unwrap_or(0);
-        let mut idle_high = self.idle_high(state, lane);
-        if let Some((since, takes)) = *deferred
-            && takes == state.high_takes
-            && now.duration_since(since) >= DEFER_LIMIT
-        {
-            idle_high = 0;
-        }
-        let route = self
-            .routing
-            .route(class, cands, floor, idle_high, now, |c| self.pick(c));
-        // A deferral starts the guard's clock, again once a High lane took something.
-        if route == Route::Defer && deferred.is_none_or(|(_, t)| t != state.high_takes) {
-            *deferred = Some((now, state.high_takes));
-        }
-        route
-    }
-
     /// The policy's pick among `cands`, or oldest-first when the policy panics or answers
     /// an index out of range.
     fn pick(&self, cands: &[Candidate]) -> usize {
@@ -638,73 +581,4 @@ impl Scheduler {
             }
         }
     }
-}
-
-/// Drops drained queues and puts every queue with work or a recent arrival in the active
-/// set (after a wake-up that named no queue).
-fn rescan(state: &mut State, now: Instant) {
-    state.queues.retain(|q| !q.is_drained());
-    let State { queues, active, .. } = state;
-    for q in queues.iter() {
-        if q.recently_active(now) && !active.iter().any(|a| Arc::ptr_eq(a, q)) {
-            active.push(q.clone());
-        }
-    }
-}
-
-/// One queue's state for this scheduling pass.
-enum Assessment {
-    /// A batch of at most this many rows may run now.
-    Ready(usize, Candidate),
-    /// Nothing to run before this instant (or a new request).
-    WaitUntil(Instant),
-}
-
-/// Asks a queue's batching policy (or, at shutdown, nobody) whether a batch is ready;
-/// None when the queue is empty.
-fn assess(q: &ModelQueue, now: Instant, share: SliceShare, shutdown: bool) -> Option<Assessment> {
-    let (view, deadline) = q.view(now, share)?;
-    let decision = if shutdown {
-        Decision::Ready(q.max_rows)
-    } else {
-        q.policy.decide(&view)
-    };
-    Some(match decision {
-        Decision::Ready(limit) => {
-            let target = q
-                .config
-                .batching
-                .p99_target_ms
-                .map(|ms| view.oldest + Duration::from_secs_f64(ms / 1e3))
-                .unwrap_or(deadline);
-            Assessment::Ready(
-                limit,
-                Candidate {
-                    oldest: view.oldest,
-                    deadline: target.min(deadline),
-                    priority: q.config.priority,
-                    virtual_time: q.virtual_time(),
-                    predicted: view.latency.predict(limit.min(view.rows).max(1)),
-                },
-            )
-        }
-        Decision::WaitUntil(t) => Assessment::WaitUntil(t),
-    })
-}
-
-/// Deciding `q`'s batch panicked: fails its oldest request so the next pass moves on;
-/// false when it had none.
-#[cold]
-fn decision_panicked(q: &ModelQueue, panic: &(dyn Any + Send)) -> bool {
-    let msg = panic_message(panic);
-    tracing::error!(
-        model = %q.name,
-        version = q.version,
-        policy = q.policy.name(),
-        "deciding a batch panicked: {msg}; failing the oldest request"
-    );
-    q.fail_oldest(Error::internal(format!(
-        "model '{}' could not be scheduled: deciding its batch panicked: {msg}",
-        q.name
-    )))
 }

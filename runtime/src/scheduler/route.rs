@@ -4,6 +4,7 @@
 //! deadline at risk) to `High` lanes first.
 
 use super::policy::Candidate;
+use super::{DEFER_LIMIT, Scheduler, State};
 use cohost_kernels::LanePriority;
 use std::time::Instant;
 
@@ -24,16 +25,6 @@ pub enum LaneRouting {
 impl Default for LaneRouting {
     fn default() -> Self {
         LaneRouting::Urgency { margin: 2.0 }
-    }
-}
-
-impl LaneRouting {
-    /// Short name for logs and reports.
-    pub fn name(&self) -> &'static str {
-        match self {
-            LaneRouting::ClassBlind => "class-blind",
-            LaneRouting::Urgency { .. } => "urgency",
-        }
     }
 }
 
@@ -122,6 +113,63 @@ fn pick_within(
 ) -> usize {
     let sub: Vec<Candidate> = subset.iter().map(|&i| cands[i]).collect();
     subset[pick(&sub).min(subset.len() - 1)]
+}
+
+/// The scheduler's side of the routing: lane classes, idle High lanes, the route a pass takes.
+impl Scheduler {
+    /// Lane `lane`'s class (`Normal` for an unknown or anonymous lane).
+    pub(super) fn class(&self, lane: Option<usize>) -> LanePriority {
+        lane.and_then(|i| self.classes.get(i).copied())
+            .unwrap_or_default()
+    }
+
+    /// `High` lanes other than `lane` waiting for work now.
+    pub(super) fn idle_high(&self, state: &State, lane: Option<usize>) -> usize {
+        (0..state.idle.len())
+            .filter(|&i| state.idle[i] && Some(i) != lane && self.classes[i] == LanePriority::High)
+            .count()
+    }
+
+    /// Which of `cands` (never empty) lane `lane` of `class` takes, by the routing; a
+    /// `Normal` lane that left urgent work to idle High lanes for [`DEFER_LIMIT`] with
+    /// none of them taking anything takes the policy's pick itself.
+    pub(super) fn route(
+        &self,
+        state: &State,
+        lane: Option<usize>,
+        class: LanePriority,
+        cands: &[Candidate],
+        now: Instant,
+        deferred: &mut Option<(Instant, u64)>,
+    ) -> Route {
+        if state.shutdown || self.routing == LaneRouting::ClassBlind {
+            return Route::Take {
+                index: self.pick(cands),
+                wake_high: false,
+            };
+        }
+        let floor = state
+            .active
+            .iter()
+            .map(|q| q.config.priority)
+            .min()
+            .unwrap_or(0);
+        let mut idle_high = self.idle_high(state, lane);
+        if let Some((since, takes)) = *deferred
+            && takes == state.high_takes
+            && now.duration_since(since) >= DEFER_LIMIT
+        {
+            idle_high = 0;
+        }
+        let route = self
+            .routing
+            .route(class, cands, floor, idle_high, now, |c| self.pick(c));
+        // A deferral starts the guard's clock, again once a High lane took something.
+        if route == Route::Defer && deferred.is_none_or(|(_, t)| t != state.high_takes) {
+            *deferred = Some((now, state.high_takes));
+        }
+        route
+    }
 }
 
 #[cfg(test)]
