@@ -12,8 +12,11 @@
 # stacks answering without work), mlp-tiny, BATCH rows a request:
 #
 #   scripts/server-cost.sh front-end   # server CPU per request (/proc/PID/stat utime+stime
-#                                      # over the window) at RATE: HTTP JSON, HTTP binary and
-#                                      # gRPC, each next to its null server, ROUNDS rounds
+#                                      # over the window) and context switches per request
+#                                      # at RATE: HTTP JSON, HTTP binary and gRPC, each next
+#                                      # to its null server and to cohost with caller runs
+#                                      # off ("lanes-*": every batch on a lane thread),
+#                                      # ROUNDS rounds
 #   scripts/server-cost.sh callgrind   # instructions per request: each server under
 #                                      # valgrind --tool=callgrind, counting only while
 #                                      # CG_RATE req/s run for CG_SECONDS
@@ -34,6 +37,8 @@
 #   REPO_A, REPO_B      model repositories [a generated mlp-tiny repository under OUT]
 #   MODELS_A, MODELS_B  models sent to, space-separated NAME[:WEIGHT] [mlp-tiny]
 #   SCHED_A, SCHED_B    --schedule of each server [edf-fair]
+#   POLICY              batching policy of the generated mlp-tiny (none, static, adaptive)
+#                       [the preset's: static, 500 µs delay]
 #   RATE                offered requests per second, all models together [2000]
 #   BATCH               rows per request [1]
 #   TARGET              http-json, http-binary or grpc [http-json]
@@ -57,15 +62,20 @@ for b in "$BIN_A" "$BIN_B"; do
   [ -x "$b" ] || { echo "no cohost binary at $b (cargo build --release -p cohost-server -p cohost-bench)" >&2; exit 2; }
 done
 [ -n "${1:-}" ] || command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 2; }
+# The generated mlp-tiny repository, batched by POLICY (the preset's own: static, 500 µs).
+TINY="$OUT/repo-tiny${POLICY:+-$POLICY}"
 if [ -z "${REPO_A:-}" ] || [ -z "${REPO_B:-}" ]; then
-  if [ ! -f "$OUT/repo-tiny/.complete" ]; then
-    rm -rf "$OUT/repo-tiny"
-    "$BIN_B" gen --out "$OUT/repo-tiny" --preset mlp-tiny --count 1 >/dev/null
-    touch "$OUT/repo-tiny/.complete"
+  if [ ! -f "$TINY/.complete" ]; then
+    rm -rf "$TINY"
+    "$BIN_B" gen --out "$TINY" --preset mlp-tiny --count 1 >/dev/null
+    if [ -n "${POLICY:-}" ]; then
+      sed -i "s/^policy = .*/policy = \"$POLICY\"/" "$TINY/mlp-tiny/config.toml"
+    fi
+    touch "$TINY/.complete"
   fi
 fi
-REPO_A="${REPO_A:-$OUT/repo-tiny}"
-REPO_B="${REPO_B:-$OUT/repo-tiny}"
+REPO_A="${REPO_A:-$TINY}"
+REPO_B="${REPO_B:-$TINY}"
 MODELS_A="${MODELS_A:-mlp-tiny}"
 MODELS_B="${MODELS_B:-mlp-tiny}"
 
@@ -84,18 +94,23 @@ wait_port() {
   echo "nothing listens on port $1" >&2; exit 1
 }
 # Starts the servers of the front-end modes, each command prefixed with "$@" (valgrind):
-# cohost on mlp-tiny (HTTP and gRPC ports of one process), the null HTTP and the null gRPC
-# server. Sets FE_PORT and FE_PID for cohost-http, cohost-grpc, null-http and null-grpc.
+# cohost on mlp-tiny (HTTP and gRPC ports of one process), the same with every batch on a
+# lane thread (--caller-runs-us 0), the null HTTP and the null gRPC server. Sets FE_PORT
+# and FE_PID for cohost-http, cohost-grpc, lanes-http, lanes-grpc, null-http, null-grpc.
 declare -A FE_PORT FE_PID
 start_front_ends() {
-  local http grpc nh ng
-  http=$(free_port) grpc=$(free_port) nh=$(free_port) ng=$(free_port)
+  local http grpc lh lg nh ng
+  http=$(free_port) grpc=$(free_port) lh=$(free_port) lg=$(free_port) nh=$(free_port) ng=$(free_port)
   for b in "$EXAMPLES/null_server" "$EXAMPLES/null_grpc_server"; do
     [ -x "$b" ] || { echo "no $b (cargo build --release -p cohost-bench --examples)" >&2; exit 2; }
   done
   "$@" "$BIN_B" serve --device cpu --model-repository "$REPO_B" --http-port "$http" \
     --grpc-port "$grpc" >"$OUT/cohost.log" 2>&1 &
   FE_PID[cohost-http]=$! FE_PID[cohost-grpc]=$!
+  PIDS+=("$!")
+  "$@" "$BIN_B" serve --device cpu --model-repository "$REPO_B" --http-port "$lh" \
+    --grpc-port "$lg" --caller-runs-us 0 >"$OUT/cohost-lanes.log" 2>&1 &
+  FE_PID[lanes-http]=$! FE_PID[lanes-grpc]=$!
   PIDS+=("$!")
   "$@" "$EXAMPLES/null_server" "127.0.0.1:$nh" >"$OUT/null-http.log" 2>&1 &
   FE_PID[null-http]=$!
@@ -104,20 +119,28 @@ start_front_ends() {
   FE_PID[null-grpc]=$!
   PIDS+=("$!")
   FE_PORT[cohost-http]=$http FE_PORT[cohost-grpc]=$grpc FE_PORT[null-http]=$nh FE_PORT[null-grpc]=$ng
-  wait_port "$http" "${FE_PID[cohost-http]}"
-  for _ in $(seq 1 1500); do
-    curl -sf "127.0.0.1:$http/v2/health/ready" >/dev/null && break
-    sleep 0.2
+  FE_PORT[lanes-http]=$lh FE_PORT[lanes-grpc]=$lg
+  for p in "$http" "$lh"; do
+    wait_port "$p" "${FE_PID[cohost-http]}"
+    for _ in $(seq 1 1500); do
+      curl -sf "127.0.0.1:$p/v2/health/ready" >/dev/null && break
+      sleep 0.2
+    done
   done
   wait_port "$grpc" "${FE_PID[cohost-grpc]}"
+  wait_port "$lg" "${FE_PID[lanes-grpc]}"
   wait_port "$nh" "${FE_PID[null-http]}"
   wait_port "$ng" "${FE_PID[null-grpc]}"
 }
-# The measured cases: label, cohost bench target, server.
+# The measured cases: label, cohost bench target, server ("lanes-*": caller runs off).
 FE_CASES=("null-http http-json null-http" "cohost-json http-json cohost-http"
-  "cohost-binary http-binary cohost-http" "null-grpc grpc null-grpc" "cohost-grpc grpc cohost-grpc")
+  "lanes-json http-json lanes-http" "cohost-binary http-binary cohost-http"
+  "lanes-binary http-binary lanes-http" "null-grpc grpc null-grpc"
+  "cohost-grpc grpc cohost-grpc" "lanes-grpc grpc lanes-grpc")
 # utime+stime of process $1 (all its threads), in clock ticks.
 cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+# Context switches (voluntary and not) of every thread of process $1 so far.
+ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 
 if [ "${1:-}" = front-end ]; then
   start_front_ends
@@ -133,18 +156,20 @@ if [ "${1:-}" = front-end ]; then
         >/dev/null 2>"$OUT/bench.err" &
       bench=$!
       sleep 1
-      t0=$(date +%s.%N) c0=$(cpu_ticks "$pid")
+      t0=$(date +%s.%N) c0=$(cpu_ticks "$pid") s0=$(ctx_switches "$pid")
       sleep "$((WINDOW - 1))"
-      t1=$(date +%s.%N) c1=$(cpu_ticks "$pid")
+      t1=$(date +%s.%N) c1=$(cpu_ticks "$pid") s1=$(ctx_switches "$pid")
       wait "$bench" || true
-      python3 - "$OUT/bench.json" "$r" "$label" "$RATE" "$t0" "$t1" "$c0" "$c1" "$HZ" <<'EOF'
+      python3 - "$OUT/bench.json" "$r" "$label" "$RATE" "$t0" "$t1" "$c0" "$c1" "$HZ" "$s0" "$s1" <<'EOF'
 import json, sys
 f, r, label = sys.argv[1:4]
-rate, t0, t1, c0, c1, hz = map(float, sys.argv[4:10])
+rate, t0, t1, c0, c1, hz, s0, s1 = map(float, sys.argv[4:12])
 o = json.load(open(f))["overall"]
-cpu_us = (c1 - c0) / hz * 1e6 / (rate * (t1 - t0))
+n = rate * (t1 - t0)
+cpu_us = (c1 - c0) / hz * 1e6 / n
 print(f"round {r} {label:<13} answered {o['throughput']:7.0f} req/s  errors {o['errors']:5d}  "
-      f"p50 {o['p50_ms']:5.2f} ms  p99 {o['p99_ms']:6.2f} ms  server CPU {cpu_us:6.1f} us/request")
+      f"p50 {o['p50_ms']:5.2f} ms  p99 {o['p99_ms']:6.2f} ms  server CPU {cpu_us:6.1f} us/request  "
+      f"{(s1 - s0) / n:4.2f} context switches/request")
 EOF
     done
   done

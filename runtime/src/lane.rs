@@ -208,6 +208,17 @@ impl LanePool {
         }
     }
 
+    /// Runs `work` on the calling thread as lane `index` (lent to it by a
+    /// [`crate::scheduler::Claim`]) and answers its requests; never unwinds.
+    pub fn run_as(&self, index: usize, work: Work) {
+        let lanes = &self.shared.lanes;
+        let (lane, _) = lanes
+            .iter()
+            .find(|(l, _)| l.index == index)
+            .unwrap_or(&lanes[0]);
+        run(lane, work, &self.shared.boundary);
+    }
+
     /// Lane threads respawned so far.
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Ordering::Relaxed)

@@ -40,10 +40,10 @@ pub use cohost_models::{ModelConfig, TensorSpec};
 pub use error::{Error, ErrorKind, Result};
 pub use repository::validate_model_name;
 pub use runtime::{
-    BoundaryHook, DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TRANSITION_MAX_WAIT, Device, DeviceRebuild, RESET_BACKOFF, RESET_BACKOFF_MAX,
-    RebuildSource, ReopenBackend, Runtime, RuntimeOptions, SliceUtilization, TRANSITION_TICK,
-    TransitionOutcome, UtilizationSource, transition_decision,
+    BoundaryHook, DEFAULT_CALLER_RUNS, DEFAULT_OVERRUN_FACTOR, DEFAULT_OVERRUN_FLOOR,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_TRANSITION_MAX_WAIT, Device, DeviceRebuild, RESET_BACKOFF,
+    RESET_BACKOFF_MAX, RebuildSource, ReopenBackend, Runtime, RuntimeOptions, SliceUtilization,
+    TRANSITION_TICK, TransitionOutcome, UtilizationSource, transition_decision,
 };
 pub use scheduler::ScheduleKind;
 pub use size::parse_byte_size;

@@ -112,7 +112,15 @@ async fn several_rows_in_one_request_equal_the_rows_run_alone() {
 async fn a_finished_batch_does_not_wake_an_idle_lane() {
     let mut config = synth::preset("mlp-tiny").unwrap();
     config.batching.policy = BatchingPolicyKind::None;
-    let rt = runtime_serving(2, "m", &config, 1);
+    // Every batch on a lane thread (no caller runs): the lanes' passes are what is counted.
+    let rt = Runtime::new(
+        RuntimeOptions::default()
+            .lanes(2)
+            .caller_runs(Duration::ZERO),
+    )
+    .unwrap();
+    rt.load_model_from("m", 1, config.clone(), &synth::random_weights(&config, 1))
+        .unwrap();
     // Let both lanes reach their first wait before counting.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let before = rt.scheduler_passes();

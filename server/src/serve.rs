@@ -86,6 +86,8 @@ pub struct ServeOptions {
     pub lanes: usize,
     /// How long an idle lane spins for new work before it sleeps.
     pub lane_spin: Duration,
+    /// Longest predicted batch run on the receiving thread instead of a lane (zero: none).
+    pub caller_runs: Duration,
     /// Lane priority classes on (one lane in four takes urgent work first) or off.
     pub lane_priorities: bool,
     /// Cross-model scheduling policy.
@@ -129,6 +131,7 @@ impl Default for ServeOptions {
             poll_interval: Duration::from_secs(5),
             lanes: 0,
             lane_spin: Duration::ZERO,
+            caller_runs: cohost_runtime::DEFAULT_CALLER_RUNS,
             lane_priorities: true,
             schedule: cohost_runtime::ScheduleKind::default(),
             memory_budget: None,
@@ -316,6 +319,7 @@ pub async fn serve(
         .transition_max_wait(options.transition_max_wait)
         .lanes(options.lanes)
         .lane_spin(options.lane_spin)
+        .caller_runs(options.caller_runs)
         .lane_priorities(options.lane_priorities)
         .schedule(options.schedule)
         .memory_budget(options.memory_budget)

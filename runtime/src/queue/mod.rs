@@ -314,6 +314,11 @@ impl ModelQueue {
         self.state.lock().running.batches(now)
     }
 
+    /// Rows of the requests waiting.
+    pub fn queued_rows(&self) -> usize {
+        self.state.lock().rows
+    }
+
     /// True when requests are waiting.
     pub fn has_queued(&self) -> bool {
         !self.state.lock().items.is_empty()

@@ -6,6 +6,7 @@ use crate::queue::{ModelQueue, Pending};
 use crate::scheduler::spin_wait;
 use crate::{Error, ErrorKind, InferRequest, InferResponse, LoadReport, Result, Tensor};
 use cohost_models::Batch;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -162,7 +163,23 @@ impl Runtime {
         // A spinning lane takes this request at once: when its batch is predicted to take
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
-        self.inner.scheduler.notify_queue(q);
+        // A quick batch ready now runs here, as a sleeping lane (no thread woken either
+        // way); else a lane is woken for it.
+        let scheduler = &self.inner.scheduler;
+        match catch_unwind(AssertUnwindSafe(|| scheduler.claim(q))) {
+            Ok(Some((claim, work))) => self.inner.lanes.run_as(claim.lane(), work),
+            Ok(None) => {}
+            Err(panic) => {
+                // Deciding in place failed (the lanes' own pass catches the same): leave
+                // the request to a lane.
+                tracing::error!(
+                    model = %q.name,
+                    "scheduling a request in place panicked: {}",
+                    crate::panic::panic_message(&*panic)
+                );
+                scheduler.notify_queue(q);
+            }
+        }
         // Only then look at the model's latency (a lock round trip).
         let early = lane_waiting
             .then(|| reply_spin(self.inner.options.lane_spin, q, rows))

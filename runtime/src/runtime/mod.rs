@@ -8,7 +8,7 @@ use crate::{
     DeviceInfo, Error, ModelConfig, ModelMetadata, ModelState, ModelStats, ModelStatus,
     RepositoryEntry, Result,
 };
-use cohost_models::Family;
+use cohost_models::{BackendHandle, Family};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,10 @@ pub struct RuntimeOptions {
     /// Spinning saves a sleeping thread's wake-up per request at low load, and costs the
     /// CPU it spins on.
     pub lane_spin: Duration,
+    /// On the CPU backend, a request whose batch is ready as it is queued and predicted to
+    /// take at most this long runs on the calling thread, as a sleeping lane, instead of
+    /// waking a lane thread and being woken for the answer (zero: always on a lane thread).
+    pub caller_runs: Duration,
     /// Lane priority classes on: one lane in four is `High` (on CUDA a stream at the most
     /// urgent priority) and urgent batches go there first; off: all lanes equal.
     pub lane_priorities: bool,
@@ -73,6 +77,9 @@ pub struct RuntimeOptions {
     pub boundary_hook: BoundaryHook,
 }
 
+/// Default of [`RuntimeOptions::caller_runs`]: a few microseconds' forward runs in place.
+pub const DEFAULT_CALLER_RUNS: Duration = Duration::from_micros(100);
+
 /// Default of [`RuntimeOptions::overrun_factor`].
 pub const DEFAULT_OVERRUN_FACTOR: f64 = 10.0;
 
@@ -89,6 +96,7 @@ impl Default for RuntimeOptions {
             repository: None,
             schedule: ScheduleKind::default(),
             lane_spin: Duration::ZERO,
+            caller_runs: DEFAULT_CALLER_RUNS,
             lane_priorities: true,
             overrun_factor: DEFAULT_OVERRUN_FACTOR,
             overrun_floor: DEFAULT_OVERRUN_FLOOR,
@@ -136,6 +144,12 @@ impl RuntimeOptions {
     /// Sets [`RuntimeOptions::schedule`].
     pub fn schedule(mut self, schedule: ScheduleKind) -> Self {
         self.schedule = schedule;
+        self
+    }
+
+    /// Sets [`RuntimeOptions::caller_runs`] (zero: every batch runs on a lane thread).
+    pub fn caller_runs(mut self, max: Duration) -> Self {
+        self.caller_runs = max;
         self
     }
 
@@ -288,6 +302,11 @@ impl Runtime {
         let scheduler = Arc::new(
             Scheduler::new(options.schedule.policy(), lanes.len())
                 .with_spin(options.lane_spin)
+                .with_caller_runs(match backend {
+                    // A CUDA lane is a stream its own thread issues on: batches stay there.
+                    BackendHandle::Cpu(_) => options.caller_runs,
+                    BackendHandle::Cuda(_) => Duration::ZERO,
+                })
                 .with_lane_classes(lanes.iter().map(|l| l.priority).collect()),
         );
         crate::metrics::device(&device, options.lanes, options.memory_budget);
@@ -306,6 +325,7 @@ impl Runtime {
             lanes = options.lanes,
             policy = scheduler.policy_name(),
             lane_spin_us = options.lane_spin.as_micros() as u64,
+            caller_runs_us = options.caller_runs.as_micros() as u64,
             "runtime started"
         );
         let budget = options.transition_budget;

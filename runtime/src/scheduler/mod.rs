@@ -14,6 +14,7 @@
 //! nothing.
 
 mod assess;
+mod caller;
 mod policy;
 mod route;
 mod spin;
@@ -53,6 +54,10 @@ struct State {
     /// Per lane (by index): waiting for work right now (spinning, asleep, or, polled, since
     /// its last idle answer).
     idle: Vec<bool>,
+    /// Per lane: its thread is waiting on a condition variable (not spinning, not in a pass).
+    asleep: Vec<bool>,
+    /// Per lane: lent to a caller running a batch as it (see [`Claim`]).
+    borrowed: Vec<bool>,
     /// Batches `High` lanes took so far (a `Normal` lane that left urgent work to them
     /// takes it itself if none did for a while).
     high_takes: u64,
@@ -92,6 +97,8 @@ pub struct Scheduler {
     spinning: AtomicUsize,
     /// Where each pass reads "now".
     clock: Clock,
+    /// Longest predicted batch a caller may run itself (zero: none; see [`Claim`]).
+    caller_max: Duration,
 }
 
 /// What one look at the queues found for a free lane (see [`Scheduler::poll`]).
@@ -118,6 +125,8 @@ impl Scheduler {
                 gate: SpinGate::new(),
                 idle_since: None,
                 idle: Vec::new(),
+                asleep: Vec::new(),
+                borrowed: Vec::new(),
                 high_takes: 0,
             }),
             wake: Condvar::new(),
@@ -131,6 +140,7 @@ impl Scheduler {
             signals: AtomicU64::new(0),
             spinning: AtomicUsize::new(0),
             clock: Clock::Real,
+            caller_max: Duration::ZERO,
         }
     }
 
@@ -161,7 +171,10 @@ impl Scheduler {
         if classes.contains(&LanePriority::High) {
             self.routing = LaneRouting::default();
         }
-        self.state.get_mut().idle = vec![false; classes.len()];
+        let state = self.state.get_mut();
+        state.idle = vec![false; classes.len()];
+        state.asleep = vec![false; classes.len()];
+        state.borrowed = vec![false; classes.len()];
         self.classes = classes;
         self
     }
@@ -288,6 +301,13 @@ impl Scheduler {
     /// for the next one itself); `q` joins the queues a pass looks at.
     pub fn notify_queue(&self, q: &Arc<ModelQueue>) {
         let mut state = self.state.lock();
+        let urgent = self.join_active(&mut state, q);
+        self.wake_for(&state, urgent);
+    }
+
+    /// Puts `q` in the active set; whether it is urgent (a model above the others'
+    /// priority, with lane classes routing).
+    fn join_active(&self, state: &mut State, q: &Arc<ModelQueue>) -> bool {
         let mut known = false;
         let mut floor = q.config.priority;
         for a in &state.active {
@@ -297,9 +317,13 @@ impl Scheduler {
         if !known {
             state.active.push(q.clone());
         }
-        // A model above the others' priority is urgent: an idle High lane takes it at once.
-        let urgent = q.config.priority > floor && self.routing != LaneRouting::ClassBlind;
-        if urgent && self.idle_high(&state, None) > 0 {
+        q.config.priority > floor && self.routing != LaneRouting::ClassBlind
+    }
+
+    /// Wakes a lane for newly queued work: an idle High lane for urgent work (it takes it
+    /// at once), else any lane.
+    fn wake_for(&self, state: &State, urgent: bool) {
+        if urgent && self.idle_high(state, None) > 0 {
             self.wake_high();
         } else {
             self.wake_one();
@@ -416,6 +440,13 @@ impl Scheduler {
         }
     }
 
+    /// Marks lane `lane`'s thread asleep or not (no-op for an anonymous or unknown lane).
+    fn set_asleep(state: &mut State, lane: Option<usize>, asleep: bool) {
+        if let Some(slot) = lane.and_then(|i| state.asleep.get_mut(i)) {
+            *slot = asleep;
+        }
+    }
+
     /// [`Scheduler::next`]'s loop for `lane` (None: an anonymous `Normal` lane); unless
     /// `block`, it returns instead of waiting.
     fn pass(&self, block: bool, lane: Option<usize>) -> Poll {
@@ -425,6 +456,19 @@ impl Scheduler {
         // When this lane first left urgent work to idle High lanes, and their takes then.
         let mut deferred: Option<(Instant, u64)> = None;
         loop {
+            if lane.is_some_and(|i| block && state.borrowed.get(i) == Some(&true)) {
+                // A caller runs a batch as this lane: a wake-up that reached this thread
+                // was meant for a free lane, so pass it on; sleep until the lane is back.
+                if self.free_sleeper(&state, LanePriority::Normal) {
+                    self.wake.notify_one();
+                } else if self.free_sleeper(&state, LanePriority::High) {
+                    self.wake_high.notify_one();
+                }
+                Self::set_asleep(&mut state, lane, true);
+                self.wake.wait(&mut state);
+                Self::set_asleep(&mut state, lane, false);
+                continue;
+            }
             Self::set_idle(&mut state, lane, false);
             self.passes.fetch_add(1, Ordering::Relaxed);
             let now = self.clock.now();
@@ -547,6 +591,7 @@ impl Scheduler {
                 LanePriority::High => &self.wake_high,
                 LanePriority::Normal => &self.wake,
             };
+            Self::set_asleep(&mut state, lane, true);
             match wake_at {
                 Some(t) => {
                     cv.wait_until(&mut state, t);
@@ -555,6 +600,7 @@ impl Scheduler {
                     cv.wait(&mut state);
                 }
             }
+            Self::set_asleep(&mut state, lane, false);
         }
     }
 

@@ -1,0 +1,148 @@
+//! Caller runs (`RuntimeOptions::caller_runs`): a quick batch ready as its request is
+//! queued runs on the calling thread as a sleeping lane; the answers, statistics and
+//! scheduling of everything else stay those of the lanes.
+
+mod common;
+
+use cohost_models::BatchingPolicyKind;
+use cohost_models::synth;
+use cohost_runtime::{ModelConfig, Runtime, RuntimeOptions};
+use common::{assert_close, f32s, random_request, reference_model_of, reference_outputs, rng};
+use std::time::Duration;
+
+/// A CPU runtime with `lanes` lanes and caller runs up to `max`, serving `config` as "m".
+fn runtime(lanes: usize, max: Duration, config: &ModelConfig) -> Runtime {
+    let options = RuntimeOptions::default().lanes(lanes).caller_runs(max);
+    let rt = Runtime::new(options).unwrap();
+    rt.load_model_from("m", 1, config.clone(), &synth::random_weights(config, 5))
+        .unwrap();
+    rt
+}
+
+/// `preset` batched by `policy` (a static batcher waits 300 µs for company).
+fn model(preset: &str, policy: BatchingPolicyKind) -> ModelConfig {
+    let mut config = synth::preset(preset).unwrap();
+    config.batching.policy = policy;
+    config.batching.max_queue_delay_us = 300;
+    config
+}
+
+/// Sends `n` sequential requests of 1–3 rows, each after the lanes went back to sleep,
+/// checking every answer against the f64-checked reference model (1e-6); the scheduler
+/// passes the lane threads made meanwhile.
+async fn sequential(rt: &Runtime, config: &ModelConfig, n: u64, seed: u64) -> u64 {
+    let reference = reference_model_of(config, 5);
+    let before = rt.scheduler_passes();
+    for i in 0..n {
+        let req = random_request(config, 1 + (i % 3) as usize, &mut rng(seed + i));
+        let want = reference_outputs(reference.as_ref(), &req);
+        let got = rt.infer("m", None, req).await.unwrap();
+        assert_close(f32s(&got.outputs[0]), &want[0], 1e-6);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    rt.scheduler_passes() - before
+}
+
+/// Once the model's batch times are learnt, a lone quick request runs on its caller: no
+/// lane thread is woken (no pass), yet each batch is counted as the lanes count theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_batches_run_on_the_caller_once_calibrated() {
+    let config = model("mlp-tiny", BatchingPolicyKind::None);
+    let rt = runtime(2, Duration::from_millis(5), &config);
+    // Lanes run the first batches, which calibrate the model's latency fit.
+    let first = sequential(&rt, &config, 100, 0).await;
+    assert!(first > 0, "the uncalibrated model's batches ran on no lane");
+    let n = 200;
+    let passes = sequential(&rt, &config, n, 1000).await;
+    assert!(
+        passes <= n / 10,
+        "{passes} lane passes for {n} quick sequential requests (none expected)"
+    );
+    let stats = &rt.stats(Some("m"), None).unwrap()[0];
+    assert_eq!(stats.execution_count, 100 + n, "every batch is counted");
+    let load = rt.load("m").unwrap();
+    assert_eq!(
+        (load.queued, load.in_flight),
+        (0, 0),
+        "nothing left in flight"
+    );
+    rt.shutdown();
+}
+
+/// Off (zero), or for a model whose batches take longer than the bound, every batch runs
+/// on a lane thread: at least one pass a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_batches_and_caller_runs_off_stay_on_lanes() {
+    let tiny = model("mlp-tiny", BatchingPolicyKind::None);
+    let off = runtime(2, Duration::ZERO, &tiny);
+    sequential(&off, &tiny, 50, 0).await;
+    let passes = sequential(&off, &tiny, 100, 500).await;
+    assert!(
+        passes >= 100,
+        "{passes} passes for 100 requests with caller runs off"
+    );
+    off.shutdown();
+    // mlp-small's single row is a 1.6 MFLOP forward: far over a 1 µs bound.
+    let small = model("mlp-small", BatchingPolicyKind::None);
+    let slow = runtime(2, Duration::from_micros(1), &small);
+    sequential(&slow, &small, 50, 0).await;
+    let passes = sequential(&slow, &small, 60, 500).await;
+    assert!(
+        passes >= 60,
+        "{passes} passes for 60 requests over the bound"
+    );
+    slow.shutdown();
+}
+
+/// Many callers at once, on one lane and on two, with a policy that runs at once and one
+/// that waits for company: every answer is the model's, nothing is lost or left queued
+/// (a caller that finds the only lane lent out leaves its request to the lane, which the
+/// lending caller wakes when it gives the lane back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_get_the_models_answers() {
+    for lanes in [1, 2] {
+        for policy in [BatchingPolicyKind::None, BatchingPolicyKind::Static] {
+            let config = model("mlp-tiny", policy);
+            let reference = reference_model_of(&config, 5);
+            let rt = runtime(lanes, Duration::from_millis(5), &config);
+            // Calibrate first, so the burst below takes the caller path where it can.
+            sequential(&rt, &config, 60, 0).await;
+            let tasks: Vec<_> = (0..8u64)
+                .map(|t| {
+                    let rt = rt.clone();
+                    let config = config.clone();
+                    let reference = reference.clone();
+                    tokio::spawn(async move {
+                        for i in 0..150u64 {
+                            let seed = 10_000 + t * 1000 + i;
+                            let req = random_request(&config, 1 + (i % 4) as usize, &mut rng(seed));
+                            let want = reference_outputs(reference.as_ref(), &req);
+                            let got = rt.infer("m", None, req).await.unwrap();
+                            assert_close(f32s(&got.outputs[0]), &want[0], 1e-6);
+                            if i % 16 == 0 {
+                                tokio::time::sleep(Duration::from_micros(300)).await;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let all = async {
+                for task in tasks {
+                    task.await.unwrap();
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(120), all)
+                .await
+                .unwrap_or_else(|_| panic!("callers hung ({lanes} lanes, {policy:?})"));
+            let stats = &rt.stats(Some("m"), None).unwrap()[0];
+            assert_eq!(stats.success.count, 60 + 8 * 150, "every request answered");
+            let load = rt.load("m").unwrap();
+            assert_eq!(
+                (load.queued, load.in_flight),
+                (0, 0),
+                "nothing left in flight"
+            );
+            rt.shutdown();
+        }
+    }
+}
