@@ -19,7 +19,7 @@ use cohost_kernels::offload::{CacheConfig, CachePolicy};
 use cohost_models::{
     BackendHandle, Batch, Model, ModelConfig, PlacementOptions, WeightSource, build_model, synth,
 };
-use common::{Store, random_batch, random_tensors, to_safetensors};
+use common::{Store, cuda_or_skip, random_batch, random_tensors, to_safetensors};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::sync::{Arc, Mutex};
@@ -31,24 +31,6 @@ static BUDGET_LOCK: Mutex<()> = Mutex::new(());
 
 /// Cache rows per offloaded table: small, so batches miss, and repeats hit.
 const CACHE_ROWS: usize = 256;
-
-/// Prints the skip line (or fails under `COHOST_REQUIRE_CUDA=1`) when CUDA is absent.
-fn cuda_or_skip() -> Option<Arc<CudaOps>> {
-    match cuda::probe() {
-        Ok(info) => println!("CUDA device: {info}"),
-        Err(e) => {
-            let required =
-                std::env::var("COHOST_REQUIRE_CUDA").is_ok_and(|v| !v.is_empty() && v != "0");
-            assert!(
-                !required,
-                "COHOST_REQUIRE_CUDA is set but CUDA is unusable: {e}"
-            );
-            println!("skipped: no CUDA device ({e})");
-            return None;
-        }
-    }
-    Some(Arc::new(CudaOps::open().expect("probe succeeded")))
-}
 
 /// dlrm-small's dense shape (13 dense features, 512-256-64 bottom, 512-256-1 top, 26 tables
 /// of dim 64) with 20 000-row tables, so the weights are 133 MB rather than 666 MB.

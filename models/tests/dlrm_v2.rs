@@ -10,7 +10,7 @@ use cohost_models::{
     BackendHandle, InteractionKind, Model, ModelConfig, PlacementOptions, WeightSource,
     build_model, synth,
 };
-use common::random_batch;
+use common::{cuda_or_skip, random_batch};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::path::Path;
@@ -172,21 +172,9 @@ fn tiny_dcn() -> ModelConfig {
 /// The three interactions on CUDA against the CPU model (skips without a device).
 #[test]
 fn interactions_on_cuda_match_the_cpu() {
-    let info = match cohost_kernels::cuda::probe() {
-        Ok(info) => info,
-        Err(e) => {
-            let required =
-                std::env::var("COHOST_REQUIRE_CUDA").is_ok_and(|v| !v.is_empty() && v != "0");
-            assert!(
-                !required,
-                "COHOST_REQUIRE_CUDA is set but CUDA is unusable: {e}"
-            );
-            println!("skipped: no CUDA device ({e})");
-            return;
-        }
+    let Some(ops) = cuda_or_skip() else {
+        return;
     };
-    println!("CUDA device: {info}");
-    let ops = Arc::new(cohost_kernels::cuda::CudaOps::open().unwrap());
     let lane = ops.lane(0, 0).unwrap();
     let gpu = BackendHandle::Cuda(ops);
     let mut itself = synth::preset("dlrm-tiny").unwrap();

@@ -17,12 +17,13 @@ import sys
 
 # Phase -> function-name patterns (regular expressions, searched in the demangled name).
 PHASES = [
-    ("decode", [r"cohost_protocol::codec::decode_request\b", r"grpc::convert::decode_request\b",
+    ("decode", [r"cohost_protocol::codec::(request::)?decode_request\b", r"grpc::convert::decode_request\b",
                 r"ProstDecoder.*as tonic::codec::Decoder>::decode"]),
     ("validate", [r"cohost_runtime::validate::prepare\b", r"as cohost_models::model::Model>::check\b"]),
     ("queue + wake", [r"ModelQueue::enqueue\b", r"Scheduler::notify_queue\b", r"Scheduler::notify\b"]),
-    ("scheduler pass", [r"Scheduler::next\b"]),
-    ("lane (gather, forward, split)", [r"cohost_runtime::lane::run\b"]),
+    ("scheduler pass (lane thread)", [r"Scheduler::next(_for)?\b"]),
+    ("caller claim (in place of the pass)", [r"Scheduler::claim\b"]),
+    ("lane (gather, forward, split)", [r"cohost_runtime::lane::run\b", r"LanePool::run_as\b"]),
     ("  forward", [r"as cohost_models::model::Model>::forward\b"]),
     ("reply + wake", [r"oneshot::Sender<.*>>::send\b"]),
     ("encode", [r"cohost_protocol::codec::.*encode", r"grpc::convert::encode_response\b",

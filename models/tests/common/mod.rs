@@ -1,5 +1,6 @@
 //! Helpers shared by the model tests: random named tensors, safetensors bytes written
-//! with the `safetensors` crate (not the crate under test), random batches.
+//! with the `safetensors` crate (not the crate under test), random batches, the CUDA
+//! backend or a skip.
 #![allow(dead_code)]
 
 use cohost_models::{Batch, InputData, InteractionKind, ModelConfig};
@@ -177,4 +178,25 @@ pub fn slice_rows(batch: &Batch, from: usize, to: usize) -> Batch {
         rows: to - from,
         inputs,
     }
+}
+
+/// The CUDA backend when a device is usable; None (the test skips, saying why) without one,
+/// unless `COHOST_REQUIRE_CUDA` is set, which makes a missing device fail the test.
+pub fn cuda_or_skip() -> Option<std::sync::Arc<cohost_kernels::cuda::CudaOps>> {
+    match cohost_kernels::cuda::probe() {
+        Ok(info) => println!("CUDA device: {info}"),
+        Err(e) => {
+            let required =
+                std::env::var("COHOST_REQUIRE_CUDA").is_ok_and(|v| !v.is_empty() && v != "0");
+            assert!(
+                !required,
+                "COHOST_REQUIRE_CUDA is set but CUDA is unusable: {e}"
+            );
+            println!("skipped: no CUDA device ({e})");
+            return None;
+        }
+    }
+    Some(std::sync::Arc::new(
+        cohost_kernels::cuda::CudaOps::open().expect("probe succeeded"),
+    ))
 }
