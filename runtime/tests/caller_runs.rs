@@ -60,13 +60,7 @@ async fn quick_batches_run_on_the_caller_once_calibrated() {
     );
     let stats = &rt.stats(Some("m"), None).unwrap()[0];
     assert_eq!(stats.execution_count, 100 + n, "every batch is counted");
-    let load = rt.load("m").unwrap();
-    assert_eq!(
-        (load.queued, load.in_flight),
-        (0, 0),
-        "nothing left in flight"
-    );
-    rt.shutdown();
+    drained_and_shut(&rt);
 }
 
 /// Off (zero), or for a model whose batches take longer than the bound, every batch runs
@@ -136,13 +130,18 @@ async fn concurrent_callers_get_the_models_answers() {
                 .unwrap_or_else(|_| panic!("callers hung ({lanes} lanes, {policy:?})"));
             let stats = &rt.stats(Some("m"), None).unwrap()[0];
             assert_eq!(stats.success.count, 60 + 8 * 150, "every request answered");
-            let load = rt.load("m").unwrap();
-            assert_eq!(
-                (load.queued, load.in_flight),
-                (0, 0),
-                "nothing left in flight"
-            );
-            rt.shutdown();
+            drained_and_shut(&rt);
         }
     }
+}
+
+/// Asserts nothing of "m" is left queued or in flight, then shuts the runtime down.
+fn drained_and_shut(rt: &Runtime) {
+    let load = rt.load("m").unwrap();
+    assert_eq!(
+        (load.queued, load.in_flight),
+        (0, 0),
+        "nothing left in flight"
+    );
+    rt.shutdown();
 }
