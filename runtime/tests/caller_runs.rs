@@ -68,24 +68,20 @@ async fn quick_batches_run_on_the_caller_once_calibrated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_batches_and_caller_runs_off_stay_on_lanes() {
     let tiny = model("mlp-tiny", BatchingPolicyKind::None);
-    let off = runtime(2, Duration::ZERO, &tiny);
-    sequential(&off, &tiny, 50, 0).await;
-    let passes = sequential(&off, &tiny, 100, 500).await;
-    assert!(
-        passes >= 100,
-        "{passes} passes for 100 requests with caller runs off"
-    );
-    off.shutdown();
+    lane_passes_at_least(&tiny, Duration::ZERO, 100, "with caller runs off").await;
     // mlp-small's single row is a 1.6 MFLOP forward: far over a 1 µs bound.
     let small = model("mlp-small", BatchingPolicyKind::None);
-    let slow = runtime(2, Duration::from_micros(1), &small);
-    sequential(&slow, &small, 50, 0).await;
-    let passes = sequential(&slow, &small, 60, 500).await;
-    assert!(
-        passes >= 60,
-        "{passes} passes for 60 requests over the bound"
-    );
-    slow.shutdown();
+    lane_passes_at_least(&small, Duration::from_micros(1), 60, "over the bound").await;
+}
+
+/// After 50 calibrating requests, `n` sequential ones on a runtime with caller runs up to
+/// `max` each make at least one lane pass.
+async fn lane_passes_at_least(config: &ModelConfig, max: Duration, n: u64, what: &str) {
+    let rt = runtime(2, max, config);
+    sequential(&rt, config, 50, 0).await;
+    let passes = sequential(&rt, config, n, 500).await;
+    assert!(passes >= n, "{passes} passes for {n} requests {what}");
+    rt.shutdown();
 }
 
 /// Many callers at once, on one lane and on two, with a policy that runs at once and one

@@ -95,17 +95,12 @@ impl Scheduler {
         if state.shutdown || self.spinning.load(Ordering::Acquire) > 0 {
             return None;
         }
-        (0..state.idle.len()).find(|&i| {
-            state.idle[i]
-                && state.asleep[i]
-                && !state.borrowed[i]
-                && self.classes.get(i).copied().unwrap_or_default() == LanePriority::Normal
-        })
+        self.free_lane(state, LanePriority::Normal)
     }
 
-    /// A lane of `class` is free: idle, its thread asleep, not lent out.
-    pub(super) fn free_sleeper(&self, state: &State, class: LanePriority) -> bool {
-        (0..state.idle.len()).any(|i| {
+    /// A free lane of `class`: idle, its thread asleep, not lent out.
+    pub(super) fn free_lane(&self, state: &State, class: LanePriority) -> Option<usize> {
+        (0..state.idle.len()).find(|&i| {
             state.idle[i]
                 && state.asleep[i]
                 && !state.borrowed[i]

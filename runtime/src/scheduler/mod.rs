@@ -17,17 +17,18 @@ mod assess;
 mod caller;
 mod policy;
 mod route;
+mod share;
 mod spin;
 
 #[cfg(feature = "testing")]
 pub use policy::EdfFairShare;
-pub use policy::{Candidate, OldestFirst, ScheduleKind, SchedulePolicy, Tenant, share_caps};
+pub use policy::{Candidate, OldestFirst, ScheduleKind, SchedulePolicy};
 pub use route::LaneRouting;
 
 use crate::LoadReport;
 use crate::clock::Clock;
 use crate::panic::panic_message;
-use crate::queue::{FormedBatch, ModelQueue, SliceShare};
+use crate::queue::{FormedBatch, ModelQueue};
 use assess::{Assessment, assess, decision_panicked, rescan};
 use cohost_kernels::LanePriority;
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -222,64 +223,6 @@ impl Scheduler {
         spin_wait(until, || self.signals.load(Ordering::Acquire) != seen);
     }
 
-    /// Each queue's weighted share of the lanes among the recently active models (`active`,
-    /// one flag per queue), and the other models' running work per lane when every lane is
-    /// busy. Recent activity, not work at this instant, so that a model's share does not
-    /// swing with which of its neighbours happen to have a request queued right now.
-    fn shares(&self, queues: &[Arc<ModelQueue>], active: &[bool], now: Instant) -> Vec<SliceShare> {
-        let running: Vec<f64> = queues.iter().map(|q| q.running_work(now)).collect();
-        let weight = |q: &ModelQueue| q.config.weight.max(1e-6);
-        let active_weight: f64 = queues
-            .iter()
-            .zip(active)
-            .filter(|(_, a)| **a)
-            .map(|(q, _)| weight(q))
-            .sum();
-        let total_running: f64 = running.iter().sum();
-        let lanes = self.lanes as f64;
-        // Other models' running batches delay this one only when no lane is free.
-        let all_busy = queues.iter().map(|q| q.lanes_busy()).sum::<usize>() >= self.lanes;
-        queues
-            .iter()
-            .zip(&running)
-            .map(|(q, &mine)| SliceShare {
-                lane_share: if active_weight > 0.0 {
-                    (lanes * weight(q) / active_weight).min(lanes)
-                } else {
-                    lanes
-                },
-                others_ahead: if all_busy {
-                    (total_running - mine).max(0.0) / lanes
-                } else {
-                    0.0
-                },
-            })
-            .collect()
-    }
-
-    /// For each queue, until when it is held back for using more than its share of the
-    /// lanes (None: free to run). Only while two or more models are active.
-    fn share_caps(
-        &self,
-        queues: &[Arc<ModelQueue>],
-        active: &[bool],
-        now: Instant,
-    ) -> Vec<Option<Instant>> {
-        let Some(slack) = self.policy.share_cap() else {
-            return vec![None; queues.len()];
-        };
-        let tenants: Vec<Tenant> = queues
-            .iter()
-            .zip(active)
-            .map(|(q, &active)| Tenant {
-                active,
-                weight: q.config.weight,
-                usage: if active { q.lane_usage(now) } else { 0.0 },
-            })
-            .collect();
-        share_caps(slack, self.lanes, &tenants, now)
-    }
-
     /// How many times a lane looked at the queues for work: once when it becomes free and
     /// once per wake-up. Lanes woken for nothing show here as passes beyond two per batch.
     pub fn passes(&self) -> u64 {
@@ -459,9 +402,9 @@ impl Scheduler {
             if lane.is_some_and(|i| block && state.borrowed.get(i) == Some(&true)) {
                 // A caller runs a batch as this lane: a wake-up that reached this thread
                 // was meant for a free lane, so pass it on; sleep until the lane is back.
-                if self.free_sleeper(&state, LanePriority::Normal) {
+                if self.free_lane(&state, LanePriority::Normal).is_some() {
                     self.wake.notify_one();
-                } else if self.free_sleeper(&state, LanePriority::High) {
+                } else if self.free_lane(&state, LanePriority::High).is_some() {
                     self.wake_high.notify_one();
                 }
                 Self::set_asleep(&mut state, lane, true);
