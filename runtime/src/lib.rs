@@ -30,6 +30,7 @@ mod size;
 mod stats;
 mod table_metrics;
 mod tensor;
+mod timer;
 mod validate;
 
 pub use api::{

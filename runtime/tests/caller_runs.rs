@@ -8,11 +8,15 @@ use cohost_models::BatchingPolicyKind;
 use cohost_models::synth;
 use cohost_runtime::{ModelConfig, Runtime, RuntimeOptions};
 use common::{assert_close, f32s, random_request, reference_model_of, reference_outputs, rng};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A CPU runtime with `lanes` lanes and caller runs up to `max`, serving `config` as "m".
+/// A CPU runtime with `lanes` lanes and caller runs up to `max` (caller timers on, as the
+/// server has them), serving `config` as "m".
 fn runtime(lanes: usize, max: Duration, config: &ModelConfig) -> Runtime {
-    let options = RuntimeOptions::default().lanes(lanes).caller_runs(max);
+    let options = RuntimeOptions::default()
+        .lanes(lanes)
+        .caller_runs(max)
+        .caller_timers(true);
     let rt = Runtime::new(options).unwrap();
     rt.load_model_from("m", 1, config.clone(), &synth::random_weights(config, 5))
         .unwrap();
@@ -28,15 +32,25 @@ fn model(preset: &str, policy: BatchingPolicyKind) -> ModelConfig {
 }
 
 /// Sends `n` sequential requests of 1–3 rows, each after the lanes went back to sleep,
-/// checking every answer against the f64-checked reference model (1e-6); the scheduler
-/// passes the lane threads made meanwhile.
+/// checking every answer against the f64-checked reference model (1e-6) and that a static
+/// batcher's delay was kept; the scheduler passes the lane threads made meanwhile.
 async fn sequential(rt: &Runtime, config: &ModelConfig, n: u64, seed: u64) -> u64 {
     let reference = reference_model_of(config, 5);
+    let delay = match config.batching.policy {
+        BatchingPolicyKind::Static => Duration::from_micros(config.batching.max_queue_delay_us),
+        _ => Duration::ZERO,
+    };
     let before = rt.scheduler_passes();
     for i in 0..n {
         let req = random_request(config, 1 + (i % 3) as usize, &mut rng(seed + i));
         let want = reference_outputs(reference.as_ref(), &req);
+        let sent = Instant::now();
         let got = rt.infer("m", None, req).await.unwrap();
+        // A lone request never fills a batch: it waits out the whole delay.
+        assert!(
+            sent.elapsed() >= delay,
+            "answered before the batching delay"
+        );
         assert_close(f32s(&got.outputs[0]), &want[0], 1e-6);
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -60,6 +74,75 @@ async fn quick_batches_run_on_the_caller_once_calibrated() {
     );
     let stats = &rt.stats(Some("m"), None).unwrap()[0];
     assert_eq!(stats.execution_count, 100 + n, "every batch is counted");
+    drained_and_shut(&rt);
+}
+
+/// A quick batch waiting out a static batcher's delay keeps its timer on the caller: no
+/// lane thread is woken for it, the delay is kept to the microsecond, and with caller
+/// timers off each such request costs lane passes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_batches_keep_their_timer_on_the_caller() {
+    let config = model("mlp-tiny", BatchingPolicyKind::Static);
+    let rt = runtime(2, Duration::from_millis(5), &config);
+    sequential(&rt, &config, 100, 0).await;
+    let n = 200;
+    let passes = sequential(&rt, &config, n, 1000).await;
+    assert!(
+        passes <= n / 10,
+        "{passes} lane passes for {n} quick delayed requests (none expected)"
+    );
+    drained_and_shut(&rt);
+
+    let off = RuntimeOptions::default()
+        .lanes(2)
+        .caller_runs(Duration::from_millis(5))
+        .caller_timers(false);
+    let rt = Runtime::new(off).unwrap();
+    rt.load_model_from("m", 1, config.clone(), &synth::random_weights(&config, 5))
+        .unwrap();
+    sequential(&rt, &config, 50, 0).await;
+    let passes = sequential(&rt, &config, 60, 500).await;
+    assert!(
+        passes >= 60,
+        "{passes} passes for 60 delayed requests with timers off"
+    );
+    rt.shutdown();
+}
+
+/// A caller that gives up while it keeps its batch's timer (its future dropped) leaves the
+/// request to the lanes: one takes it when its delay ends, and nothing stays queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_caller_leaves_its_timer_to_the_lanes() {
+    // A long delay, so the caller is surely still waiting when it is dropped; full batches
+    // of 4 rows run at once, which calibrates the model quickly.
+    let mut config = model("mlp-tiny", BatchingPolicyKind::Static);
+    config.batching.max_queue_delay_us = 50_000;
+    config.batching.max_batch_size = Some(4);
+    let rt = runtime(2, Duration::from_millis(5), &config);
+    for i in 0..100 {
+        let req = random_request(&config, 4, &mut rng(9000 + i));
+        rt.infer("m", None, req).await.unwrap();
+    }
+    let req = random_request(&config, 1, &mut rng(77));
+    let gave_up = tokio::time::timeout(Duration::from_millis(2), rt.infer("m", None, req)).await;
+    assert!(
+        gave_up.is_err(),
+        "answered within 2 ms despite a 50 ms delay"
+    );
+    assert_eq!(
+        rt.load("m").unwrap().queued,
+        1,
+        "the dropped request is queued"
+    );
+    // A lane takes it once its delay ends (and, its client gone, skips it).
+    let taken = async {
+        while rt.load("m").unwrap().queued > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), taken)
+        .await
+        .expect("the dropped caller's request stayed queued: no lane was left its timer");
     drained_and_shut(&rt);
 }
 

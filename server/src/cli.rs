@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// thread wake-ups fewer per request); 0: every batch runs on a lane thread.
     #[arg(long, env = "COHOST_CALLER_RUNS_US", default_value_t = cohost_runtime::DEFAULT_CALLER_RUNS.as_micros() as u64)]
     pub caller_runs_us: u64,
+    /// With caller runs, a quick batch waiting out its batching delay keeps its timer on
+    /// the receiving thread (no lane thread woken for it), on or off.
+    #[arg(long, env = "COHOST_CALLER_TIMERS", default_value = "on", value_name = "on|off",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub caller_timers: bool,
     /// Lane priority classes, on or off: on, one lane in four (at least one of two or more)
     /// takes urgent work first (a higher model `priority`, or a deadline at risk) and on
     /// CUDA is a stream at the device's most urgent priority; off, every lane is equal.
@@ -196,6 +201,7 @@ impl ServeArgs {
             lanes: self.lanes,
             lane_spin: Duration::from_micros(self.lane_spin_us),
             caller_runs: Duration::from_micros(self.caller_runs_us),
+            caller_timers: self.caller_timers,
             lane_priorities: self.lane_priorities,
             schedule: self.schedule,
             memory_budget: self.memory_budget,
@@ -530,6 +536,8 @@ mod tests {
         );
         let off = options(&["--caller-runs-us", "0"]).caller_runs;
         assert_eq!(off, Duration::ZERO);
+        assert!(options(&[]).caller_timers, "caller timers default on");
+        assert!(!options(&["--caller-timers", "off"]).caller_timers);
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct ServeOptions {
     pub lane_spin: Duration,
     /// Longest predicted batch run on the receiving thread instead of a lane (zero: none).
     pub caller_runs: Duration,
+    /// Caller runs keep a waiting batch's timer on the receiving thread.
+    pub caller_timers: bool,
     /// Lane priority classes on (one lane in four takes urgent work first) or off.
     pub lane_priorities: bool,
     /// Cross-model scheduling policy.
@@ -132,6 +134,7 @@ impl Default for ServeOptions {
             lanes: 0,
             lane_spin: Duration::ZERO,
             caller_runs: cohost_runtime::DEFAULT_CALLER_RUNS,
+            caller_timers: true,
             lane_priorities: true,
             schedule: cohost_runtime::ScheduleKind::default(),
             memory_budget: None,
@@ -320,6 +323,7 @@ pub async fn serve(
         .lanes(options.lanes)
         .lane_spin(options.lane_spin)
         .caller_runs(options.caller_runs)
+        .caller_timers(options.caller_timers)
         .lane_priorities(options.lane_priorities)
         .schedule(options.schedule)
         .memory_budget(options.memory_budget)

@@ -2,8 +2,8 @@
 //! counter reported with every response.
 
 use super::Runtime;
-use crate::queue::{ModelQueue, Pending};
-use crate::scheduler::spin_wait;
+use crate::queue::{ModelQueue, Pending, Reply};
+use crate::scheduler::{Claimed, Scheduler, spin_wait};
 use crate::{Error, ErrorKind, InferRequest, InferResponse, LoadReport, Result, Tensor};
 use cohost_models::Batch;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -163,12 +163,47 @@ impl Runtime {
         // A spinning lane takes this request at once: when its batch is predicted to take
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
-        // A quick batch ready now runs here, as a sleeping lane (no thread woken either
-        // way); else a lane is woken for it.
+        // A quick batch ready now runs here, as a sleeping lane, and one that waits for
+        // company may keep its timer here (no thread woken either way); else a lane is
+        // woken for it.
+        let timer = self.place(q);
+        // Only then look at the model's latency (a lock round trip).
+        let early = (lane_waiting && timer.is_none())
+            .then(|| reply_spin(self.inner.options.lane_spin, q, rows))
+            .flatten()
+            .and_then(|limit| spin_for_reply(&mut rx, limit));
+        let reply = match (early, deadline) {
+            (Some(reply), _) => reply,
+            (None, Some(d)) => {
+                let wait = d.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(wait, self.answer(q, rx, timer)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(Submit::Failed(self.timed_out(q)));
+                    }
+                }
+            }
+            (None, None) => self.answer(q, rx, timer).await,
+        };
+        let reply =
+            reply.ok_or_else(|| Error::unavailable("the runtime shut down before answering"))??;
+        Ok((reply.outputs, reply.queue_seconds))
+    }
+}
+
+impl Runtime {
+    /// After a request was queued on `q`: runs a quick batch of `q` here if one is ready
+    /// (caller runs), else leaves it to the lanes; the instant to come back at when this
+    /// caller keeps the batch's timer ([`Claimed::At`]).
+    fn place(&self, q: &Arc<ModelQueue>) -> Option<Instant> {
         let scheduler = &self.inner.scheduler;
         match catch_unwind(AssertUnwindSafe(|| scheduler.claim(q))) {
-            Ok(Some((claim, work))) => self.inner.lanes.run_as(claim.lane(), work),
-            Ok(None) => {}
+            Ok(Claimed::Run(claim, work)) => {
+                self.inner.lanes.run_as(claim.lane(), work);
+                None
+            }
+            Ok(Claimed::At(at)) => Some(at),
+            Ok(Claimed::Lanes) => None,
             Err(panic) => {
                 // Deciding in place failed (the lanes' own pass catches the same): leave
                 // the request to a lane.
@@ -178,29 +213,71 @@ impl Runtime {
                     crate::panic::panic_message(&*panic)
                 );
                 scheduler.notify_queue(q);
+                None
             }
         }
-        // Only then look at the model's latency (a lock round trip).
-        let early = lane_waiting
-            .then(|| reply_spin(self.inner.options.lane_spin, q, rows))
-            .flatten()
-            .and_then(|limit| spin_for_reply(&mut rx, limit));
-        let reply = match (early, deadline) {
-            (Some(reply), _) => reply,
-            (None, Some(d)) => {
-                let wait = d.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(wait, rx).await {
-                    Ok(r) => r.ok(),
-                    Err(_) => {
-                        return Err(Submit::Failed(self.timed_out(q)));
-                    }
+    }
+
+    /// The answer to a queued request (None: dropped unanswered). Meanwhile, while `at` is
+    /// set, keeps `q`'s batching timer: claims again when it ends, and leaves the queue to
+    /// the lanes when it cannot (a timer failing, too many rounds, this future dropped).
+    async fn answer(
+        &self,
+        q: &Arc<ModelQueue>,
+        mut rx: oneshot::Receiver<Result<Reply>>,
+        mut at: Option<Instant>,
+    ) -> Option<Result<Reply>> {
+        let scheduler = &self.inner.scheduler;
+        let mut rounds = 0;
+        while let Some(when) = at {
+            let kept = TimerKept {
+                scheduler,
+                queue: q,
+            };
+            tokio::select! {
+                biased;
+                reply = &mut rx => {
+                    std::mem::forget(kept);
+                    return reply.ok();
+                }
+                woke = crate::timer::sleep_until(when) => {
+                    std::mem::forget(kept);
+                    rounds += 1;
+                    at = match woke {
+                        // Taken meanwhile (by a lane, or a caller whose timer ended first).
+                        Ok(()) if !q.has_queued() => None,
+                        Ok(()) if rounds < MAX_TIMER_ROUNDS => self.place(q),
+                        Ok(()) => {
+                            scheduler.notify_queue(q);
+                            None
+                        }
+                        Err(e) => {
+                            tracing::warn!(model = %q.name, "a batching timer failed ({e}); left to the lanes");
+                            scheduler.notify_queue(q);
+                            None
+                        }
+                    };
                 }
             }
-            (None, None) => rx.await.ok(),
-        };
-        let reply =
-            reply.ok_or_else(|| Error::unavailable("the runtime shut down before answering"))??;
-        Ok((reply.outputs, reply.queue_seconds))
+        }
+        rx.await.ok()
+    }
+}
+
+/// Most times one request's caller keeps its queue's timer before leaving it to the lanes
+/// (each round ends with a claim: a batch taken, or a later instant for a newer request).
+const MAX_TIMER_ROUNDS: u32 = 4;
+
+/// A batching timer a caller keeps for a queue; dropped unfinished (the request's future
+/// cancelled, its deadline passed), it wakes a lane for the queue instead.
+struct TimerKept<'a> {
+    scheduler: &'a Scheduler,
+    queue: &'a Arc<ModelQueue>,
+}
+
+impl Drop for TimerKept<'_> {
+    fn drop(&mut self) {
+        self.scheduler.notify_queue(self.queue);
     }
 }
 

@@ -7,8 +7,13 @@
 //! the caller a sleeping `Normal` lane (*borrowed*): the batch is taken under the same
 //! shares, caps and batching decision a pass would apply to that queue, the lane counts as
 //! busy meanwhile, and its thread, if it wakes, passes the wake-up on and sleeps until the
-//! [`Claim`] is dropped. Anything else (no lane asleep, a lane spinning, a batch that is
-//! not ready or would run long, urgent work for High lanes) takes the lanes' path.
+//! [`Claim`] is dropped. Anything else (no lane asleep, a lane spinning, a batch that would
+//! run long, urgent work for High lanes) takes the lanes' path.
+//!
+//! A quick batch that is not ready yet (a batcher waiting for company) would cost a lane
+//! thread two more wake-ups: one to learn of the request, one when its delay ends. With
+//! caller timers on, [`Claimed::At`] leaves that timer to the caller instead (no lane is
+//! woken): it claims again at that instant, or wakes the lanes if it cannot.
 
 use super::assess::{Assessment, assess, decision_panicked};
 use super::{Scheduler, State, Work};
@@ -17,6 +22,7 @@ use cohost_kernels::LanePriority;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// A lane lent to the thread that queued a request, for one batch; dropping it gives the
 /// lane back (and wakes one for what is queued meanwhile).
@@ -49,6 +55,24 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// What [`Scheduler::claim`] leaves to the thread that queued a request.
+pub enum Claimed<'a> {
+    /// Run this batch now, as the claimed lane.
+    Run(Claim<'a>, Work),
+    /// Nothing: a lane was woken for the queue if it needed one.
+    Lanes,
+    /// The queue's batch will be ready at this instant and no lane was woken: claim again
+    /// then, or [`Scheduler::notify_queue`] if the caller cannot wait for it.
+    At(Instant),
+}
+
+/// What [`Scheduler::take_for_caller`] found in a queue.
+enum Take {
+    Work(Work),
+    At(Instant),
+    Nothing,
+}
+
 impl Scheduler {
     /// Lets batches predicted to take at most `max` run on the thread that queued their
     /// request when a lane sleeps (zero, the default: never).
@@ -57,36 +81,47 @@ impl Scheduler {
         self
     }
 
-    /// After a request was queued on `q`: a batch of `q` for the caller to run now as the
-    /// claimed lane, or None, having woken a lane as [`Scheduler::notify_queue`] does.
-    pub fn claim(&self, q: &Arc<ModelQueue>) -> Option<(Claim<'_>, Work)> {
+    /// Lets [`Scheduler::claim`] leave a waiting batch's timer to the caller
+    /// ([`Claimed::At`]); off by default.
+    pub fn with_caller_timers(mut self, on: bool) -> Self {
+        self.caller_timers = on;
+        self
+    }
+
+    /// After a request was queued on `q` (or a caller's timer for it ended): a batch of `q`
+    /// for the caller to run now as the claimed lane, an instant for it to come back at,
+    /// or nothing, having woken a lane as [`Scheduler::notify_queue`] does.
+    pub fn claim(&self, q: &Arc<ModelQueue>) -> Claimed<'_> {
         if self.caller_max.is_zero() {
             self.notify_queue(q);
-            return None;
+            return Claimed::Lanes;
         }
         let mut state = self.state.lock();
         let urgent = self.join_active(&mut state, q);
         if !(urgent && self.idle_high(&state, None) > 0)
             && let Some(lane) = self.sleeping_lane(&state)
-            && let Some(work) = self.take_for_caller(&mut state, q)
         {
-            state.borrowed[lane] = true;
-            state.idle[lane] = false;
-            if let Some(idle) = state.idle_since.take() {
-                let now = self.clock.now();
-                state.gate.record(now.duration_since(idle) <= self.spin * 2);
+            match self.take_for_caller(&mut state, q) {
+                Take::Work(work) => {
+                    state.borrowed[lane] = true;
+                    state.idle[lane] = false;
+                    if let Some(idle) = state.idle_since.take() {
+                        let now = self.clock.now();
+                        state.gate.record(now.duration_since(idle) <= self.spin * 2);
+                    }
+                    drop(state);
+                    let claim = Claim {
+                        scheduler: self,
+                        lane,
+                    };
+                    return Claimed::Run(claim, work);
+                }
+                Take::At(at) => return Claimed::At(at),
+                Take::Nothing => {}
             }
-            drop(state);
-            return Some((
-                Claim {
-                    scheduler: self,
-                    lane,
-                },
-                work,
-            ));
         }
         self.wake_for(&state, urgent);
-        None
+        Claimed::Lanes
     }
 
     /// A `Normal` lane whose thread sleeps waiting for work and is not lent out, when no
@@ -109,37 +144,49 @@ impl Scheduler {
     }
 
     /// `q`'s batch as a pass would take it for a free lane now, if its policy has one
-    /// ready and it is predicted to take at most the caller bound; else None (nothing
-    /// taken, or after a panicking decision, that request failed).
-    fn take_for_caller(&self, state: &mut State, q: &Arc<ModelQueue>) -> Option<Work> {
+    /// ready and it is predicted to take at most the caller bound; with caller timers, the
+    /// instant such a batch will be ready; else nothing (nothing taken, or after a
+    /// panicking decision, that request failed).
+    fn take_for_caller(&self, state: &mut State, q: &Arc<ModelQueue>) -> Take {
         if q.lanes_busy() >= q.max_lanes {
-            return None;
+            return Take::Nothing;
         }
         let now = self.clock.now();
-        let index = state.active.iter().position(|a| Arc::ptr_eq(a, q))?;
+        let Some(index) = state.active.iter().position(|a| Arc::ptr_eq(a, q)) else {
+            return Take::Nothing;
+        };
         let active = vec![true; state.active.len()];
         if self.share_caps(&state.active, &active, now)[index].is_some() {
-            return None;
+            return Take::Nothing;
         }
         let share = self.shares(&state.active, &active, now)[index];
-        let limit = match catch_unwind(AssertUnwindSafe(|| assess(q, now, share, false))) {
-            Ok(Some(Assessment::Ready(limit, _))) => limit,
-            Ok(_) => return None,
+        let (limit, at) = match catch_unwind(AssertUnwindSafe(|| assess(q, now, share, false))) {
+            Ok(Some(Assessment::Ready(limit, _))) => (limit, None),
+            Ok(Some(Assessment::WaitUntil(at))) if self.caller_timers => (q.max_rows, Some(at)),
+            Ok(_) => return Take::Nothing,
             Err(panic) => {
                 decision_panicked(q, &*panic);
-                return None;
+                return Take::Nothing;
             }
         };
         let rows = limit.min(q.queued_rows());
-        let predicted = q.latency.calibrated_prediction(rows)?;
-        if predicted > self.caller_max.as_secs_f64() {
-            return None;
+        let quick = q
+            .latency
+            .calibrated_prediction(rows)
+            .is_some_and(|p| p <= self.caller_max.as_secs_f64());
+        if !quick {
+            return Take::Nothing;
         }
-        let batch = q.take(limit, now)?;
+        if let Some(at) = at {
+            return Take::At(at);
+        }
+        let Some(batch) = q.take(limit, now) else {
+            return Take::Nothing;
+        };
         if q.has_queued() {
             self.wake_one();
         }
-        Some(Work {
+        Take::Work(Work {
             queue: q.clone(),
             batch,
         })

@@ -20,6 +20,7 @@ mod route;
 mod share;
 mod spin;
 
+pub use caller::Claimed;
 #[cfg(feature = "testing")]
 pub use policy::EdfFairShare;
 pub use policy::{Candidate, OldestFirst, ScheduleKind, SchedulePolicy};
@@ -100,6 +101,8 @@ pub struct Scheduler {
     clock: Clock,
     /// Longest predicted batch a caller may run itself (zero: none; see [`Claim`]).
     caller_max: Duration,
+    /// Whether a caller may keep a waiting quick batch's timer (see [`Claimed::At`]).
+    caller_timers: bool,
 }
 
 /// What one look at the queues found for a free lane (see [`Scheduler::poll`]).
@@ -142,6 +145,7 @@ impl Scheduler {
             spinning: AtomicUsize::new(0),
             clock: Clock::Real,
             caller_max: Duration::ZERO,
+            caller_timers: false,
         }
     }
 
