@@ -109,7 +109,14 @@ start_on() {
 wait_ready() {
   local port="$1" log="$2"
   for _ in $(seq 1 300); do
-    curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1 && return 0
+    if curl -sf "http://127.0.0.1:$port/v2/health/ready" >/dev/null 2>&1; then
+      # Ready with a model that failed to load would make every search a row of 404s.
+      local unready
+      unready=$(curl -sf -X POST "http://127.0.0.1:$port/v2/repository/index" | python3 -c \
+        'import json,sys; print(" ".join(m["name"] for m in json.load(sys.stdin) if m.get("state") != "READY"))')
+      [ -z "$unready" ] && return 0
+      cat "$log"; echo "server on port $port: not ready: $unready" >&2; exit 1
+    fi
     kill -0 "${SERVERS[$port]}" 2>/dev/null || { cat "$log"; echo "server died" >&2; exit 1; }
     sleep 0.2
   done
@@ -201,15 +208,16 @@ EOF
 
 maxrate() { python3 -c "import json,sys; b=json.load(open(sys.argv[1]))['search']['best']; print(b['overall']['throughput'] if b else 0)" "$1"; }
 
-# variant NAME SRC_REPO MODEL key=value...: a repository sharing SRC_REPO's weights (linked)
-# with its own config for MODEL; prints its path.
+# variant NAME SRC_REPO MODEL key=value...: a repository sharing SRC_REPO's weights (hard
+# links: the server refuses weights that resolve outside its repository, so no symbolic
+# links) with its own config for MODEL; prints its path.
 variant() {
   local name="$1" src="$2" model="$3"
   shift 3
   local dir="$OUT/var-$name"
   rm -rf "$dir"
   mkdir -p "$dir/$model"
-  for v in "$src/$model"/*/; do ln -s "$(cd "$v" && pwd)" "$dir/$model/$(basename "$v")"; done
+  for v in "$src/$model"/*/; do cp -al "${v%/}" "$dir/$model/"; done
   cp "$src/$model/config.toml" "$dir/$model/config.toml"
   set_config "$dir/$model/config.toml" "$@"
   echo "$dir"
