@@ -146,6 +146,125 @@ async fn a_dropped_caller_leaves_its_timer_to_the_lanes() {
     drained_and_shut(&rt);
 }
 
+/// `n` callers on this thread with a request ready at once, each answer checked against
+/// the f64-checked reference (1e-6); the batches they ran as.
+async fn burst(rt: &Runtime, config: &ModelConfig, n: u64, seed: u64) -> u64 {
+    let reference = reference_model_of(config, 5);
+    let before = rt.stats(Some("m"), None).unwrap()[0].execution_count;
+    let calls = (0..n).map(|i| {
+        let req = random_request(config, 1, &mut rng(seed + i));
+        let want = reference_outputs(reference.as_ref(), &req);
+        let rt = rt.clone();
+        async move {
+            let got = rt.infer("m", None, req).await.unwrap();
+            assert_close(f32s(&got.outputs[0]), &want[0], 1e-6);
+        }
+    });
+    futures::future::join_all(calls).await;
+    rt.stats(Some("m"), None).unwrap()[0].execution_count - before
+}
+
+/// `mlp-tiny` batched at once with whatever is queued (static, no delay, up to 64 rows), on
+/// a runtime that 4 callers on other threads just kept busy (back-to-back requests, well
+/// over 5,000 a second even in a debug build), so callers expect company.
+async fn busy_runtime() -> (Runtime, ModelConfig) {
+    let mut config = model("mlp-tiny", BatchingPolicyKind::Static);
+    config.batching.max_queue_delay_us = 0;
+    config.batching.max_batch_size = Some(64);
+    let rt = runtime(2, Duration::from_millis(5), &config);
+    sequential(&rt, &config, 60, 0).await;
+    let (busy, cfg) = (rt.clone(), config.clone());
+    std::thread::spawn(move || {
+        let pool = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        pool.block_on(async {
+            let tasks: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let (rt, config) = (busy.clone(), cfg.clone());
+                    tokio::spawn(async move {
+                        for i in 0..200 {
+                            let req = random_request(&config, 1, &mut rng(40_000 + t * 1000 + i));
+                            rt.infer("m", None, req).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    })
+    .join()
+    .unwrap();
+    (rt, config)
+}
+
+/// Callers on one front-end thread (a current-thread runtime, as the server's single I/O
+/// thread on a small machine) that all have a request ready at once, at a rate that makes
+/// company likely, form one batch: each queues its request and yields before claiming, so
+/// the first to claim takes them all, instead of each running its own one-request batch
+/// while the others wait unqueued. At a low rate (the sequential requests) no caller
+/// yields: `quick_batches_run_on_the_caller_once_calibrated` sees no lane pass.
+#[tokio::test(flavor = "current_thread")]
+async fn callers_on_one_thread_batch_together() {
+    let (rt, config) = busy_runtime().await;
+    let passes = rt.scheduler_passes();
+    let batches = burst(&rt, &config, 16, 20_000).await;
+    assert!(
+        batches <= 4,
+        "16 requests ready together on one thread ran as {batches} batches"
+    );
+    // A caller whose request another caller's batch took wakes no lane for it.
+    let passes = rt.scheduler_passes() - passes;
+    assert!(
+        passes <= 4,
+        "{passes} lane passes for 16 requests run by callers"
+    );
+    drained_and_shut(&rt);
+}
+
+/// At a low rate (requests a millisecond apart) a caller expects no company: its quick
+/// batch runs within the first poll, no yield first.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lone_caller_does_not_yield() {
+    let config = model("mlp-tiny", BatchingPolicyKind::None);
+    let rt = runtime(2, Duration::from_millis(5), &config);
+    sequential(&rt, &config, 60, 0).await;
+    let req = random_request(&config, 1, &mut rng(32));
+    let mut call = Box::pin(rt.infer("m", None, req));
+    let first = futures::poll!(call.as_mut());
+    assert!(
+        first.is_ready(),
+        "a lone quick request yielded before running"
+    );
+    drained_and_shut(&rt);
+}
+
+/// A caller dropped while it yields before claiming leaves its queued request to a lane.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_dropped_before_its_claim_leaves_the_request_to_the_lanes() {
+    let (rt, config) = busy_runtime().await;
+    let req = random_request(&config, 1, &mut rng(31));
+    let mut call = Box::pin(rt.infer("m", None, req));
+    // One poll: the request is queued and its caller yields.
+    let first = futures::poll!(call.as_mut());
+    assert!(first.is_pending(), "answered without yielding");
+    assert_eq!(rt.load("m").unwrap().queued, 1, "the request is queued");
+    drop(call);
+    let taken = async {
+        while rt.load("m").unwrap().queued > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), taken)
+        .await
+        .expect("the dropped caller's request stayed queued: no lane was woken for it");
+    drained_and_shut(&rt);
+}
+
 /// Off (zero), or for a model whose batches take longer than the bound, every batch runs
 /// on a lane thread: at least one pass a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

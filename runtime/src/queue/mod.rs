@@ -220,6 +220,11 @@ impl ModelQueue {
         self.usage.recent(now)
     }
 
+    /// Requests arriving per second lately (lowered while the queue is quiet).
+    pub fn arrival_rate(&self, now: Instant) -> f64 {
+        self.state.lock().arrivals.at(now)
+    }
+
     /// True while the model has work or had an arrival in the last half second.
     pub fn recently_active(&self, now: Instant) -> bool {
         if self.in_flight.load(Ordering::SeqCst) > 0 {

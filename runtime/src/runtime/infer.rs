@@ -163,10 +163,29 @@ impl Runtime {
         // A spinning lane takes this request at once: when its batch is predicted to take
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
+        let yields = !lane_waiting && self.inner.scheduler.caller_runs() && company_likely(q, rows);
+        if yields {
+            // Let the requests already readable on this front-end thread be queued first
+            // (tokio runs a yielded task after it next polls for I/O): under load they
+            // join this batch instead of each running alone here while the rest wait
+            // unread. Cancelled meanwhile, the request is left to a lane.
+            let kept = KeptByCaller {
+                scheduler: &self.inner.scheduler,
+                queue: q,
+            };
+            tokio::task::yield_now().await;
+            std::mem::forget(kept);
+        }
         // A quick batch ready now runs here, as a sleeping lane, and one that waits for
         // company may keep its timer here (no thread woken either way); else a lane is
         // woken for it.
-        let timer = self.place(q);
+        // (After a yield, an empty queue means another caller's batch took this request:
+        // nothing to place, and no lane to wake for it.)
+        let timer = if yields && !q.has_queued() {
+            None
+        } else {
+            self.place(q)
+        };
         // Only then look at the model's latency (a lock round trip).
         let early = (lane_waiting && timer.is_none())
             .then(|| reply_spin(self.inner.options.lane_spin, q, rows))
@@ -230,7 +249,7 @@ impl Runtime {
         let scheduler = &self.inner.scheduler;
         let mut rounds = 0;
         while let Some(when) = at {
-            let kept = TimerKept {
+            let kept = KeptByCaller {
                 scheduler,
                 queue: q,
             };
@@ -264,18 +283,37 @@ impl Runtime {
     }
 }
 
+/// Arrivals expected while a batch is formed and run from which a caller yields before
+/// claiming, so that requests readable meanwhile can join its batch. Below it, as at a low
+/// rate, the yield's extra I/O poll (~3,500 instructions a request) would buy nothing.
+const COMPANY_LIKELY: f64 = 0.25;
+
+/// A front-end thread's own time per request (decode, reply) on a CPU core, as the
+/// company estimate counts it: the span over which readable requests pile up unread.
+const FRONT_END_TIME: f64 = 50e-6;
+
+/// True when `q`'s arrival rate makes company likely within a front end's time per request
+/// plus the predicted run of `rows`.
+fn company_likely(q: &ModelQueue, rows: usize) -> bool {
+    let rate = q.arrival_rate(Instant::now());
+    q.latency
+        .calibrated_prediction(rows)
+        .is_some_and(|t| rate * (t + FRONT_END_TIME) >= COMPANY_LIKELY)
+}
+
 /// Most times one request's caller keeps its queue's timer before leaving it to the lanes
 /// (each round ends with a claim: a batch taken, or a later instant for a newer request).
 const MAX_TIMER_ROUNDS: u32 = 4;
 
-/// A batching timer a caller keeps for a queue; dropped unfinished (the request's future
-/// cancelled, its deadline passed), it wakes a lane for the queue instead.
-struct TimerKept<'a> {
+/// A queued request whose placing a caller still owes (its batching timer kept, or a yield
+/// before its claim); dropped unfinished (the request's future cancelled, its deadline
+/// passed), it wakes a lane for the queue instead.
+struct KeptByCaller<'a> {
     scheduler: &'a Scheduler,
     queue: &'a Arc<ModelQueue>,
 }
 
-impl Drop for TimerKept<'_> {
+impl Drop for KeptByCaller<'_> {
     fn drop(&mut self) {
         self.scheduler.notify_queue(self.queue);
     }

@@ -81,6 +81,11 @@ impl Scheduler {
         self
     }
 
+    /// True when quick batches may run on the thread that queued their request.
+    pub fn caller_runs(&self) -> bool {
+        !self.caller_max.is_zero()
+    }
+
     /// Lets [`Scheduler::claim`] leave a waiting batch's timer to the caller
     /// ([`Claimed::At`]); off by default.
     pub fn with_caller_timers(mut self, on: bool) -> Self {
