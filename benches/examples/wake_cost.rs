@@ -58,7 +58,10 @@ fn main() {
     let mut n = 4000u32;
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
-        match (pair[0].as_str(), pair.get(1).and_then(|v| v.parse::<u64>().ok())) {
+        match (
+            pair[0].as_str(),
+            pair.get(1).and_then(|v| v.parse::<u64>().ok()),
+        ) {
             ("--delay-us", Some(v)) => delay_us = v,
             ("--n", Some(v)) => n = v as u32,
             _ => {
