@@ -135,15 +135,7 @@ async fn a_dropped_caller_leaves_its_timer_to_the_lanes() {
         "the dropped request is queued"
     );
     // A lane takes it once its delay ends (and, its client gone, skips it).
-    let taken = async {
-        while rt.load("m").unwrap().queued > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), taken)
-        .await
-        .expect("the dropped caller's request stayed queued: no lane was left its timer");
-    drained_and_shut(&rt);
+    left_to_a_lane(&rt, "no lane was left its timer").await;
 }
 
 /// `n` callers on this thread with a request ready at once, each answer checked against
@@ -254,6 +246,12 @@ async fn a_caller_dropped_before_its_claim_leaves_the_request_to_the_lanes() {
     assert!(first.is_pending(), "answered without yielding");
     assert_eq!(rt.load("m").unwrap().queued, 1, "the request is queued");
     drop(call);
+    left_to_a_lane(&rt, "no lane was woken for it").await;
+}
+
+/// Waits (up to 20 s) for a lane to take the request a dropped caller left queued, then
+/// checks nothing is left and shuts down; `why` says what a request left queued means.
+async fn left_to_a_lane(rt: &Runtime, why: &str) {
     let taken = async {
         while rt.load("m").unwrap().queued > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -261,8 +259,8 @@ async fn a_caller_dropped_before_its_claim_leaves_the_request_to_the_lanes() {
     };
     tokio::time::timeout(Duration::from_secs(20), taken)
         .await
-        .expect("the dropped caller's request stayed queued: no lane was woken for it");
-    drained_and_shut(&rt);
+        .unwrap_or_else(|_| panic!("the dropped caller's request stayed queued: {why}"));
+    drained_and_shut(rt);
 }
 
 /// Off (zero), or for a model whose batches take longer than the bound, every batch runs
