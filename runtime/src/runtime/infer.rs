@@ -163,28 +163,25 @@ impl Runtime {
         // A spinning lane takes this request at once: when its batch is predicted to take
         // microseconds, spin for the answer too instead of sleeping and being woken for it.
         let lane_waiting = self.inner.scheduler.lanes_spinning() > 0;
-        let yields = !lane_waiting && self.inner.scheduler.caller_runs() && company_likely(q, rows);
-        if yields {
+        // A quick batch ready now runs here, as a sleeping lane, and one that waits for
+        // company may keep its timer here (no thread woken either way); else a lane is
+        // woken for it.
+        let mut placed = self.place(q, true);
+        if placed == Placed::Yield {
             // Let the requests already readable on this front-end thread be queued first
-            // (tokio runs a yielded task after it next polls for I/O): under load they
-            // join this batch instead of each running alone here while the rest wait
-            // unread. Cancelled meanwhile, the request is left to a lane.
+            // (tokio runs a yielded task after it next polls for I/O), so they join this
+            // batch. Cancelled meanwhile, the request is left to a lane.
             let kept = KeptByCaller {
                 scheduler: &self.inner.scheduler,
                 queue: q,
             };
             tokio::task::yield_now().await;
             std::mem::forget(kept);
+            placed = self.place(q, false);
         }
-        // A quick batch ready now runs here, as a sleeping lane, and one that waits for
-        // company may keep its timer here (no thread woken either way); else a lane is
-        // woken for it.
-        // (After a yield, an empty queue means another caller's batch took this request:
-        // nothing to place, and no lane to wake for it.)
-        let timer = if yields && !q.has_queued() {
-            None
-        } else {
-            self.place(q)
+        let timer = match placed {
+            Placed::At(at) => Some(at),
+            Placed::Done | Placed::Yield => None,
         };
         // Only then look at the model's latency (a lock round trip).
         let early = (lane_waiting && timer.is_none())
@@ -212,17 +209,18 @@ impl Runtime {
 
 impl Runtime {
     /// After a request was queued on `q`: runs a quick batch of `q` here if one is ready
-    /// (caller runs), else leaves it to the lanes; the instant to come back at when this
-    /// caller keeps the batch's timer ([`Claimed::At`]).
-    fn place(&self, q: &Arc<ModelQueue>) -> Option<Instant> {
+    /// (caller runs), else leaves it to the lanes; or says to come back at an instant (this
+    /// caller keeps the batch's timer, [`Claimed::At`]) or, with `may_yield`, after a yield.
+    fn place(&self, q: &Arc<ModelQueue>, may_yield: bool) -> Placed {
         let scheduler = &self.inner.scheduler;
-        match catch_unwind(AssertUnwindSafe(|| scheduler.claim(q))) {
+        match catch_unwind(AssertUnwindSafe(|| scheduler.claim(q, may_yield))) {
             Ok(Claimed::Run(claim, work)) => {
                 self.inner.lanes.run_as(claim.lane(), work);
-                None
+                Placed::Done
             }
-            Ok(Claimed::At(at)) => Some(at),
-            Ok(Claimed::Lanes) => None,
+            Ok(Claimed::At(at)) => Placed::At(at),
+            Ok(Claimed::Yield) => Placed::Yield,
+            Ok(Claimed::Lanes) => Placed::Done,
             Err(panic) => {
                 // Deciding in place failed (the lanes' own pass catches the same): leave
                 // the request to a lane.
@@ -232,7 +230,7 @@ impl Runtime {
                     crate::panic::panic_message(&*panic)
                 );
                 scheduler.notify_queue(q);
-                None
+                Placed::Done
             }
         }
     }
@@ -265,7 +263,10 @@ impl Runtime {
                     at = match woke {
                         // Taken meanwhile (by a lane, or a caller whose timer ended first).
                         Ok(()) if !q.has_queued() => None,
-                        Ok(()) if rounds < MAX_TIMER_ROUNDS => self.place(q),
+                        Ok(()) if rounds < MAX_TIMER_ROUNDS => match self.place(q, false) {
+                            Placed::At(at) => Some(at),
+                            Placed::Done | Placed::Yield => None,
+                        },
                         Ok(()) => {
                             scheduler.notify_queue(q);
                             None
@@ -283,22 +284,15 @@ impl Runtime {
     }
 }
 
-/// Arrivals expected while a batch is formed and run from which a caller yields before
-/// claiming, so that requests readable meanwhile can join its batch. Below it, as at a low
-/// rate, the yield's extra I/O poll (~3,500 instructions a request) would buy nothing.
-const COMPANY_LIKELY: f64 = 0.25;
-
-/// A front-end thread's own time per request (decode, reply) on a CPU core, as the
-/// company estimate counts it: the span over which readable requests pile up unread.
-const FRONT_END_TIME: f64 = 50e-6;
-
-/// True when `q`'s arrival rate makes company likely within a front end's time per request
-/// plus the predicted run of `rows`.
-fn company_likely(q: &ModelQueue, rows: usize) -> bool {
-    let rate = q.arrival_rate(Instant::now());
-    q.latency
-        .calibrated_prediction(rows)
-        .is_some_and(|t| rate * (t + FRONT_END_TIME) >= COMPANY_LIKELY)
+/// What [`Runtime::place`] left the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// Run here, or left to the lanes.
+    Done,
+    /// Its timer is this caller's: claim again at this instant.
+    At(Instant),
+    /// Yield, then place again.
+    Yield,
 }
 
 /// Most times one request's caller keeps its queue's timer before leaving it to the lanes

@@ -14,6 +14,11 @@
 //! thread two more wake-ups: one to learn of the request, one when its delay ends. With
 //! caller timers on, [`Claimed::At`] leaves that timer to the caller instead (no lane is
 //! woken): it claims again at that instant, or wakes the lanes if it cannot.
+//!
+//! Under load, a batch run in place holds the caller's thread while the requests arriving
+//! on it wait unread: on a server with one front-end thread every batch would be one
+//! request. When company is likely ([`COMPANY_LIKELY`]), [`Claimed::Yield`] asks the
+//! caller to let them be queued first and claim again.
 
 use super::assess::{Assessment, assess, decision_panicked};
 use super::{Scheduler, State, Work};
@@ -55,6 +60,15 @@ impl Drop for Claim<'_> {
     }
 }
 
+/// Arrivals expected while a batch is formed and run from which a caller yields before it
+/// claims ([`Claimed::Yield`]). Below it, as at a low rate, the yield's extra I/O poll
+/// (~3,500 instructions a request, measured) would buy nothing.
+const COMPANY_LIKELY: f64 = 0.25;
+
+/// A front-end thread's own time per request (decode, reply) on a CPU core, as the company
+/// estimate counts it: the span over which readable requests pile up unread.
+const FRONT_END_TIME: f64 = 50e-6;
+
 /// What [`Scheduler::claim`] leaves to the thread that queued a request.
 pub enum Claimed<'a> {
     /// Run this batch now, as the claimed lane.
@@ -64,12 +78,19 @@ pub enum Claimed<'a> {
     /// The queue's batch will be ready at this instant and no lane was woken: claim again
     /// then, or [`Scheduler::notify_queue`] if the caller cannot wait for it.
     At(Instant),
+    /// A quick batch is ready but more requests are likely on their way: nothing taken,
+    /// no lane woken; yield so they can be queued, then claim again without `may_yield`
+    /// (or [`Scheduler::notify_queue`] if the caller gives up meanwhile).
+    Yield,
 }
 
 /// What [`Scheduler::take_for_caller`] found in a queue.
 enum Take {
     Work(Work),
     At(Instant),
+    Yield,
+    /// The queue is empty: its requests were taken meanwhile, no lane is needed for it.
+    Empty,
     Nothing,
 }
 
@@ -81,11 +102,6 @@ impl Scheduler {
         self
     }
 
-    /// True when quick batches may run on the thread that queued their request.
-    pub fn caller_runs(&self) -> bool {
-        !self.caller_max.is_zero()
-    }
-
     /// Lets [`Scheduler::claim`] leave a waiting batch's timer to the caller
     /// ([`Claimed::At`]); off by default.
     pub fn with_caller_timers(mut self, on: bool) -> Self {
@@ -93,10 +109,11 @@ impl Scheduler {
         self
     }
 
-    /// After a request was queued on `q` (or a caller's timer for it ended): a batch of `q`
-    /// for the caller to run now as the claimed lane, an instant for it to come back at,
-    /// or nothing, having woken a lane as [`Scheduler::notify_queue`] does.
-    pub fn claim(&self, q: &Arc<ModelQueue>) -> Claimed<'_> {
+    /// After a request was queued on `q` (or a caller's timer for it ended, or its yield):
+    /// a batch of `q` for the caller to run now as the claimed lane, an instant for it to
+    /// come back at, a yield first when `may_yield` and company is likely, or nothing,
+    /// having woken a lane as [`Scheduler::notify_queue`] does if the queue needs one.
+    pub fn claim(&self, q: &Arc<ModelQueue>, may_yield: bool) -> Claimed<'_> {
         if self.caller_max.is_zero() {
             self.notify_queue(q);
             return Claimed::Lanes;
@@ -106,7 +123,7 @@ impl Scheduler {
         if !(urgent && self.idle_high(&state, None) > 0)
             && let Some(lane) = self.sleeping_lane(&state)
         {
-            match self.take_for_caller(&mut state, q) {
+            match self.take_for_caller(&mut state, q, may_yield) {
                 Take::Work(work) => {
                     state.borrowed[lane] = true;
                     state.idle[lane] = false;
@@ -122,6 +139,8 @@ impl Scheduler {
                     return Claimed::Run(claim, work);
                 }
                 Take::At(at) => return Claimed::At(at),
+                Take::Yield => return Claimed::Yield,
+                Take::Empty => return Claimed::Lanes,
                 Take::Nothing => {}
             }
         }
@@ -150,9 +169,10 @@ impl Scheduler {
 
     /// `q`'s batch as a pass would take it for a free lane now, if its policy has one
     /// ready and it is predicted to take at most the caller bound; with caller timers, the
-    /// instant such a batch will be ready; else nothing (nothing taken, or after a
-    /// panicking decision, that request failed).
-    fn take_for_caller(&self, state: &mut State, q: &Arc<ModelQueue>) -> Take {
+    /// instant such a batch will be ready; with `may_yield`, a yield first when company is
+    /// likely; else nothing (nothing taken, or after a panicking decision, that request
+    /// failed).
+    fn take_for_caller(&self, state: &mut State, q: &Arc<ModelQueue>, may_yield: bool) -> Take {
         if q.lanes_busy() >= q.max_lanes {
             return Take::Nothing;
         }
@@ -168,6 +188,7 @@ impl Scheduler {
         let (limit, at) = match catch_unwind(AssertUnwindSafe(|| assess(q, now, share, false))) {
             Ok(Some(Assessment::Ready(limit, _))) => (limit, None),
             Ok(Some(Assessment::WaitUntil(at))) if self.caller_timers => (q.max_rows, Some(at)),
+            Ok(None) => return Take::Empty,
             Ok(_) => return Take::Nothing,
             Err(panic) => {
                 decision_panicked(q, &*panic);
@@ -175,15 +196,18 @@ impl Scheduler {
             }
         };
         let rows = limit.min(q.queued_rows());
-        let quick = q
+        let Some(predicted) = q
             .latency
             .calibrated_prediction(rows)
-            .is_some_and(|p| p <= self.caller_max.as_secs_f64());
-        if !quick {
+            .filter(|&p| p <= self.caller_max.as_secs_f64())
+        else {
             return Take::Nothing;
-        }
+        };
         if let Some(at) = at {
             return Take::At(at);
+        }
+        if may_yield && q.arrival_rate(now) * (predicted + FRONT_END_TIME) >= COMPANY_LIKELY {
+            return Take::Yield;
         }
         let Some(batch) = q.take(limit, now) else {
             return Take::Nothing;
