@@ -166,7 +166,7 @@ impl Runtime {
         // A quick batch ready now runs here, as a sleeping lane, and one that waits for
         // company may keep its timer here (no thread woken either way); else a lane is
         // woken for it.
-        let mut placed = self.place(q, true);
+        let mut placed = self.place(q, Some(rows));
         if placed == Placed::Yield {
             // Let the requests already readable on this front-end thread be queued first
             // (tokio runs a yielded task after it next polls for I/O), so they join this
@@ -177,7 +177,7 @@ impl Runtime {
             };
             tokio::task::yield_now().await;
             std::mem::forget(kept);
-            placed = self.place(q, false);
+            placed = self.place(q, None);
         }
         let timer = match placed {
             Placed::At(at) => Some(at),
@@ -210,10 +210,11 @@ impl Runtime {
 impl Runtime {
     /// After a request was queued on `q`: runs a quick batch of `q` here if one is ready
     /// (caller runs), else leaves it to the lanes; or says to come back at an instant (this
-    /// caller keeps the batch's timer, [`Claimed::At`]) or, with `may_yield`, after a yield.
-    fn place(&self, q: &Arc<ModelQueue>, may_yield: bool) -> Placed {
+    /// caller keeps the batch's timer, [`Claimed::At`]) or, with `yield_for` (the request's
+    /// rows), after a yield.
+    fn place(&self, q: &Arc<ModelQueue>, yield_for: Option<usize>) -> Placed {
         let scheduler = &self.inner.scheduler;
-        match catch_unwind(AssertUnwindSafe(|| scheduler.claim(q, may_yield))) {
+        match catch_unwind(AssertUnwindSafe(|| scheduler.claim(q, yield_for))) {
             Ok(Claimed::Run(claim, work)) => {
                 self.inner.lanes.run_as(claim.lane(), work);
                 Placed::Done
@@ -263,7 +264,7 @@ impl Runtime {
                     at = match woke {
                         // Taken meanwhile (by a lane, or a caller whose timer ended first).
                         Ok(()) if !q.has_queued() => None,
-                        Ok(()) if rounds < MAX_TIMER_ROUNDS => match self.place(q, false) {
+                        Ok(()) if rounds < MAX_TIMER_ROUNDS => match self.place(q, None) {
                             Placed::At(at) => Some(at),
                             Placed::Done | Placed::Yield => None,
                         },

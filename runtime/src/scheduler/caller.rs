@@ -18,7 +18,7 @@
 //! Under load, a batch run in place holds the caller's thread while the requests arriving
 //! on it wait unread: on a server with one front-end thread every batch would be one
 //! request. When company is likely ([`COMPANY_LIKELY`]), [`Claimed::Yield`] asks the
-//! caller to let them be queued first and claim again.
+//! caller, before anything is decided, to let them be queued first and claim again.
 
 use super::assess::{Assessment, assess, decision_panicked};
 use super::{Scheduler, State, Work};
@@ -78,9 +78,9 @@ pub enum Claimed<'a> {
     /// The queue's batch will be ready at this instant and no lane was woken: claim again
     /// then, or [`Scheduler::notify_queue`] if the caller cannot wait for it.
     At(Instant),
-    /// A quick batch is ready but more requests are likely on their way: nothing taken,
-    /// no lane woken; yield so they can be queued, then claim again without `may_yield`
-    /// (or [`Scheduler::notify_queue`] if the caller gives up meanwhile).
+    /// More requests are likely on their way: nothing decided, no lane woken; yield so
+    /// they can be queued, then claim again without `yield_for` (or
+    /// [`Scheduler::notify_queue`] if the caller gives up meanwhile).
     Yield,
 }
 
@@ -88,7 +88,6 @@ pub enum Claimed<'a> {
 enum Take {
     Work(Work),
     At(Instant),
-    Yield,
     /// The queue is empty: its requests were taken meanwhile, no lane is needed for it.
     Empty,
     Nothing,
@@ -111,19 +110,23 @@ impl Scheduler {
 
     /// After a request was queued on `q` (or a caller's timer for it ended, or its yield):
     /// a batch of `q` for the caller to run now as the claimed lane, an instant for it to
-    /// come back at, a yield first when `may_yield` and company is likely, or nothing,
-    /// having woken a lane as [`Scheduler::notify_queue`] does if the queue needs one.
-    pub fn claim(&self, q: &Arc<ModelQueue>, may_yield: bool) -> Claimed<'_> {
+    /// come back at, a yield first when `yield_for` holds the request's rows and company
+    /// is likely, or nothing, having woken a lane as [`Scheduler::notify_queue`] does if the
+    /// queue needs one.
+    pub fn claim(&self, q: &Arc<ModelQueue>, yield_for: Option<usize>) -> Claimed<'_> {
         if self.caller_max.is_zero() {
             self.notify_queue(q);
             return Claimed::Lanes;
+        }
+        if yield_for.is_some_and(|rows| self.company_likely(q, rows)) {
+            return Claimed::Yield;
         }
         let mut state = self.state.lock();
         let urgent = self.join_active(&mut state, q);
         if !(urgent && self.idle_high(&state, None) > 0)
             && let Some(lane) = self.sleeping_lane(&state)
         {
-            match self.take_for_caller(&mut state, q, may_yield) {
+            match self.take_for_caller(&mut state, q) {
                 Take::Work(work) => {
                     state.borrowed[lane] = true;
                     state.idle[lane] = false;
@@ -139,13 +142,22 @@ impl Scheduler {
                     return Claimed::Run(claim, work);
                 }
                 Take::At(at) => return Claimed::At(at),
-                Take::Yield => return Claimed::Yield,
                 Take::Empty => return Claimed::Lanes,
                 Take::Nothing => {}
             }
         }
         self.wake_for(&state, urgent);
         Claimed::Lanes
+    }
+
+    /// True when `q`'s arrival rate makes another request likely within a front end's time
+    /// per request plus the predicted run of `rows`, and no lane spins (a spinning lane
+    /// takes what is queued at once).
+    fn company_likely(&self, q: &ModelQueue, rows: usize) -> bool {
+        self.spinning.load(Ordering::Acquire) == 0
+            && q.latency.calibrated_prediction(rows).is_some_and(|t| {
+                q.arrival_rate(self.clock.now()) * (t + FRONT_END_TIME) >= COMPANY_LIKELY
+            })
     }
 
     /// A `Normal` lane whose thread sleeps waiting for work and is not lent out, when no
@@ -169,10 +181,9 @@ impl Scheduler {
 
     /// `q`'s batch as a pass would take it for a free lane now, if its policy has one
     /// ready and it is predicted to take at most the caller bound; with caller timers, the
-    /// instant such a batch will be ready; with `may_yield`, a yield first when company is
-    /// likely; else nothing (nothing taken, or after a panicking decision, that request
-    /// failed).
-    fn take_for_caller(&self, state: &mut State, q: &Arc<ModelQueue>, may_yield: bool) -> Take {
+    /// instant such a batch will be ready; else nothing (nothing taken, or after a
+    /// panicking decision, that request failed).
+    fn take_for_caller(&self, state: &mut State, q: &Arc<ModelQueue>) -> Take {
         if q.lanes_busy() >= q.max_lanes {
             return Take::Nothing;
         }
@@ -196,18 +207,15 @@ impl Scheduler {
             }
         };
         let rows = limit.min(q.queued_rows());
-        let Some(predicted) = q
+        let quick = q
             .latency
             .calibrated_prediction(rows)
-            .filter(|&p| p <= self.caller_max.as_secs_f64())
-        else {
+            .is_some_and(|p| p <= self.caller_max.as_secs_f64());
+        if !quick {
             return Take::Nothing;
-        };
+        }
         if let Some(at) = at {
             return Take::At(at);
-        }
-        if may_yield && q.arrival_rate(now) * (predicted + FRONT_END_TIME) >= COMPANY_LIKELY {
-            return Take::Yield;
         }
         let Some(batch) = q.take(limit, now) else {
             return Take::Nothing;
