@@ -7,7 +7,9 @@ mod common;
 use cohost_models::BatchingPolicyKind;
 use cohost_models::synth;
 use cohost_runtime::{ModelConfig, Runtime, RuntimeOptions};
-use common::{assert_close, f32s, random_request, reference_model_of, reference_outputs, rng};
+use common::{
+    assert_close, f32s, random_request, reference_model_of, reference_outputs, rng, until,
+};
 use std::time::{Duration, Instant};
 
 /// A CPU runtime with `lanes` lanes and caller runs up to `max` (caller timers on, as the
@@ -252,14 +254,8 @@ async fn a_caller_dropped_before_its_claim_leaves_the_request_to_the_lanes() {
 /// Waits (up to 20 s) for a lane to take the request a dropped caller left queued, then
 /// checks nothing is left and shuts down; `why` says what a request left queued means.
 async fn left_to_a_lane(rt: &Runtime, why: &str) {
-    let taken = async {
-        while rt.load("m").unwrap().queued > 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), taken)
-        .await
-        .unwrap_or_else(|_| panic!("the dropped caller's request stayed queued: {why}"));
+    let what = format!("a lane takes the dropped caller's queued request ({why})");
+    until(&what, || rt.load("m").unwrap().queued == 0).await;
     drained_and_shut(rt);
 }
 

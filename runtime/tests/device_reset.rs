@@ -20,10 +20,7 @@ use common::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
-
-/// Longest a test waits for anything: a hang shows up as this.
-const HANG: Duration = Duration::from_secs(20);
+use std::time::Duration;
 
 const MODELS: [&str; 2] = ["mlp-tiny-0", "mlp-tiny-1"];
 
@@ -183,15 +180,6 @@ async fn all_exact(s: &Served, n: u64) {
                 assert_close(f32s(o), w, 1e-6);
             }
         }
-    }
-}
-
-/// Waits until `cond` holds (a hang guard, not a timing assertion).
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < HANG, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

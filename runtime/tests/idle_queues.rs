@@ -8,18 +8,15 @@ mod common;
 use cohost_kernels::Lane;
 use cohost_models::{InputData, synth};
 use cohost_runtime::testing::{
-    EdfFairShare, MemoryLease, ModelQueue, Pending, Reply, Scheduler, spawn_lanes,
+    EdfFairShare, MemoryLease, ModelQueue, Pending, Scheduler, spawn_lanes,
 };
+use common::{Answer, HANG, answer_within, until_blocking};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Longest a test waits for an answer or a state change.
-const HANG: Duration = Duration::from_secs(20);
 const LANES: usize = 2;
 const IDLE: usize = 50;
-
-type Answer = tokio::sync::oneshot::Receiver<cohost_runtime::Result<Reply>>;
 
 /// Queues `rows` rows of mlp-tiny input (8 values a row) on `q` without waking a lane.
 fn enqueue(q: &ModelQueue, rows: usize) -> Answer {
@@ -36,25 +33,11 @@ fn enqueue(q: &ModelQueue, rows: usize) -> Answer {
     rx
 }
 
-/// The answer's rows of 4 outputs, failing the test without one in time.
-fn answer(mut rx: Answer) -> usize {
-    let until = Instant::now() + HANG;
-    loop {
-        match rx.try_recv() {
-            Ok(r) => {
-                let reply = r.expect("the request succeeds");
-                assert_eq!(reply.outputs.len(), 1);
-                return reply.outputs[0].shape[0] as usize;
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                panic!("the reply channel was dropped without an answer")
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                assert!(Instant::now() < until, "no answer within {HANG:?}");
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        }
-    }
+/// The answer's rows of 4 outputs, failing the test without one within [`HANG`].
+fn answer(rx: Answer) -> usize {
+    let reply = answer_within(rx, HANG).expect("the request succeeds");
+    assert_eq!(reply.outputs.len(), 1);
+    reply.outputs[0].shape[0] as usize
 }
 
 #[test]
@@ -110,14 +93,9 @@ fn serving_one_model_locks_no_idle_queue() {
     let rx = enqueue(&idle[1], 2);
     sched.notify();
     assert_eq!(answer(rx), 2);
-    let until = Instant::now() + HANG;
-    while sched.queues().len() != IDLE {
-        assert!(
-            Instant::now() < until,
-            "the closed idle queue stays scheduled"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    until_blocking("the closed idle queue leaves the scheduler", || {
+        sched.queues().len() == IDLE
+    });
     assert!(!sched.queues().iter().any(|q| Arc::ptr_eq(q, &idle[0])));
 
     sched.shutdown();

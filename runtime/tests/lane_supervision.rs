@@ -15,12 +15,9 @@ use cohost_runtime::{
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Longest a test waits for anything: a lost reply or a dead lane shows up as this.
-const HANG: Duration = Duration::from_secs(20);
-
-use common::{ECHO_IN as WIDTH_IN, echo_outputs as expected};
+use common::{ECHO_IN as WIDTH_IN, HANG, echo_outputs as expected, until};
 
 /// A panic payload whose drop panics with another one: it escapes every catch.
 struct Bomb;
@@ -126,15 +123,6 @@ async fn round(rt: &Runtime, model: &str, n: u64) {
             panic!("FP32 output")
         };
         assert_eq!(got, &expected(&values(i)), "{model} #{i}");
-    }
-}
-
-/// Polls `done` until it holds, failing the test after [`HANG`].
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < HANG, "{what}: not within {HANG:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -5,11 +5,11 @@ mod common;
 
 use cohost_models::synth;
 use cohost_runtime::{Runtime, RuntimeOptions, SliceUtilization, TransitionOutcome};
-use common::{f32s, random_request, reference_outputs, rng};
+use common::{f32s, random_request, reference_outputs, rng, until_blocking};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A utilization the test sets.
 #[derive(Default)]
@@ -74,18 +74,6 @@ fn runtime(repo: &Path, dial: &Arc<Dial>, max_wait: Duration) -> Runtime {
     rt
 }
 
-/// Waits up to 30 s for `done`; false if it never held.
-fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    done()
-}
-
 fn loaded_versions(rt: &Runtime) -> Vec<u64> {
     rt.models().iter().map(|s| s.version).collect()
 }
@@ -122,13 +110,9 @@ async fn above_the_budget_the_old_version_keeps_the_traffic_and_below_it_the_new
     assert_eq!(served_version(&rt).await, 1);
     // (2) Below the budget: version 2 takes over, version 1 drains and is unloaded.
     dial.set(0.1);
-    assert!(eventually(|| rt.transitions_waiting() == 0));
+    until_blocking("the transition ends", || rt.transitions_waiting() == 0);
     assert_eq!(served_version(&rt).await, 2);
-    assert!(
-        eventually(|| loaded_versions(&rt) == vec![2]),
-        "{:?}",
-        rt.models()
-    );
+    until_blocking("version 1 is unloaded", || loaded_versions(&rt) == vec![2]);
     assert_eq!(
         rt.transitions_finished(),
         vec![("mlp-tiny".to_string(), TransitionOutcome::BelowBudget)]
@@ -144,7 +128,7 @@ fn a_saturated_slice_still_rolls_over_after_the_maximum_wait() {
     add_version_2(dir.path());
     rt.load_model("mlp-tiny").unwrap();
     assert_eq!(rt.transitions_waiting(), 1);
-    assert!(eventually(|| loaded_versions(&rt) == vec![2]));
+    until_blocking("version 1 is unloaded", || loaded_versions(&rt) == vec![2]);
     assert_eq!(rt.transitions_waiting(), 0);
     assert_eq!(
         rt.transitions_finished(),
@@ -202,7 +186,7 @@ async fn no_request_fails_during_a_transition_under_load() {
         }));
     }
     let count = |v: usize| served[v - 1].load(Ordering::SeqCst);
-    assert!(eventually(|| count(1) >= 50));
+    until_blocking("version 1 serves 50 requests", || count(1) >= 50);
     dial.set(0.9);
     let loader = rt.clone();
     tokio::task::spawn_blocking(move || loader.load_model("mlp-tiny").unwrap())
@@ -210,15 +194,15 @@ async fn no_request_fails_during_a_transition_under_load() {
         .unwrap();
     assert_eq!(rt.transitions_waiting(), 1);
     let before = count(1);
-    assert!(eventually(|| count(1) >= before + 50));
+    until_blocking("version 1 serves 50 more", || count(1) >= before + 50);
     assert_eq!(
         count(2),
         0,
         "version 2 took unversioned traffic while waiting"
     );
     dial.set(0.0);
-    assert!(eventually(|| loaded_versions(&rt) == vec![2]));
-    assert!(eventually(|| count(2) >= 50));
+    until_blocking("version 1 is unloaded", || loaded_versions(&rt) == vec![2]);
+    until_blocking("version 2 serves 50 requests", || count(2) >= 50);
     stop.store(true, Ordering::SeqCst);
     let mut failures = Vec::new();
     for c in clients {

@@ -325,3 +325,28 @@ pub async fn fill_a_held_queue(
     }
     (config, held)
 }
+
+/// Longest an end-to-end test polls for a state that must come: a hang guard far beyond
+/// any expected time, not a timing assertion.
+pub const HANG: Duration = Duration::from_secs(20);
+
+/// Runs `probe` every `every` until it returns `Ok`, failing the test after `hang` with
+/// `what` and the last `Err` (the state seen).
+pub async fn poll_until<T>(
+    what: &str,
+    hang: Duration,
+    every: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(seen) => assert!(
+                start.elapsed() < hang,
+                "not within {hang:?}: {what} (last: {seen})"
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}

@@ -8,11 +8,11 @@ mod grpc_common;
 
 use cohost_protocol::inference as pb;
 use cohost_protocol::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use cohost_tests::{json_input, reference_runtime, sample_inputs};
+use cohost_tests::{json_input, poll_until, reference_runtime, sample_inputs};
 use faults_common::*;
 use grpc_common::{assert_close, infer_request, output_f32};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::codegen::tokio_stream::{self, StreamExt};
 
 /// The drain deadline the server is started with.
@@ -118,23 +118,28 @@ async fn sigterm_answers_inflight_requests_cuts_the_open_stream_and_exits() {
         }));
     }
     // All six are queued before the signal.
-    let until = Instant::now() + START;
-    loop {
-        let v: Value = http
-            .get(format!("{}/v2/models/mlp-tiny/load", server.http_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let queued = v["queued"].as_u64().unwrap_or(0) + v["in_flight"].as_u64().unwrap_or(0);
-        if queued >= 6 {
-            break;
-        }
-        assert!(Instant::now() < until, "the requests did not queue: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(
+        "the six requests queue",
+        START,
+        Duration::from_millis(20),
+        async || {
+            let v: Value = http
+                .get(format!("{}/v2/models/mlp-tiny/load", server.http_url()))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let queued = v["queued"].as_u64().unwrap_or(0) + v["in_flight"].as_u64().unwrap_or(0);
+            if queued >= 6 {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
+        },
+    )
+    .await;
 
     server.signal("TERM");
     for (i, task) in unary.into_iter().enumerate() {

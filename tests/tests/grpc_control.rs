@@ -4,7 +4,7 @@ mod grpc_common;
 
 use cohost_models::Family;
 use cohost_protocol::inference as pb;
-use cohost_tests::{ModelControlMode, TestServer, sample_inputs};
+use cohost_tests::{HANG, ModelControlMode, TestServer, poll_until, sample_inputs};
 use grpc_common::*;
 use std::time::Duration;
 use tonic::Code;
@@ -89,14 +89,16 @@ async fn shutdown_finishes_in_flight_calls() {
         let done: u64 = stats.iter().map(|s| s.success.count + s.fail.count).sum();
         done as usize + load.queued + load.in_flight
     };
-    let start = std::time::Instant::now();
-    while seen() < 16 {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "requests never reached the runtime"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    poll_until(
+        "16 requests reach the runtime",
+        HANG,
+        Duration::from_millis(1),
+        async || match seen() {
+            n if n >= 16 => Ok(()),
+            n => Err(format!("{n} seen")),
+        },
+    )
+    .await;
     server.handle().shutdown();
     let mut ok = 0;
     for call in calls {

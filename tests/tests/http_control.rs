@@ -7,18 +7,15 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 async fn wait_for_status(s: &TestServer, path: &str, want: impl Fn(u16) -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    poll_until(what, HANG, Duration::from_millis(100), async || {
         let status = s.get_json(path).await.0;
         if want(status) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what} (last status {status})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,15 +163,20 @@ async fn poll_mode_picks_up_new_and_removed_models() {
     .await;
     let (st, out) = s.post_json("/v2/models/polled/infer", &good).await;
     assert_eq!(st, 200, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, md) = s.get_json("/v2/models/polled").await;
-        if md["versions"] == json!(["2"]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "version 1 never retired: {md}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll_until(
+        "version 1 retires",
+        HANG,
+        Duration::from_millis(100),
+        async || {
+            let (_, md) = s.get_json("/v2/models/polled").await;
+            if md["versions"] == json!(["2"]) {
+                Ok(())
+            } else {
+                Err(md.to_string())
+            }
+        },
+    )
+    .await;
     let (_, out) = s.post_json("/v2/models/polled/infer", &good).await;
     assert_eq!(out["model_version"], "2", "{out}");
 

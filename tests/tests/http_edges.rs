@@ -9,7 +9,7 @@ use cohost_tests::raw_http::{read_response, start_slow_body};
 use cohost_tests::*;
 use grpc_common::*;
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// A valid JSON inference body of `rows` rows for `model`.
@@ -20,15 +20,16 @@ fn infer_body(s: &TestServer, model: &str, rows: usize) -> Value {
 
 /// Waits (at most 20 s) until `n` requests hold an in-flight permit.
 async fn wait_for_in_flight(s: &TestServer, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while s.handle().requests_in_flight() != n {
-        assert!(
-            Instant::now() < deadline,
-            "{} requests in flight, expected {n}",
-            s.handle().requests_in_flight()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll_until(
+        &format!("{n} requests in flight"),
+        HANG,
+        Duration::from_millis(10),
+        async || match s.handle().requests_in_flight() {
+            m if m == n => Ok(()),
+            m => Err(format!("{m} in flight")),
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,20 +109,17 @@ async fn series_of_an_unloaded_version_are_gone() {
         "served version has its series"
     );
     runtime.unload_model(name).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let gone = "the unloaded version's series leave /metrics";
+    poll_until(gone, HANG, Duration::from_millis(100), async || {
         let text = s.get_text("/metrics").await;
         let left: Vec<&str> = text.lines().filter(|l| l.contains(&probe)).collect();
         if left.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(left[..left.len().min(3)].join("\n"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "series of the unloaded version remain: {}",
-            left[..left.len().min(3)].join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,23 +224,26 @@ async fn a_saturated_inflight_limit_refuses_before_work_but_health_answers() {
     let _a = start_slow_body(s.handle().http_addr, &model, 1_000_000).await;
     let _b = start_slow_body(s.handle().http_addr, &model, 1_000_000).await;
     wait_for_in_flight(&s, 2).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (status, v, retry_after) = loop {
-        let res = s
-            .client
-            .post(s.url(&format!("/v2/models/{model}/infer")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let retry = res.headers().get("retry-after").cloned();
-        let v: Value = res.json().await.unwrap_or(Value::Null);
-        if status != 200 || Instant::now() > deadline {
-            break (status, v, retry);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let refused = "a request refused while both permits are held";
+    let (status, v, retry_after) =
+        poll_until(refused, HANG, Duration::from_millis(20), async || {
+            let res = s
+                .client
+                .post(s.url(&format!("/v2/models/{model}/infer")))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let retry = res.headers().get("retry-after").cloned();
+            let v: Value = res.json().await.unwrap_or(Value::Null);
+            if status != 200 {
+                Ok((status, v, retry))
+            } else {
+                Err("status 200".to_string())
+            }
+        })
+        .await;
     assert_eq!(status, 429, "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("--max-inflight"),
@@ -271,18 +272,19 @@ async fn a_saturated_inflight_limit_refuses_before_work_but_health_answers() {
     assert!(ready.into_inner().ready);
     // Once the slow bodies go away, requests are admitted again.
     drop((_a, _b));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = s
-            .post_json(&format!("/v2/models/{model}/infer"), &body)
-            .await
-            .0;
-        if st == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never admitted again ({st})");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(
+        "admitted again",
+        HANG,
+        Duration::from_millis(50),
+        async || {
+            let path = format!("/v2/models/{model}/infer");
+            match s.post_json(&path, &body).await.0 {
+                200 => Ok(()),
+                st => Err(format!("status {st}")),
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

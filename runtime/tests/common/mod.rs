@@ -239,3 +239,25 @@ impl Model for Echo {
         1000
     }
 }
+
+/// How long a test waits for something that must happen before calling it a hang: a guard
+/// far beyond any expected time, not a timing assertion.
+pub const HANG: Duration = Duration::from_secs(20);
+
+/// Polls `cond` until it holds, failing the test ("never: `what`") after [`HANG`].
+pub async fn until(what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < HANG, "never within {HANG:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// [`until`] for a test without an async runtime: polls on this thread.
+pub fn until_blocking(what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < HANG, "never within {HANG:?}: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
