@@ -60,13 +60,15 @@ async fn spinning_lanes_answer_like_the_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_lane_spins_then_sleeps() {
     let config = mlp_tiny(BatchingPolicyKind::None);
-    let spin = Duration::from_millis(1500);
+    let spin = Duration::from_secs(3);
     let rt = spinning_runtime(1, spin, &config);
     rt.infer("m", None, random_request(&config, 1, &mut rng(1)))
         .await
         .unwrap();
-    // The lane spins for 1.5 s from the end of the batch: seen well within that.
-    let seen = wait_for(Duration::from_millis(1200), || rt.lanes_spinning() == 1).await;
+    // The lane spins for 3 s from the end of the batch; any look within that sees it (a
+    // later look cannot: the lane sleeps after its spin), so the window is the spin itself
+    // and only a test thread starved for 3 s could miss it.
+    let seen = wait_for(spin, || rt.lanes_spinning() == 1).await;
     assert!(seen, "the lane never spun after its batch");
     // And sleeps after it (10 s: far past the spin, however loaded the machine).
     let slept = wait_for(Duration::from_secs(10), || rt.lanes_spinning() == 0).await;
@@ -107,16 +109,17 @@ async fn at_most_one_idle_lane_spins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lanes_stop_spinning_when_arrivals_are_further_apart_than_the_spin() {
     let config = mlp_tiny(BatchingPolicyKind::None);
-    let rt = spinning_runtime(1, Duration::from_millis(5), &config);
+    let rt = spinning_runtime(1, Duration::from_millis(20), &config);
     let mut seen_spinning = Vec::new();
     for i in 0..40u64 {
         rt.infer("m", None, random_request(&config, 1, &mut rng(i)))
             .await
             .unwrap();
-        // A lane that spins after this batch does so for 5 ms: look 1 ms in.
+        // A lane that spins after this batch does so for 20 ms: look 1 ms in (a loaded
+        // machine's 1 ms sleep can take several).
         tokio::time::sleep(Duration::from_millis(1)).await;
         seen_spinning.push(rt.lanes_spinning() > 0);
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
     }
     // The first spins run (and miss); from the 20th request on only probes spin.
     let early = seen_spinning[..5].iter().filter(|s| **s).count();
