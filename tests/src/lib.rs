@@ -96,6 +96,17 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// POSTs `body` as JSON to `path`, failing the test on a transport error; the whole
+    /// response, headers included.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// The gRPC endpoint, `http://127.0.0.1:port`.
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.handle().grpc_addr)
@@ -124,13 +135,7 @@ impl TestServer {
 
     /// POST a JSON body to `path`, returning status and JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let res = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("POST");
+        let res = self.post(path, body).await;
         let status = res.status().as_u16();
         (
             status,
@@ -349,4 +354,17 @@ pub async fn poll_until<T>(
         }
         tokio::time::sleep(every).await;
     }
+}
+
+/// GETs `url` and reads its body as JSON, failing the test on a transport error or a body
+/// that is not JSON.
+pub async fn fetch_json(client: &reqwest::Client, url: &str) -> Value {
+    let res = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    res.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: body is not JSON: {e}"))
 }

@@ -7,7 +7,7 @@ mod grpc_common;
 
 use cohost_runtime::{InferRequest, Runtime, Tensor, TensorData};
 use cohost_tests::raw_http::{read_response, start_slow_body};
-use cohost_tests::{json_input, poll_until, reference_runtime, sample_inputs};
+use cohost_tests::{fetch_json, json_input, poll_until, reference_runtime, sample_inputs};
 use faults_common::*;
 use grpc_common::assert_close;
 use serde_json::{Value, json};
@@ -438,14 +438,7 @@ async fn a_version_rolled_over_in_poll_mode_fails_no_request() {
     let probe = reqwest::Client::new();
     let replaced = "version 2 replaces version 1";
     poll_until(replaced, START, Duration::from_millis(100), async || {
-        let v: Value = probe
-            .get(format!("{}/v2/models/mlp-tiny", server.http_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = fetch_json(&probe, &format!("{}/v2/models/mlp-tiny", server.http_url())).await;
         if v["versions"] == json!(["2"]) {
             Ok(())
         } else {

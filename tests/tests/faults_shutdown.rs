@@ -8,7 +8,7 @@ mod grpc_common;
 
 use cohost_protocol::inference as pb;
 use cohost_protocol::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use cohost_tests::{json_input, poll_until, reference_runtime, sample_inputs};
+use cohost_tests::{fetch_json, json_input, poll_until, reference_runtime, sample_inputs};
 use faults_common::*;
 use grpc_common::{assert_close, infer_request, output_f32};
 use serde_json::{Value, json};
@@ -123,14 +123,11 @@ async fn sigterm_answers_inflight_requests_cuts_the_open_stream_and_exits() {
         START,
         Duration::from_millis(20),
         async || {
-            let v: Value = http
-                .get(format!("{}/v2/models/mlp-tiny/load", server.http_url()))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = fetch_json(
+                &http,
+                &format!("{}/v2/models/mlp-tiny/load", server.http_url()),
+            )
+            .await;
             let queued = v["queued"].as_u64().unwrap_or(0) + v["in_flight"].as_u64().unwrap_or(0);
             if queued >= 6 {
                 Ok(())

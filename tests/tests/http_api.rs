@@ -224,13 +224,7 @@ async fn json_infer_matches_runtime_with_nested_and_flat_data() {
             "parameters": { "timeout": 10_000_000 },
             "inputs": inputs.iter().map(json_input).collect::<Vec<_>>(),
         });
-        let res = s
-            .client
-            .post(s.url(&format!("/v2/models/{model}/infer")))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = s.post(&format!("/v2/models/{model}/infer"), &body).await;
         assert_eq!(res.status(), 200);
         let load = res
             .headers()

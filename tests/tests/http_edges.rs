@@ -227,13 +227,7 @@ async fn a_saturated_inflight_limit_refuses_before_work_but_health_answers() {
     let refused = "a request refused while both permits are held";
     let (status, v, retry_after) =
         poll_until(refused, HANG, Duration::from_millis(20), async || {
-            let res = s
-                .client
-                .post(s.url(&format!("/v2/models/{model}/infer")))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
+            let res = s.post(&format!("/v2/models/{model}/infer"), &body).await;
             let status = res.status().as_u16();
             let retry = res.headers().get("retry-after").cloned();
             let v: Value = res.json().await.unwrap_or(Value::Null);

@@ -268,13 +268,7 @@ async fn out_of_range_embedding_index_and_timeouts() {
     // A 1 µs deadline cannot be met: refused (429) or expired (504), never served late.
     let mut tight = good.clone();
     tight["parameters"] = json!({ "timeout": 1 });
-    let res = s
-        .client
-        .post(s.url(&format!("/v2/models/{model}/infer")))
-        .json(&tight)
-        .send()
-        .await
-        .unwrap();
+    let res = s.post(&format!("/v2/models/{model}/infer"), &tight).await;
     let status = res.status().as_u16();
     if status == 429 {
         assert!(res.headers().contains_key("retry-after"));

@@ -56,13 +56,7 @@ async fn an_offloaded_dlrm_serves_identical_answers_and_reports_its_tables() {
     for seed in 0..20 {
         let inputs = sample_inputs(&config, 4, seed);
         let body = json!({ "inputs": inputs.iter().map(json_input).collect::<Vec<_>>() });
-        let res = s
-            .client
-            .post(s.url("/v2/models/dlrm-tiny/infer"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let res = s.post("/v2/models/dlrm-tiny/infer", &body).await;
         assert_eq!(res.status(), 200);
         let got: Value = res.json().await.unwrap();
         let want = resident
