@@ -254,9 +254,17 @@ fn json_floats_read_as_the_nearest_value() {
         let d = decode_request(body.as_bytes(), None).unwrap();
         let want64: f64 = t.parse().unwrap();
         let want32 = want64 as f32;
-        assert_eq!(d.request.inputs[0].data, TensorData::F64(vec![want64]), "{t}");
+        assert_eq!(
+            d.request.inputs[0].data,
+            TensorData::F64(vec![want64]),
+            "{t}"
+        );
         if want64.abs() <= f32::MAX as f64 {
-            assert_eq!(d.request.inputs[1].data, TensorData::F32(vec![want32]), "{t}");
+            assert_eq!(
+                d.request.inputs[1].data,
+                TensorData::F32(vec![want32]),
+                "{t}"
+            );
         }
     }
 }
