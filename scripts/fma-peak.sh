@@ -3,7 +3,7 @@
 # clock only): a chain of dependent integer adds runs one a cycle, so adds per second is the
 # clock; 12 independent chains of 512-bit (or, without AVX-512, 256-bit) FMAs give the
 # FMA throughput one thread reaches. The "fraction of FMA peak" figures in
-# docs/BENCHMARKS.md divide by the second number. Needs gcc.
+# docs/CPU-EFFICIENCY.md divide by the second number. Needs gcc.
 set -euo pipefail
 DIR="$(mktemp -d)"
 trap 'rm -rf "$DIR"' EXIT

@@ -21,7 +21,7 @@ use half::f16;
 
 /// Batches of at most this many rows use the row-dot kernel: on one AVX2 thread it beat
 /// the `gemm` crate on mlp-small's and dlrm-small's layers up to 64 rows and up to 128 on
-/// some (the `crossover-*` benchmark of `models/benches/forward.rs`; docs/BENCHMARKS.md,
+/// some (the `crossover-*` benchmark of `models/benches/forward.rs`; docs/CPU-EFFICIENCY.md,
 /// "CPU forward vs ONNX Runtime"); past 64 the batch rows no longer fit L2 beside a group.
 pub const DOT_ROWS: usize = 64;
 

@@ -200,7 +200,7 @@ impl Ops for CpuOps {
             )));
         }
         // Fewer outputs than one panel (a DLRM's last 256→1 layer): padding to 16 columns
-        // made the packed kernel 4–6× slower there than the row-dot path (BENCHMARKS.md,
+        // made the packed kernel 4–6× slower there than the row-dot path (CPU-EFFICIENCY.md,
         // "Packed dense weights"), so those keep the plain layout.
         if rows < packed::PANEL {
             return self.weight(data, rows, cols);
