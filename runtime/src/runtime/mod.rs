@@ -397,6 +397,11 @@ impl Runtime {
         self.inner.scheduler.passes()
     }
 
+    /// Wake-ups sent to the lanes so far: for new work, or for none (a waste a test can see).
+    pub fn lane_wakes(&self) -> u64 {
+        self.inner.scheduler.wakes()
+    }
+
     /// Lanes spinning for new work right now (see [`RuntimeOptions::lane_spin`]).
     pub fn lanes_spinning(&self) -> usize {
         self.inner.scheduler.lanes_spinning()

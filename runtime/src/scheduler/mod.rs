@@ -227,6 +227,11 @@ impl Scheduler {
         spin_wait(until, || self.signals.load(Ordering::Acquire) != seen);
     }
 
+    /// Wake-ups sent to the lanes so far (whether or not a thread was waiting for one).
+    pub fn wakes(&self) -> u64 {
+        self.signals.load(Ordering::Acquire)
+    }
+
     /// How many times a lane looked at the queues for work: once when it becomes free and
     /// once per wake-up. Lanes woken for nothing show here as passes beyond two per batch.
     pub fn passes(&self) -> u64 {
