@@ -66,6 +66,6 @@ pub mod testing {
     pub use crate::queue::FormedBatch;
     pub use crate::queue::{MemoryLease, ModelQueue, Pending, Reply};
     pub use crate::scheduler::{
-        Candidate, EdfFairShare, LaneRouting, Poll, SchedulePolicy, Scheduler, Work,
+        Candidate, Claimed, EdfFairShare, LaneRouting, Poll, SchedulePolicy, Scheduler, Work,
     };
 }

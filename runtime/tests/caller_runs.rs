@@ -4,12 +4,16 @@
 
 mod common;
 
+use cohost_kernels::{Lane, LanePriority};
 use cohost_models::BatchingPolicyKind;
 use cohost_models::synth;
+use cohost_runtime::testing::{Claimed, EdfFairShare, Scheduler, spawn_lanes};
 use cohost_runtime::{ModelConfig, Runtime, RuntimeOptions};
 use common::{
-    assert_close, f32s, random_request, reference_model_of, reference_outputs, rng, until,
+    HANG, assert_close, enqueue, f32s, random_request, reference_model_of, reference_outputs, rng,
+    scheduled_queue, until,
 };
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A CPU runtime with `lanes` lanes and caller runs up to `max` (caller timers on, as the
@@ -261,6 +265,65 @@ async fn a_caller_dropped_before_its_claim_leaves_the_request_to_the_lanes() {
     })
     .await;
     left_to_a_lane(&rt, "no lane was woken for it").await;
+}
+
+/// A claim on a queue emptied meanwhile wakes no lane, even when none is free to lend (the
+/// only lane is lent to a caller's batch of another model, held unrun here), where a claim
+/// on a queue that holds a request does.
+#[test]
+fn a_claim_on_an_emptied_queue_wakes_no_lane() {
+    let config = model("mlp-tiny", BatchingPolicyKind::None);
+    let m = reference_model_of(&config, 5);
+    let sched = Arc::new(
+        Scheduler::new(Box::new(EdfFairShare::default()), 1)
+            .with_lane_classes(vec![LanePriority::Normal])
+            .with_caller_runs(Duration::from_secs(1)),
+    );
+    let busy = scheduled_queue(&sched, "busy", &config, m.clone(), 1);
+    let other = scheduled_queue(&sched, "other", &config, m, 1);
+    let lanes = spawn_lanes(vec![Lane::cpu(0)], sched.clone());
+    // Borrow the lane for a batch of `busy`: once the lane is calibrated and asleep, the
+    // claim gets it (before that the lane takes the request itself).
+    let start = Instant::now();
+    let (claim, work) = loop {
+        let _answer = enqueue(&busy, 1);
+        if let Claimed::Run(claim, work) = sched.claim(&busy, None) {
+            break (claim, work);
+        }
+        assert!(start.elapsed() < HANG, "the lane was never free to lend");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let wakes = sched.wakes();
+    assert!(matches!(sched.claim(&other, None), Claimed::Lanes));
+    assert_eq!(
+        sched.wakes(),
+        wakes,
+        "a claim on an empty queue woke a lane"
+    );
+    // The same claim with a request queued does wake one (for when the lane is back).
+    let queued = enqueue(&other, 1);
+    assert!(matches!(sched.claim(&other, None), Claimed::Lanes));
+    assert_eq!(
+        sched.wakes(),
+        wakes + 1,
+        "a claim on a queued request woke no lane"
+    );
+    // Finish the held batch by hand (its request answered as failed), then the lane takes
+    // the queued one.
+    let n = work.batch.requests.len();
+    for p in work.batch.requests {
+        let _ = p
+            .reply
+            .send(Err(cohost_runtime::Error::unavailable("test")));
+    }
+    work.queue.finish(work.batch.id, n, 0.0);
+    drop(claim);
+    let reply = common::answer_within(queued, HANG).expect("the queued request is answered");
+    assert_eq!(reply.outputs[0].shape[0], 1);
+    sched.shutdown();
+    for h in lanes {
+        h.join().expect("lanes never unwind");
+    }
 }
 
 /// Waits (up to 20 s) for a lane to take the request a dropped caller left queued, then

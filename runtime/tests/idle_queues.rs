@@ -6,32 +6,13 @@
 mod common;
 
 use cohost_kernels::Lane;
-use cohost_models::{InputData, synth};
-use cohost_runtime::testing::{
-    EdfFairShare, MemoryLease, ModelQueue, Pending, Scheduler, spawn_lanes,
-};
-use common::{Answer, HANG, answer_within, until_blocking};
+use cohost_models::synth;
+use cohost_runtime::testing::{EdfFairShare, ModelQueue, Scheduler, spawn_lanes};
+use common::{Answer, HANG, answer_within, enqueue, scheduled_queue, until_blocking};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Instant;
 
 const LANES: usize = 2;
 const IDLE: usize = 50;
-
-/// Queues `rows` rows of mlp-tiny input (8 values a row) on `q` without waking a lane.
-fn enqueue(q: &ModelQueue, rows: usize) -> Answer {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    q.enqueue(Pending {
-        rows,
-        inputs: vec![InputData::F32(vec![0.5; rows * 8])],
-        outputs: vec![0],
-        enqueued: Instant::now(),
-        deadline: None,
-        reply: tx,
-    })
-    .unwrap();
-    rx
-}
 
 /// The answer's rows of 4 outputs, failing the test without one within [`HANG`].
 fn answer(rx: Answer) -> usize {
@@ -45,13 +26,7 @@ fn serving_one_model_locks_no_idle_queue() {
     let config = synth::preset("mlp-tiny").unwrap();
     let model = common::reference_model_of(&config, 7);
     let sched = Arc::new(Scheduler::new(Box::new(EdfFairShare::default()), LANES));
-    let queue = |name: &str| {
-        let lease = MemoryLease::new(0, Arc::new(AtomicU64::new(0)));
-        let q = ModelQueue::new(name, 1, config.clone(), model.clone(), LANES, lease);
-        let q = Arc::new(q);
-        sched.add(q.clone());
-        q
-    };
+    let queue = |name: &str| scheduled_queue(&sched, name, &config, model.clone(), LANES);
     let busy = queue("busy");
     let idle: Vec<Arc<ModelQueue>> = (0..IDLE).map(|i| queue(&format!("idle-{i}"))).collect();
     let handles = spawn_lanes((0..LANES).map(Lane::cpu).collect(), sched.clone());

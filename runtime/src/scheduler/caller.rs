@@ -88,8 +88,6 @@ pub enum Claimed<'a> {
 enum Take {
     Work(Work),
     At(Instant),
-    /// The queue is empty: its requests were taken meanwhile, no lane is needed for it.
-    Empty,
     Nothing,
 }
 
@@ -112,7 +110,7 @@ impl Scheduler {
     /// a batch of `q` for the caller to run now as the claimed lane, an instant for it to
     /// come back at, a yield first when `yield_for` holds the request's rows and company
     /// is likely, or nothing, having woken a lane as [`Scheduler::notify_queue`] does if the
-    /// queue needs one.
+    /// queue still holds requests.
     pub fn claim(&self, q: &Arc<ModelQueue>, yield_for: Option<usize>) -> Claimed<'_> {
         if self.caller_max.is_zero() {
             self.notify_queue(q);
@@ -142,11 +140,14 @@ impl Scheduler {
                     return Claimed::Run(claim, work);
                 }
                 Take::At(at) => return Claimed::At(at),
-                Take::Empty => return Claimed::Lanes,
                 Take::Nothing => {}
             }
         }
-        self.wake_for(&state, urgent);
+        // Emptied meanwhile (after a yield, another caller's batch took the request):
+        // whoever took the requests answers them, so no lane is woken, free or busy.
+        if q.has_queued() {
+            self.wake_for(&state, urgent);
+        }
         Claimed::Lanes
     }
 
@@ -199,7 +200,6 @@ impl Scheduler {
         let (limit, at) = match catch_unwind(AssertUnwindSafe(|| assess(q, now, share, false))) {
             Ok(Some(Assessment::Ready(limit, _))) => (limit, None),
             Ok(Some(Assessment::WaitUntil(at))) if self.caller_timers => (q.max_rows, Some(at)),
-            Ok(None) => return Take::Empty,
             Ok(_) => return Take::Nothing,
             Err(panic) => {
                 decision_panicked(q, &*panic);

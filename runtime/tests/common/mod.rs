@@ -172,6 +172,43 @@ pub fn echo_outputs(x: &[f32]) -> Vec<f32> {
 pub type Answer =
     tokio::sync::oneshot::Receiver<cohost_runtime::Result<cohost_runtime::testing::Reply>>;
 
+/// A queue for `model` as `name`, on up to `lanes` lanes, added to `sched` by hand.
+pub fn scheduled_queue(
+    sched: &cohost_runtime::testing::Scheduler,
+    name: &str,
+    config: &ModelConfig,
+    model: Arc<dyn Model>,
+    lanes: usize,
+) -> Arc<cohost_runtime::testing::ModelQueue> {
+    use cohost_runtime::testing::{MemoryLease, ModelQueue};
+    let lease = MemoryLease::new(0, Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let q = Arc::new(ModelQueue::new(
+        name,
+        1,
+        config.clone(),
+        model,
+        lanes,
+        lease,
+    ));
+    sched.add(q.clone());
+    q
+}
+
+/// Queues `rows` rows of mlp-tiny input (8 values a row) on `q` by hand, waking no lane.
+pub fn enqueue(q: &cohost_runtime::testing::ModelQueue, rows: usize) -> Answer {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    q.enqueue(cohost_runtime::testing::Pending {
+        rows,
+        inputs: vec![InputData::F32(vec![0.5; rows * 8])],
+        outputs: vec![0],
+        enqueued: std::time::Instant::now(),
+        deadline: None,
+        reply: tx,
+    })
+    .unwrap();
+    rx
+}
+
 /// The answer on `rx`, failing the test on a dropped reply channel or no answer within `hang`.
 pub fn answer_within(
     mut rx: Answer,
