@@ -402,6 +402,11 @@ impl Runtime {
         self.inner.scheduler.wakes()
     }
 
+    /// Spins for new work begun by idle lanes so far (see [`RuntimeOptions::lane_spin`]).
+    pub fn lane_spins(&self) -> u64 {
+        self.inner.scheduler.spins()
+    }
+
     /// Lanes spinning for new work right now (see [`RuntimeOptions::lane_spin`]).
     pub fn lanes_spinning(&self) -> usize {
         self.inner.scheduler.lanes_spinning()

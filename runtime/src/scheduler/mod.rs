@@ -91,6 +91,8 @@ pub struct Scheduler {
     routing: LaneRouting,
     /// Looks at the queues so far (see [`Scheduler::passes`]).
     passes: AtomicU64,
+    /// Spins begun by idle lanes so far (see [`Scheduler::spins`]).
+    spins: AtomicU64,
     /// How long an idle lane spins for new work before it sleeps (zero: it sleeps at once).
     spin: Duration,
     /// Bumped by every wake-up; a spinning lane watches it instead of the condition variable.
@@ -140,6 +142,7 @@ impl Scheduler {
             classes: Vec::new(),
             routing: LaneRouting::ClassBlind,
             passes: AtomicU64::new(0),
+            spins: AtomicU64::new(0),
             spin: Duration::ZERO,
             signals: AtomicU64::new(0),
             spinning: AtomicUsize::new(0),
@@ -225,6 +228,11 @@ impl Scheduler {
     /// or until `until`.
     fn spin_until(&self, seen: u64, until: Instant) {
         spin_wait(until, || self.signals.load(Ordering::Acquire) != seen);
+    }
+
+    /// Spins for new work begun by idle lanes so far (counted once the lane spins).
+    pub fn spins(&self) -> u64 {
+        self.spins.load(Ordering::Relaxed)
     }
 
     /// Wake-ups sent to the lanes so far (whether or not a thread was waiting for one).
@@ -535,6 +543,7 @@ impl Scheduler {
                 let seen = self.signals.load(Ordering::Acquire);
                 let until = wake_at.map_or(spin_end, |t| t.min(spin_end));
                 self.spinning.fetch_add(1, Ordering::AcqRel);
+                self.spins.fetch_add(1, Ordering::Relaxed);
                 MutexGuard::unlocked(&mut state, || self.spin_until(seen, until));
                 self.spinning.fetch_sub(1, Ordering::AcqRel);
                 continue;
