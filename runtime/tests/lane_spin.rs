@@ -19,6 +19,20 @@ fn spinning_runtime(lanes: usize, spin: Duration, config: &cohost_runtime::Model
     )
 }
 
+/// [`spinning_runtime`] with caller runs off: every batch runs on a lane, so a lane goes
+/// idle (and may spin) after each one, not only after the first, uncalibrated ones.
+fn lanes_only_runtime(
+    lanes: usize,
+    spin: Duration,
+    config: &cohost_runtime::ModelConfig,
+) -> Runtime {
+    let options = RuntimeOptions::default()
+        .lanes(lanes)
+        .lane_spin(spin)
+        .caller_runs(Duration::ZERO);
+    runtime_with(options, config)
+}
+
 /// A runtime with `options`, serving `config` as "m".
 fn runtime_with(options: RuntimeOptions, config: &cohost_runtime::ModelConfig) -> Runtime {
     let rt = Runtime::new(options).unwrap();
@@ -70,7 +84,7 @@ async fn spinning_lanes_answer_like_the_model() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_lane_spins_then_sleeps() {
     let config = mlp_tiny(BatchingPolicyKind::None);
-    let rt = spinning_runtime(1, Duration::from_millis(300), &config);
+    let rt = lanes_only_runtime(1, Duration::from_millis(300), &config);
     let spins = rt.lane_spins();
     rt.infer("m", None, random_request(&config, 1, &mut rng(1)))
         .await
@@ -89,7 +103,7 @@ async fn an_idle_lane_spins_then_sleeps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_one_idle_lane_spins() {
     let config = mlp_tiny(BatchingPolicyKind::None);
-    let rt = spinning_runtime(2, Duration::from_millis(300), &config);
+    let rt = lanes_only_runtime(2, Duration::from_millis(300), &config);
     let mut most = 0;
     for round in 0..5u64 {
         let spins = rt.lane_spins();
@@ -121,11 +135,7 @@ async fn lanes_stop_spinning_when_arrivals_are_further_apart_than_the_spin() {
     let config = mlp_tiny(BatchingPolicyKind::None);
     // Caller runs off: a quick batch would otherwise run on its caller while the lane
     // sleeps, and the lane would never go idle, spun or not, whatever its gate said.
-    let options = RuntimeOptions::default()
-        .lanes(1)
-        .lane_spin(Duration::from_millis(5))
-        .caller_runs(Duration::ZERO);
-    let rt = runtime_with(options, &config);
+    let rt = lanes_only_runtime(1, Duration::from_millis(5), &config);
     let mut spun = Vec::new();
     for i in 0..40u64 {
         let spins = rt.lane_spins();
